@@ -1,0 +1,65 @@
+"""The benchmark protocol: ``python -m backend bench <name>`` prints one JSON object per line::
+
+    {"bench": name, "case": "50k@256", "metric": "forward", "value": 0.42, "unit": "s",
+     "device": "cpu (2 cores)"}
+
+Benches are registered in ``BENCHES`` as ``name -> (module, function, help)``; the function takes
+the parsed arguments and yields ``BenchRecord`` objects. Modules are imported only when that bench
+runs, so listing benches needs neither torch nor a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import IO, Callable
+
+UNITS = ("s", "ms", "fps")
+
+# name -> (module relative to the ``backend`` package, function name, one-line help)
+BENCHES: dict[str, tuple[str, str, str]] = {
+    "formats": (".bench.formats", "run", "write and read a 70k x 50 avatar file (s, MB)"),
+}
+
+
+@dataclass
+class BenchRecord:
+    bench: str
+    case: str
+    metric: str
+    value: float
+    unit: str
+    device: str
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise ValueError(f"bench unit must be one of {UNITS}, got {self.unit!r}")
+        self.value = float(self.value)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def emit(record: BenchRecord, out: IO[str]) -> None:
+    out.write(record.to_json() + "\n")
+    out.flush()
+
+
+def cpu_device_name() -> str:
+    """A short description of this CPU, e.g. ``cpu (2 cores, x86_64)``."""
+    return f"cpu ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Minimum wall time of ``fn()`` in seconds over ``repeats`` runs, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)

@@ -1,0 +1,24 @@
+"""Bench ``formats``: the cost of the avatar file at product size (70k Gaussians, 50 expressions)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+from . import BenchRecord, best_time, cpu_device_name
+
+
+def run(args) -> Iterator[BenchRecord]:
+    from ..formats import avatar, examples
+
+    device = cpu_device_name()
+    for n, k in ((10_000, 50), (70_000, 50)):
+        case = f"{n // 1000}k x {k}"
+        data = examples.random_avatar(n_gaussians=n, n_expressions=k, sh_degree=3, seed=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "avatar.npz")
+            yield BenchRecord("formats", case, "write", best_time(lambda: avatar.write(path, data), 3),
+                              "s", device)
+            yield BenchRecord("formats", case, "read", best_time(lambda: avatar.read(path), 3), "s",
+                              device)

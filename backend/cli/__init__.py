@@ -1,0 +1,1 @@
+"""Command-line dispatcher: ``python -m backend <command> [--help]``."""
