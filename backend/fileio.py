@@ -77,8 +77,9 @@ def write_image(path: str | os.PathLike, image: Any) -> None:
 
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
+    image_format = Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower())
     with atomic_path(path) as tmp:
-        image.save(tmp, format=Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower()))
+        image.save(tmp, format=image_format)
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,8 +14,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import IO, Callable
+from typing import IO
 
 UNITS = ("s", "ms", "fps")
 

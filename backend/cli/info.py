@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import FormatError
 from ..formats import avatar, tracking
-from ..formats.npzio import read_npz
+from ..formats.npzio import read_meta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress) -> int:
-    _, meta = read_npz(args.file, "ToonSplat file")
+    meta = read_meta(args.file, "ToonSplat file")
     kind = meta.get("format")
     if kind == avatar.FORMAT_NAME:
         text = avatar.summary(avatar.read(args.file), args.file)

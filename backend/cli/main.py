@@ -25,7 +25,7 @@ from ..progress import MODES, Progress, ProgressLogHandler
 # name -> (module, help). Order is the order shown in --help: the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": (".cli.info", "summarize an avatar or tracking file"),
-    "demo": (".cli.pending", "run the built-in demo end to end (issue 9)"),
+    "demo": (".cli.demo", "run the built-in demo end to end on built-in defaults"),
     "synth": (".cli.pending", "render a synthetic test subject with exact tracking (issue 5)"),
     "prepare": (".cli.pending", "ingest a video/images and track the head (issue 6)"),
     "stylize": (".cli.pending", "stylize prepared frames, Stage 1 (issue 7)"),

@@ -199,7 +199,7 @@ def summary(avatar: Avatar, path: str = "") -> str:
         f"  extent      {extent[0]:.3f} x {extent[1]:.3f} x {extent[2]:.3f} m",
         f"  expressions {avatar.n_expressions}: {shown}",
         f"  deltas      {avatar.delta_means.dtype}, {delta_bytes / 1e6:.1f} MB in memory",
-        f"  joints      " + ", ".join(f"{n}<-{avatar.joint_names[p] if p >= 0 else '-'}"
+        "  joints      " + ", ".join(f"{n}<-{avatar.joint_names[p] if p >= 0 else '-'}"
                                       for n, p in zip(avatar.joint_names, avatar.joint_parents)),
         f"  head mesh   {avatar.mesh_vertices.shape[0]} vertices, {avatar.mesh_faces.shape[0]} faces",
         f"  head model  {avatar.head_model}",

@@ -44,6 +44,38 @@ def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray],
         raise
 
 
+def read_meta(path: str | os.PathLike, kind: str) -> dict[str, Any]:
+    """Read only the metadata of a container (cheap: the arrays are not loaded)."""
+    path = _existing_file(os.fspath(path), kind)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            raw = archive[META_KEY] if META_KEY in archive.files else None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise FormatError(f"{path} is not a readable {kind} (truncated or corrupted: {exc}); "
+                          "re-create it with the command that wrote it") from exc
+    return _decode_meta(path, raw, kind)
+
+
+def _existing_file(path: str, kind: str) -> str:
+    if not os.path.exists(path):
+        raise FormatError(f"{kind} not found: {path}")
+    if os.path.isdir(path):
+        raise FormatError(f"{path} is a folder, expected a {kind} (.npz)")
+    return path
+
+
+def _decode_meta(path: str, raw: np.ndarray | None, kind: str) -> dict[str, Any]:
+    if raw is None:
+        raise FormatError(f"{path} has no '{META_KEY}' entry, so it is not a ToonSplat {kind}")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: the metadata of this {kind} is corrupted ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise FormatError(f"{path}: the metadata of this {kind} is not a JSON object")
+    return meta
+
+
 def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read every array and the metadata of a container; raise FormatError naming ``path``.
 
@@ -51,25 +83,14 @@ def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray],
         path: the file.
         kind: what the file should be ("avatar file", "tracking file"), for messages.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"{kind} not found: {path}")
-    if os.path.isdir(path):
-        raise FormatError(f"{path} is a folder, expected a {kind} (.npz)")
+    path = _existing_file(os.fspath(path), kind)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise FormatError(f"{path} is not a readable {kind} (truncated or corrupted: {exc}); "
                           "re-create it with the command that wrote it") from exc
-    if META_KEY not in arrays:
-        raise FormatError(f"{path} has no '{META_KEY}' entry, so it is not a ToonSplat {kind}")
-    try:
-        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path}: the metadata of this {kind} is corrupted ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise FormatError(f"{path}: the metadata of this {kind} is not a JSON object")
+    meta = _decode_meta(path, arrays.pop(META_KEY, None), kind)
     return arrays, meta
 
 
@@ -78,7 +99,7 @@ def check_header(path: str, meta: dict[str, Any], format_name: str, supported: t
     """Check the format name and version in ``meta``; return the version."""
     found = meta.get("format")
     if found != format_name:
-        raise FormatError(f"{path} is a {found!r} file, expected a {kind} ({format_name!r})")
+        raise FormatError(f"{path} is a {found!r} file, not a {kind} ({format_name!r})")
     version = meta.get("version")
     if version not in supported:
         raise FormatError(f"{path} has {kind} version {version!r}; this ToonSplat reads versions "

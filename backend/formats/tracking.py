@@ -73,7 +73,7 @@ class Tracking:
 def write(path: str | os.PathLike, tracking: Tracking) -> None:
     """Validate ``tracking`` and write it atomically."""
     arrays: dict[str, np.ndarray] = {}
-    for name, spec in SPECS.items():
+    for name in SPECS:
         value = getattr(tracking, name)
         if value is None:
             continue
@@ -143,7 +143,8 @@ def summary(tracking: Tracking, path: str = "") -> str:
         f"  image       {int(tracking.image_size[0])} x {int(tracking.image_size[1])} px, "
         f"focal {focal.min():.1f}..{focal.max():.1f} px",
         f"  expressions {tracking.n_expressions}, |coefficient| max {np.abs(tracking.expressions).max():.2f}",
-        "  rotations   max " + ", ".join(f"{n} {d:.1f} deg" for n, d in zip(JOINT_NAMES, rot_deg.max(axis=0))),
+        "  rotations   max " + ", ".join(f"{n} {d:.1f} deg"
+                                         for n, d in zip(JOINT_NAMES, rot_deg.max(axis=0))),
         f"  identity    {tracking.shape.shape[0]} shape coefficients"
         + (", per-vertex offsets" if tracking.vertex_offsets is not None else ""),
         f"  head model  {tracking.head_model}",

@@ -1,0 +1,268 @@
+"""Import an avatar file into Blender: shape-keyed points on a FLAME-style armature.
+
+Two named stages: ``read_avatar`` (validate the file, no Blender work) and ``build_avatar``
+(create the Blender data). Bulk data goes through ``foreach_set`` as whole numpy arrays; the axis
+conversion is ``axes.points_to_blender``. What is built, for an avatar called NAME:
+
+- collection ``NAME``;
+- armature object ``NAME_rig`` with bones root, neck, jaw, eye_L, eye_R at the joint positions;
+- point object ``NAME`` (one vertex per Gaussian; attributes ``color`` (linear), ``opacity``,
+  ``scale``, ``rotation`` (quaternion), ``mouth``), a shape key per expression named as in the
+  file, vertex groups from the LBS weights, an Armature modifier and the splat preview modifier;
+- mesh object ``NAME_head`` (hidden): the neutral head mesh with the same shape keys and rig.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+from ..backend.errors import FormatError, ToonSplatError
+from ..backend.formats import avatar as avatar_format
+from . import axes
+
+SLIDER_RANGE = (-2.0, 2.0)
+BONE_LENGTH = 0.03
+# Direction of each bone (head -> tail) in Blender space: the neck chain up, jaw and eyes forward.
+BONE_DIRECTIONS = {"root": (0.0, 0.0, 1.0), "neck": (0.0, 0.0, 1.0), "jaw": (0.0, -1.0, 0.0),
+                   "eye_L": (0.0, -1.0, 0.0), "eye_R": (0.0, -1.0, 0.0)}
+AVATAR_PROP = "toonsplat_avatar"   # custom property on the points object: the source file
+ROLE_PROP = "toonsplat_role"       # "points", "head" or "rig"
+
+
+@dataclass
+class ImportedAvatar:
+    """The Blender objects made for one avatar."""
+
+    points: bpy.types.Object
+    armature: bpy.types.Object
+    head: bpy.types.Object
+    collection: bpy.types.Collection
+
+
+def read_avatar(path: str) -> avatar_format.Avatar:
+    """Stage 1: read and validate the avatar file (no Blender work).
+
+    Raises:
+        ToonSplatError: the file is missing, not an avatar file, or of an unknown version.
+    """
+    if not path or not os.path.isfile(path):
+        raise FormatError(f"avatar file not found: {path!r}; choose the .npz file written by "
+                          "'python -m backend build' or 'train'")
+    return avatar_format.read(path)
+
+
+def import_avatar(path: str, name: str | None = None, splat_preview: bool = True,
+                  context: bpy.types.Context | None = None) -> ImportedAvatar:
+    """Read ``path`` and build the avatar in the current scene. See the module docstring."""
+    data = read_avatar(path)
+    name = name or os.path.splitext(os.path.basename(path))[0]
+    return build_avatar(data, name, source=os.path.abspath(path), splat_preview=splat_preview,
+                        context=context)
+
+
+def build_avatar(data: avatar_format.Avatar, name: str, source: str = "",
+                 splat_preview: bool = True,
+                 context: bpy.types.Context | None = None) -> ImportedAvatar:
+    """Stage 2: build the Blender objects for a validated avatar."""
+    context = context or bpy.context
+    collection = bpy.data.collections.new(name)
+    context.scene.collection.children.link(collection)
+    rig = build_armature(f"{name}_rig", data, collection)
+    points = build_points(name, data, collection)
+    rig_object(points, rig, data.lbs_weights, data.joint_names)
+    head = build_head_mesh(f"{name}_head", data, collection)
+    rig_object(head, rig, data.mesh_lbs_weights, data.joint_names)
+    drive_shape_keys(head, points)
+    head.hide_set(True)
+    head.hide_render = True
+    for obj, role in ((points, "points"), (rig, "rig"), (head, "head")):
+        obj[ROLE_PROP] = role
+        obj[AVATAR_PROP] = source
+    points["toonsplat_rig"] = rig.name
+    points["toonsplat_head"] = head.name
+    if splat_preview:
+        from . import splats  # node trees are built here, on first import, never at register
+        splats.add_preview(points)
+    return ImportedAvatar(points=points, armature=rig, head=head, collection=collection)
+
+
+def build_armature(name: str, data: avatar_format.Avatar,
+                   collection: bpy.types.Collection) -> bpy.types.Object:
+    """An armature with one bone per joint at its rest position, parents from the file."""
+    arm = bpy.data.armatures.new(name)
+    rig = bpy.data.objects.new(name, arm)
+    collection.objects.link(rig)
+    joints = axes.points_to_blender(data.joint_positions.astype(np.float64))
+    previous_active = bpy.context.view_layer.objects.active
+    bpy.context.view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        bones = []
+        for j, joint_name in enumerate(data.joint_names):
+            bone = arm.edit_bones.new(joint_name)
+            bone.head = joints[j]
+            bone.tail = joints[j] + BONE_LENGTH * np.asarray(BONE_DIRECTIONS[joint_name])
+            bone.roll = 0.0
+            bone.use_deform = True
+            bones.append(bone)
+        for j, parent in enumerate(data.joint_parents):
+            if parent >= 0:
+                bones[j].parent = bones[int(parent)]
+                bones[j].use_connect = False
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+        bpy.context.view_layer.objects.active = previous_active
+    for pose_bone in rig.pose.bones:
+        pose_bone.rotation_mode = "QUATERNION"
+    arm.display_type = "STICK"
+    rig.show_in_front = True
+    return rig
+
+
+def bone_rest_rotations(rig: bpy.types.Object, joint_names) -> np.ndarray:
+    """(J, 3, 3) rotation part of each bone's rest matrix, in ``joint_names`` order."""
+    bones = rig.data.bones
+    missing = [n for n in joint_names if n not in bones]
+    if missing:
+        raise ToonSplatError(f"armature '{rig.name}' has no bone(s) {missing}; re-import the avatar")
+    return np.array([[list(row[:3]) for row in bones[n].matrix_local[:3]] for n in joint_names])
+
+
+def build_points(name: str, data: avatar_format.Avatar,
+                 collection: bpy.types.Collection) -> bpy.types.Object:
+    """A mesh of loose vertices, one per Gaussian, with the Gaussian attributes and shape keys."""
+    mesh = bpy.data.meshes.new(name)
+    n = data.n_gaussians
+    mesh.vertices.add(n)
+    mesh.vertices.foreach_set("co", axes.points_to_blender(data.means.astype(np.float32)).ravel())
+    rgb = axes.srgb_to_linear(axes.sh_dc_to_rgb(data.sh[:, 0, :]))
+    rgba = np.concatenate([rgb, np.ones((n, 1))], axis=1).astype(np.float32)
+    _set_attribute(mesh, "color", "FLOAT_COLOR", "color", rgba)
+    opacity = 1.0 / (1.0 + np.exp(-data.opacity_logits.astype(np.float64)))
+    _set_attribute(mesh, "opacity", "FLOAT", "value", opacity.astype(np.float32))
+    _set_attribute(mesh, "scale", "FLOAT_VECTOR", "vector",
+                   np.exp(data.log_scales.astype(np.float64)).astype(np.float32))
+    quats = data.quats.astype(np.float64)
+    quats /= np.maximum(np.linalg.norm(quats, axis=1, keepdims=True), 1e-12)
+    _set_attribute(mesh, "rotation", "QUATERNION", "value",
+                   axes.quats_to_blender(quats).astype(np.float32))
+    _set_attribute(mesh, "mouth", "BOOLEAN", "value", data.mouth.astype(bool))
+    mesh.update()
+    obj = bpy.data.objects.new(name, mesh)
+    collection.objects.link(obj)
+    # Mouth-interior Gaussians are skinned but never blended (3DGB): zero deltas for them.
+    deltas = data.delta_means.astype(np.float32) * ~data.mouth[None, :, None]
+    add_shape_keys(obj, deltas, data.expression_names)
+    return obj
+
+
+def _set_attribute(mesh, name: str, data_type: str, key: str, values: np.ndarray) -> None:
+    attribute = mesh.attributes.new(name, data_type, "POINT")
+    attribute.data.foreach_set(key, np.ascontiguousarray(values).ravel())
+
+
+def add_shape_keys(obj: bpy.types.Object, deltas: np.ndarray, names: list[str]) -> None:
+    """A Basis plus one relative shape key per expression.
+
+    Args:
+        obj: mesh object whose vertices are the neutral positions (Blender space).
+        deltas: (K, V, 3) per-expression offsets in head space.
+        names: K shape key names.
+    """
+    count = len(obj.data.vertices)
+    if deltas.shape[1:] != (count, 3) or len(names) != deltas.shape[0]:
+        raise ValueError(f"deltas {deltas.shape} and {len(names)} names do not fit {count} vertices")
+    basis = np.empty(count * 3, dtype=np.float32)
+    obj.data.vertices.foreach_get("co", basis)
+    obj.shape_key_add(name="Basis", from_mix=False)
+    basis = basis.reshape(count, 3)
+    for k, expression_name in enumerate(names):
+        key = obj.shape_key_add(name=expression_name, from_mix=False)
+        key.slider_min, key.slider_max = SLIDER_RANGE
+        key.data.foreach_set("co", (basis + axes.points_to_blender(deltas[k])).ravel())
+    obj.data.shape_keys.use_relative = True
+
+
+def add_vertex_groups(obj: bpy.types.Object, weights: np.ndarray, names) -> None:
+    """One vertex group per joint from (V, J) LBS weights.
+
+    Blender has no bulk setter for vertex-group weights: full weights (1.0) go in one call per
+    group, the blended rest in one ``add`` per (vertex, group) pair, zero weights are skipped.
+    """
+    weights = np.asarray(weights, dtype=np.float32)
+    for j, joint_name in enumerate(names):
+        group = obj.vertex_groups.new(name=joint_name)
+        column = weights[:, j]
+        full = np.nonzero(column >= 1.0)[0]
+        if len(full):
+            group.add(full.tolist(), 1.0, "REPLACE")
+        partial = np.nonzero((column > 0.0) & (column < 1.0))[0]
+        add = group.add
+        for index, weight in zip(partial.tolist(), column[partial].tolist()):
+            add((index,), weight, "REPLACE")
+
+
+def drive_shape_keys(follower: bpy.types.Object, leader: bpy.types.Object) -> None:
+    """Drive each shape key of ``follower`` by the same-named key of ``leader`` (one source of
+    truth: sliders and keyframes live on the points object, the head mesh follows)."""
+    leader_key = leader.data.shape_keys
+    for block in follower.data.shape_keys.key_blocks[1:]:
+        curve = block.driver_add("value")
+        driver = curve.driver
+        driver.type = "AVERAGE"
+        variable = driver.variables.new()
+        variable.type = "SINGLE_PROP"
+        target = variable.targets[0]
+        target.id_type = "KEY"
+        target.id = leader_key
+        target.data_path = f'key_blocks["{_escape(block.name)}"].value'
+
+
+def _escape(name: str) -> str:
+    return name.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def rig_object(obj: bpy.types.Object, rig: bpy.types.Object, weights: np.ndarray, names) -> None:
+    """Vertex groups from ``weights``, parent to ``rig`` and an Armature modifier."""
+    add_vertex_groups(obj, weights, names)
+    obj.parent = rig
+    modifier = obj.modifiers.new("Armature", "ARMATURE")
+    modifier.object = rig
+    modifier.use_vertex_groups = True
+    modifier.use_bone_envelopes = False
+
+
+def build_head_mesh(name: str, data: avatar_format.Avatar,
+                    collection: bpy.types.Collection) -> bpy.types.Object:
+    """The neutral head mesh of the head model, with the mesh expression blendshapes."""
+    mesh = bpy.data.meshes.new(name)
+    vertices = axes.points_to_blender(data.mesh_vertices.astype(np.float32))
+    mesh.from_pydata(vertices.tolist(), [], data.mesh_faces.astype(np.int64).tolist())
+    mesh.validate()
+    mesh.update()
+    obj = bpy.data.objects.new(name, mesh)
+    collection.objects.link(obj)
+    add_shape_keys(obj, data.mesh_expression_dirs.astype(np.float32), data.expression_names)
+    return obj
+
+
+def find_avatar(obj: bpy.types.Object | None) -> tuple[bpy.types.Object, bpy.types.Object, list]:
+    """The points object, its armature and the meshes driven together, from any avatar object.
+
+    Raises:
+        ToonSplatError: ``obj`` is not part of an imported avatar.
+    """
+    if obj is None or ROLE_PROP not in obj:
+        raise ToonSplatError("select an imported ToonSplat avatar (its points, head or rig "
+                             "object) first, or import one with 'Import Avatar'")
+    collection = obj.users_collection[0]
+    members = {o.get(ROLE_PROP): o for o in collection.objects if ROLE_PROP in o}
+    if "points" not in members or "rig" not in members:
+        raise ToonSplatError(f"the avatar in collection '{collection.name}' is incomplete "
+                             "(points or rig object missing); re-import it")
+    meshes = [members[r] for r in ("points", "head") if r in members]
+    return members["points"], members["rig"], meshes

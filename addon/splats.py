@@ -1,0 +1,131 @@
+"""The splat preview: each Gaussian drawn as an oriented, scaled ellipsoid with a Gaussian falloff.
+
+A geometry-nodes modifier instances a smooth icosphere on every point, rotated by the ``rotation``
+attribute and scaled by ``SIGMAS`` x ``scale``, and keeps the points themselves (so the evaluated
+mesh still holds the deformed Gaussian centres). The material reads the instance's ``color`` and
+``opacity`` and fades with the distance between the view ray and the ellipsoid's centre:
+
+    alpha = opacity * exp(-0.5 * SIGMAS^2 * (1 - (N . I)^2)),   back faces transparent,
+
+which is the Gaussian's 1D profile across a unit sphere seen along I. It uses only nodes that EEVEE
+and Cycles both support. Nothing here runs at register: ``add_preview`` builds the node group and
+material the first time an avatar is imported and reuses them afterwards.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+NODE_GROUP = "ToonSplat Splats"
+MATERIAL = "ToonSplat Splat"
+MODIFIER = "Splat Preview"
+SIGMAS = 2.5  # the ellipsoid's radius in standard deviations
+
+
+def add_preview(obj: bpy.types.Object) -> bpy.types.Modifier:
+    """Add the splat preview modifier (after the Armature modifier) to a points object."""
+    modifier = obj.modifiers.new(MODIFIER, "NODES")
+    modifier.node_group = splat_node_group()
+    return modifier
+
+
+def splat_node_group() -> bpy.types.NodeTree:
+    """The geometry-nodes group, built once per file."""
+    group = bpy.data.node_groups.get(NODE_GROUP)
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
+    group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    group_in = nodes.new("NodeGroupInput")
+    group_out = nodes.new("NodeGroupOutput")
+    sphere = nodes.new("GeometryNodeMeshIcoSphere")
+    sphere.inputs["Radius"].default_value = 1.0
+    sphere.inputs["Subdivisions"].default_value = 1
+    smooth = nodes.new("GeometryNodeSetShadeSmooth")
+    links.new(sphere.outputs["Mesh"], smooth.inputs["Mesh"])
+    material = nodes.new("GeometryNodeSetMaterial")
+    material.inputs["Material"].default_value = splat_material()
+    links.new(smooth.outputs["Mesh"], material.inputs["Geometry"])
+    rotation = _named_attribute(nodes, "rotation", "QUATERNION")
+    scale = _named_attribute(nodes, "scale", "FLOAT_VECTOR")
+    sized = nodes.new("ShaderNodeVectorMath")
+    sized.operation = "SCALE"
+    sized.inputs["Scale"].default_value = SIGMAS
+    links.new(scale.outputs["Attribute"], sized.inputs[0])
+    instance = nodes.new("GeometryNodeInstanceOnPoints")
+    links.new(group_in.outputs[0], instance.inputs["Points"])
+    links.new(material.outputs["Geometry"], instance.inputs["Instance"])
+    links.new(rotation.outputs["Attribute"], instance.inputs["Rotation"])
+    links.new(sized.outputs["Vector"], instance.inputs["Scale"])
+    join = nodes.new("GeometryNodeJoinGeometry")
+    links.new(instance.outputs["Instances"], join.inputs["Geometry"])
+    links.new(group_in.outputs[0], join.inputs["Geometry"])
+    links.new(join.outputs["Geometry"], group_out.inputs[0])
+    return group
+
+
+def _named_attribute(nodes, name: str, data_type: str):
+    node = nodes.new("GeometryNodeInputNamedAttribute")
+    node.data_type = data_type
+    node.inputs["Name"].default_value = name
+    return node
+
+
+def splat_material() -> bpy.types.Material:
+    """Emission of the instance colour, mixed with transparency by the Gaussian falloff."""
+    material = bpy.data.materials.get(MATERIAL)
+    if material is not None:
+        return material
+    material = bpy.data.materials.new(MATERIAL)
+    material.use_nodes = True
+    if hasattr(material, "surface_render_method"):  # EEVEE (4.2+): per-pixel stochastic alpha
+        material.surface_render_method = "DITHERED"
+    material.use_backface_culling = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    nodes.clear()
+    output = nodes.new("ShaderNodeOutputMaterial")
+    color = _instancer_attribute(nodes, "color")
+    opacity = _instancer_attribute(nodes, "opacity")
+    geometry = nodes.new("ShaderNodeNewGeometry")
+    facing = nodes.new("ShaderNodeVectorMath")
+    facing.operation = "DOT_PRODUCT"
+    links.new(geometry.outputs["Normal"], facing.inputs[0])
+    links.new(geometry.outputs["Incoming"], facing.inputs[1])
+    # exponent = -0.5 * SIGMAS^2 * (1 - d^2) = c * d^2 - c with c = 0.5 * SIGMAS^2
+    c = 0.5 * SIGMAS * SIGMAS
+    squared = _math(nodes, links, "MULTIPLY", facing.outputs["Value"], facing.outputs["Value"])
+    exponent = _math(nodes, links, "MULTIPLY_ADD", squared, c, -c)
+    falloff = _math(nodes, links, "EXPONENT", exponent)
+    front = _math(nodes, links, "SUBTRACT", 1.0, geometry.outputs["Backfacing"])
+    alpha = _math(nodes, links, "MULTIPLY", falloff, opacity.outputs["Fac"])
+    alpha = _math(nodes, links, "MULTIPLY", alpha, front)
+    emission = nodes.new("ShaderNodeEmission")
+    links.new(color.outputs["Color"], emission.inputs["Color"])
+    transparent = nodes.new("ShaderNodeBsdfTransparent")
+    mix = nodes.new("ShaderNodeMixShader")
+    links.new(alpha, mix.inputs["Fac"])
+    links.new(transparent.outputs["BSDF"], mix.inputs[1])
+    links.new(emission.outputs["Emission"], mix.inputs[2])
+    links.new(mix.outputs["Shader"], output.inputs["Surface"])
+    return material
+
+
+def _instancer_attribute(nodes, name: str):
+    node = nodes.new("ShaderNodeAttribute")
+    node.attribute_type = "INSTANCER"
+    node.attribute_name = name
+    return node
+
+
+def _math(nodes, links, operation: str, *inputs):
+    """A Math node; each input is a number or an output socket. Returns the output socket."""
+    node = nodes.new("ShaderNodeMath")
+    node.operation = operation
+    for socket, value in zip(node.inputs, inputs):
+        if isinstance(value, (int, float)):
+            socket.default_value = value
+        else:
+            links.new(value, socket)
+    return node.outputs["Value"]

@@ -1,0 +1,123 @@
+"""Binning screen-space Gaussians into tiles, and batching tiles for vectorized compositing.
+
+1. Every visible (camera, Gaussian) whose alpha >= 1/255 box overlaps a tile gives one pair
+   (gsplat calls them intersections). Pairs are ordered by tile, then by depth, front first.
+2. Tiles with pairs are sorted by pair count and cut into chunks; a chunk is a dense
+   (tiles, K, tile_size^2) block, padded to its largest tile's K, and holding at most
+   ``budget`` elements, so memory stays bounded whatever N and the image size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TilePairs:
+    """Gaussian-tile pairs, sorted by (tile, depth).
+
+    Attributes:
+        flat_ids: (P,) index into the flattened (B * N) projected Gaussians.
+        tile_ids: (P,) global tile index, camera * tiles_per_image + row * tiles_x + column.
+        tile_starts: (T,) first pair of each tile (T = B * tiles_per_image).
+        tile_counts: (T,) number of pairs of each tile.
+        tiles_x, tiles_y: tiles per image row and column.
+    """
+
+    flat_ids: torch.Tensor
+    tile_ids: torch.Tensor
+    tile_starts: torch.Tensor
+    tile_counts: torch.Tensor
+    tiles_x: int
+    tiles_y: int
+
+
+@dataclass
+class Chunk:
+    """A batch of tiles composited together.
+
+    Attributes:
+        tiles: (nt,) global tile indices.
+        pair_index: (nt, K) index into the pairs; padding slots point at pair P (a dummy).
+    """
+
+    tiles: torch.Tensor
+    pair_index: torch.Tensor
+
+
+@torch.no_grad()
+def intersect_tiles(means2d: torch.Tensor, extents: torch.Tensor, depths: torch.Tensor,
+                    width: int, height: int, tile_size: int) -> TilePairs:
+    """All (Gaussian, tile) pairs whose boxes overlap, sorted by tile then depth.
+
+    Args:
+        means2d: (B, N, 2) pixel centres. extents: (B, N, 2) box half-sizes, 0 where culled.
+        depths: (B, N) camera-space z.
+        width, height, tile_size: image and tile sizes in pixels.
+
+    Returns:
+        ``TilePairs``.
+    """
+    b, n = depths.shape
+    tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
+    means2d, extents = means2d.reshape(-1, 2), extents.reshape(-1, 2)
+    visible = (extents > 0).all(-1)
+    # Pixel centres are at i + 0.5; tile t covers centres in [t*s + 0.5, t*s + s - 0.5].
+    low = torch.floor((means2d - extents - 0.5) / tile_size).clamp_min(0)
+    high = torch.floor((means2d + extents - 0.5) / tile_size)
+    high = torch.minimum(high, high.new_tensor([tiles_x - 1, tiles_y - 1]))
+    span = (high - low + 1).clamp_min(0).long()
+    counts = torch.where(visible, span[:, 0] * span[:, 1], torch.zeros_like(span[:, 0]))
+    # Depth order first: a stable sort by tile afterwards keeps it within each tile.
+    order = torch.argsort(depths.reshape(-1), stable=True)
+    counts_sorted = counts[order]
+    flat_ids = torch.repeat_interleave(order, counts_sorted)
+    starts = torch.cumsum(counts_sorted, 0) - counts_sorted
+    local = torch.arange(flat_ids.numel(), device=depths.device) - torch.repeat_interleave(
+        starts, counts_sorted)
+    span_x = span[flat_ids, 0]
+    column = low[flat_ids, 0].long() + local % span_x.clamp_min(1)
+    row = low[flat_ids, 1].long() + local // span_x.clamp_min(1)
+    camera = flat_ids // n
+    tile_ids = camera * (tiles_x * tiles_y) + row * tiles_x + column
+    tile_ids, sort = torch.sort(tile_ids, stable=True)
+    flat_ids = flat_ids[sort]
+    n_tiles = b * tiles_x * tiles_y
+    tile_counts = torch.bincount(tile_ids, minlength=n_tiles)
+    tile_starts = torch.cumsum(tile_counts, 0) - tile_counts
+    return TilePairs(flat_ids, tile_ids, tile_starts, tile_counts, tiles_x, tiles_y)
+
+
+@torch.no_grad()
+def make_chunks(pairs: TilePairs, tile_size: int, budget: int = 1 << 22) -> list[Chunk]:
+    """Cut the tiles that have pairs into chunks of at most ``budget`` padded elements.
+
+    Args:
+        pairs: from ``intersect_tiles``.
+        tile_size: pixels per tile side.
+        budget: max tiles * K * tile_size^2 per chunk (a single tile may exceed it).
+
+    Returns:
+        Chunks, largest K first; padding slots index pair P (one past the last).
+    """
+    counts = pairs.tile_counts
+    occupied = torch.nonzero(counts > 0).flatten()
+    if occupied.numel() == 0:
+        return []
+    occupied = occupied[torch.argsort(counts[occupied], descending=True)]
+    sizes = counts[occupied].tolist()
+    n_pairs = pairs.flat_ids.numel()
+    pixels = tile_size * tile_size
+    chunks, first = [], 0
+    while first < len(sizes):
+        k = sizes[first]
+        n_tiles = max(1, budget // (k * pixels))
+        tiles = occupied[first:first + n_tiles]
+        slots = torch.arange(k, device=counts.device)
+        index = pairs.tile_starts[tiles, None] + slots[None, :]
+        index = torch.where(slots[None, :] < counts[tiles, None], index, torch.full_like(index, n_pairs))
+        chunks.append(Chunk(tiles, index))
+        first += n_tiles
+    return chunks
