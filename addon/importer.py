@@ -183,6 +183,7 @@ def add_shape_keys(obj: bpy.types.Object, deltas: np.ndarray, names: list[str]) 
     for k, expression_name in enumerate(names):
         key = obj.shape_key_add(name=expression_name, from_mix=False)
         key.slider_min, key.slider_max = SLIDER_RANGE
+        key.value = 0.0  # the API's default for a new key is 1.0: start from the neutral face
         key.data.foreach_set("co", (basis + axes.points_to_blender(deltas[k])).ravel())
     obj.data.shape_keys.use_relative = True
 
@@ -219,10 +220,10 @@ def drive_shape_keys(follower: bpy.types.Object, leader: bpy.types.Object) -> No
         target = variable.targets[0]
         target.id_type = "KEY"
         target.id = leader_key
-        target.data_path = f'key_blocks["{_escape(block.name)}"].value'
+        target.data_path = f'key_blocks["{escape_name(block.name)}"].value'
 
 
-def _escape(name: str) -> str:
+def escape_name(name: str) -> str:
     return name.replace("\\", "\\\\").replace('"', '\\"')
 
 

@@ -163,3 +163,42 @@ def parse_event(line: str) -> dict[str, Any]:
     if not isinstance(event, dict) or event.get("event") not in EVENTS:
         raise ValueError(f"not a progress event: {line!r}")
     return event
+
+
+class PipelineProgress(Progress):
+    """A Progress for several stages in a row: every ``progress`` event also carries ``overall``
+    (0..1, weighted by each stage's expected share of the time) and ``overall_eta_s``."""
+
+    def __init__(self, mode: str = "human", total_weight: float = 1.0, **kwargs: Any):
+        super().__init__(mode, **kwargs)
+        self.total_weight = max(total_weight, 1e-9)
+        self.done_weight = 0.0
+        self.current_weight = 0.0
+        self._run_start: tuple[float, float] | None = None  # (time, overall) when work began
+
+    def begin(self, name: str, weight: float) -> None:
+        """A pipeline stage starts; its own ``stage``/``progress`` calls follow."""
+        if self._run_start is None:
+            self._run_start = (time.monotonic(), self.done_weight / self.total_weight)
+        self.current_weight = weight
+        self.stage(name, f"stage {name}")
+
+    def advance(self, weight: float) -> None:
+        """A pipeline stage was skipped (already complete)."""
+        self.done_weight += weight
+
+    def end(self) -> None:
+        self.done_weight += self.current_weight
+        self.current_weight = 0.0
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        if event == "progress" and fields.get("total"):
+            fraction = min(fields["step"] / fields["total"], 1.0)
+            overall = (self.done_weight + self.current_weight * fraction) / self.total_weight
+            fields["overall"] = round(min(overall, 1.0), 4)
+            if self._run_start is not None:
+                elapsed = time.monotonic() - self._run_start[0]
+                done_here = overall - self._run_start[1]
+                if done_here > 0.01 and overall < 1.0 and elapsed > 2.0:
+                    fields["overall_eta_s"] = round(elapsed / done_here * (1.0 - overall), 1)
+        super()._emit(event, **fields)

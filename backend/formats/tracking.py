@@ -78,6 +78,8 @@ def write(path: str | os.PathLike, tracking: Tracking) -> None:
         if value is None:
             continue
         array = np.asarray(value)
+        if name == "fps":
+            array = array.astype(np.float64)
         if array.dtype.kind == "f":
             array = array.astype(np.float64 if name in ("fps", "timestamps") else np.float32)
         elif array.dtype.kind in "iu":

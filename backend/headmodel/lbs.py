@@ -46,7 +46,9 @@ def blend_shapes(coefficients: torch.Tensor, directions: torch.Tensor) -> torch.
     Returns:
         (B, V, 3) displacements.
     """
-    return torch.einsum("bs,vcs->bvc", coefficients, directions)
+    n_vertices = directions.shape[0]
+    flat = directions.reshape(n_vertices * 3, -1)  # (V*3, S)
+    return (coefficients @ flat.T).view(-1, n_vertices, 3)
 
 
 def vertices2joints(joint_regressor: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
@@ -121,8 +123,9 @@ def skin_points(points: torch.Tensor, weights: torch.Tensor, transforms: torch.T
     Returns:
         (B, N, 3) posed points.
     """
-    blended = torch.einsum("nj,bjac->bnac", weights, transforms[:, :, :3, :])  # (B, N, 3, 4)
-    return torch.einsum("bnac,bnc->bna", blended[..., :3], points) + blended[..., 3]
+    batch, n_joints = transforms.shape[:2]
+    blended = (weights @ transforms[:, :, :3, :].reshape(batch, n_joints, 12)).view(batch, -1, 3, 4)
+    return (blended[..., :3] @ points[..., None])[..., 0] + blended[..., 3]
 
 
 def lbs(coefficients: torch.Tensor, joint_rotations: torch.Tensor, v_template: torch.Tensor,

@@ -29,12 +29,15 @@ class FlowStabilizer:
         self.weight = float(weight)
         self.sigma = float(sigma)
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._grid: np.ndarray | None = None
+        self._grids: dict[tuple[int, int], np.ndarray] = {}
+        differences = np.arange(256, dtype=np.float32)
+        self._trust_table = (self.weight * np.exp(-np.square(differences / max(self.sigma, 1e-3)))
+                             ).astype(np.float32)
         self.reset()
 
     def reset(self) -> None:
-        self._previous_gray: np.ndarray | None = None
         self._previous_small: np.ndarray | None = None
+        self._previous_rgb: np.ndarray | None = None
         self._previous_output: np.ndarray | None = None
 
     def __call__(self, frame: np.ndarray, stylized: np.ndarray) -> np.ndarray:
@@ -51,47 +54,51 @@ class FlowStabilizer:
 
         if self.weight <= 0:
             return stylized
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        small = _downscale(gray)
+        small_rgb = _downscale(frame)
+        small = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2GRAY)
         if self._previous_output is None or self._previous_output.shape != stylized.shape:
             output = stylized
         else:
-            # 1. Flow from the current frame back to the previous one, at full size.
+            # 1. Flow from the current frame back to the previous one (reduced size).
             flow = self._flow.calc(small, self._previous_small, None)
-            coords = self._coords(gray.shape) + _upscale_flow(flow, gray.shape)
-            # 2. Warp the previous input and output along it.
-            warped_gray = cv2.remap(self._previous_gray, coords, None, cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REPLICATE)
-            warped_output = cv2.remap(self._previous_output, coords, None, cv2.INTER_LINEAR,
+            # 2. Trust the flow where the warped previous input reproduces the current input,
+            #    in every colour channel (equal gray levels can hide a change of hue).
+            warped_rgb = cv2.remap(self._previous_rgb, self._coords(small.shape) + flow, None,
+                                   cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            difference = cv2.absdiff(small_rgb, warped_rgb).max(axis=2)
+            difference = cv2.GaussianBlur(difference, (3, 3), 0)
+            trust = cv2.LUT(difference, self._trust_table)
+            # 3. Warp the previous output to full size along the flow and blend.
+            height, width = stylized.shape[:2]
+            coords = self._coords((height, width)) + _upscale_flow(flow, (height, width))
+            map_xy, map_fraction = cv2.convertMaps(coords, None, cv2.CV_16SC2)
+            warped_output = cv2.remap(self._previous_output, map_xy, map_fraction, cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_REPLICATE)
-            # 3. Trust the warp where it reproduces the current input.
-            difference = cv2.absdiff(gray, warped_gray).astype(np.float32)
-            difference = cv2.GaussianBlur(difference, (0, 0), 1.5)
-            trust = self.weight * np.exp(-np.square(difference * (1.0 / self.sigma)))
-            blend = trust[..., None]
-            output = stylized + blend * (warped_output.astype(np.float32) - stylized)
-            output = np.clip(output + 0.5, 0, 255).astype(np.uint8)
-        self._previous_gray, self._previous_small, self._previous_output = gray, small, output
+            if trust.shape != (height, width):
+                trust = cv2.resize(trust, (width, height), interpolation=cv2.INTER_LINEAR)
+            output = cv2.blendLinear(warped_output, stylized, trust, 1.0 - trust)
+        self._previous_small, self._previous_rgb, self._previous_output = small, small_rgb, output
         return output
 
     def _coords(self, shape: tuple[int, int]) -> np.ndarray:
-        height, width = shape
-        if self._grid is None or self._grid.shape[:2] != (height, width):
-            xs, ys = np.meshgrid(np.arange(width, dtype=np.float32),
-                                 np.arange(height, dtype=np.float32))
-            self._grid = np.stack([xs, ys], axis=-1)
-        return self._grid
+        """(H, W, 2) float32 pixel coordinates x, y (cached per size)."""
+        if shape not in self._grids:
+            xs, ys = np.meshgrid(np.arange(shape[1], dtype=np.float32),
+                                 np.arange(shape[0], dtype=np.float32))
+            self._grids[shape] = np.stack([xs, ys], axis=-1)
+        return self._grids[shape]
 
 
-def _downscale(gray: np.ndarray) -> np.ndarray:
+def _downscale(image: np.ndarray) -> np.ndarray:
+    """``image`` (H, W[, C]) with its longer side scaled down to at most FLOW_MAX_SIDE."""
     import cv2
 
-    height, width = gray.shape
+    height, width = image.shape[:2]
     factor = FLOW_MAX_SIDE / max(height, width)
     if factor >= 1.0:
-        return gray
+        return image
     size = (max(8, int(round(width * factor))), max(8, int(round(height * factor))))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _upscale_flow(flow: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

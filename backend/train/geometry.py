@@ -136,7 +136,7 @@ def nearest_triangles(points: torch.Tensor, vertices: torch.Tensor, faces: torch
     device = points.device
     verts_np = vertices.detach().cpu().double().numpy()
     faces_cpu = faces.cpu()
-    incident = _incident_faces(faces_cpu, len(verts_np))  # (V, M) padded with -1
+    incident = incident_faces(faces_cpu, len(verts_np))  # (V, M) padded with -1
     tree = cKDTree(verts_np)
     k = min(n_candidates, len(verts_np))
     out_face = torch.empty(len(points), dtype=torch.long)
@@ -161,7 +161,7 @@ def nearest_triangles(points: torch.Tensor, vertices: torch.Tensor, faces: torch
     return out_face.to(device), out_bary.to(device)
 
 
-def _incident_faces(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
+def incident_faces(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
     """(V, M) indices of the faces around each vertex, padded with -1."""
     flat = faces.reshape(-1)
     face_ids = torch.arange(len(faces)).repeat_interleave(3)

@@ -1,0 +1,141 @@
+"""Headless batch work shared by ``scripts/build_avatar.py`` and ``scripts/import_avatar.py``.
+
+Runs the backend (blocking: timers never fire in ``blender -b``), imports the results, saves a
+.blend and renders a still. Every failure is a ToonSplatError with a message to act on; the
+scripts turn it into one ``error:`` line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import bpy
+import mathutils
+
+from ..backend.errors import ToonSplatError
+from . import animation, importer, jobs, pipeline, runner
+
+ENGINES = {"cycles": "CYCLES", "eevee": "BLENDER_EEVEE", "workbench": "BLENDER_WORKBENCH"}
+
+
+def script_arguments(argv: list[str] | None = None) -> list[str]:
+    """The script's own arguments: after ``--`` under ``blender -P``, else ``sys.argv[1:]``."""
+    argv = sys.argv if argv is None else argv
+    return argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="the .blend file to write")
+    parser.add_argument("--render", default="", help="also render a still to this PNG")
+    parser.add_argument("--resolution", type=int, default=256, help="render width and height")
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="cycles")
+    parser.add_argument("--samples", type=int, default=8, help="render samples (Cycles, EEVEE)")
+    parser.add_argument("--frame", type=int, default=0, help="frame to render (0: the first)")
+    parser.add_argument("--no-splats", action="store_true", help="skip the splat preview")
+
+
+def run_build(arguments: list[str], python: str, build_dir: str,
+              timeout_s: float | None = None) -> tuple[str, str]:
+    """Run ``python -m backend build`` blocking; returns the avatar and tracking paths."""
+    argv = runner.backend_argv(python, "build", arguments)
+    log_path = os.path.join(build_dir, "build.log")
+    print(f"toonsplat: running the backend ({' '.join(argv[:4])} ...), log {log_path}", flush=True)
+    run = runner.BackendRun([argv], "Build avatar", log_path).start()
+    state = run.wait(timeout_s, on_event=jobs._print_event)
+    if state.status == "cancelled":
+        raise ToonSplatError(f"the build was stopped after {timeout_s} s (log: {log_path})")
+    if state.status != "done":
+        raise ToonSplatError(f"the backend build failed: {state.error}")
+    return pipeline.result_files(state, build_dir)
+
+
+def import_results(avatar_path: str, tracking_path: str = "", splats: bool = True,
+                   start_frame: int = 1) -> importer.ImportedAvatar:
+    """Import an avatar (and keyframe a tracking onto it) into a fresh, empty scene."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    imported = importer.import_avatar(avatar_path, splat_preview=splats)
+    if tracking_path:
+        plan = animation.apply_tracking(imported.points, tracking_path, start_frame)
+        print(f"toonsplat: keyed {len(plan.frames)} frames of {tracking_path}", flush=True)
+        if plan.unmatched:
+            print(f"toonsplat: warning: {len(plan.unmatched)} expressions are not in the tracking",
+                  flush=True)
+    print(f"toonsplat: imported {len(imported.points.data.vertices)} Gaussians, "
+          f"{len(imported.points.data.shape_keys.key_blocks) - 1} expressions", flush=True)
+    return imported
+
+
+def add_camera(scene: bpy.types.Scene, imported: importer.ImportedAvatar) -> bpy.types.Object:
+    """A camera in front of the face (the face looks along -Y), framing the neutral points."""
+    corners = [imported.points.matrix_world @ mathutils.Vector(c) for c in imported.points.bound_box]
+    centre = [sum(c[i] for c in corners) / 8 for i in range(3)]
+    size = max(max(c[i] for c in corners) - min(c[i] for c in corners) for i in (0, 2)) or 0.25
+    camera_data = bpy.data.cameras.new("ToonSplat Camera")
+    camera_data.lens = 50.0
+    camera = bpy.data.objects.new("ToonSplat Camera", camera_data)
+    scene.collection.objects.link(camera)
+    distance = 1.2 * size / (2 * math.tan(camera_data.angle / 2)) + 0.1
+    camera.location = (centre[0], centre[1] - distance, centre[2])
+    camera.rotation_euler = (math.pi / 2, 0.0, 0.0)
+    scene.camera = camera
+    return camera
+
+
+def save_blend(path: str) -> None:
+    """Save the current file atomically (Blender writes a temp file and renames it)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(path), check_existing=False)
+    if not os.path.isfile(path):
+        raise ToonSplatError(f"Blender did not write {path}; check the folder is writable")
+
+
+def render_still(path: str, imported: importer.ImportedAvatar, resolution: int = 256,
+                 engine: str = "cycles", samples: int = 8, frame: int = 0) -> None:
+    """Render one frame of the avatar to a PNG."""
+    scene = bpy.context.scene
+    if scene.camera is None:
+        add_camera(scene, imported)
+    scene.render.engine = ENGINES[engine]
+    if engine == "cycles":
+        scene.cycles.samples = samples
+        scene.cycles.device = "CPU"
+        scene.cycles.use_denoising = False
+    elif engine == "eevee" and hasattr(scene, "eevee"):
+        scene.eevee.taa_render_samples = samples
+    scene.render.resolution_x = scene.render.resolution_y = resolution
+    scene.render.resolution_percentage = 100
+    scene.render.film_transparent = False
+    scene.render.image_settings.file_format = "PNG"
+    scene.frame_set(frame or scene.frame_start)
+    scene.render.filepath = os.path.abspath(path)
+    try:
+        bpy.ops.render.render(write_still=True)
+    except RuntimeError as exc:
+        raise ToonSplatError(f"rendering with {engine} failed ({exc}); try --engine cycles") from exc
+    if not os.path.isfile(path):
+        raise ToonSplatError(f"the render did not write {path}")
+
+
+def finish(imported: importer.ImportedAvatar, args: argparse.Namespace) -> None:
+    """Save the .blend, then render if asked (the saved file has no render settings changes)."""
+    if args.render:
+        add_camera(bpy.context.scene, imported)
+    save_blend(args.out)
+    print(f"toonsplat: wrote {args.out}", flush=True)
+    if args.render:
+        render_still(args.render, imported, args.resolution, args.engine, args.samples, args.frame)
+        print(f"toonsplat: rendered {args.render}", flush=True)
+
+
+def main(run, argv: list[str] | None = None) -> int:
+    """Call ``run(arguments)`` and turn errors into one line on stderr and an exit code."""
+    try:
+        run(script_arguments(argv))
+    except ToonSplatError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0

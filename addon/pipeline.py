@@ -1,0 +1,77 @@
+"""What the add-on asks the backend to do: argument lists for ``python -m backend`` and the
+handling of their results. Shared by the operators and the batch scripts (no UI here)."""
+
+from __future__ import annotations
+
+import os
+
+from ..backend.errors import ToonSplatError
+from . import runner
+
+
+def build_arguments(video: str, out_dir: str, style: str = "toon", style_strength: float = 0.8,
+                    exemplar: str = "", style_model: str = "", stylized_folder: str = "",
+                    preset: str = "default", iterations: int = 0, device: str = "auto",
+                    frame_start: int = 0, frame_end: int = -1, frame_stride: int = 1,
+                    size: int = 512, head_model: list[str] | None = None) -> list[str]:
+    """Arguments of ``python -m backend build`` (after the command name).
+
+    Raises:
+        ToonSplatError: the video or a file the style needs is missing.
+    """
+    if not video or not os.path.exists(video):
+        raise ToonSplatError(f"video not found: {video!r}; choose a video file or image folder "
+                             "in the Video panel (or pass --video)")
+    needs = {"exemplar": exemplar, "model": style_model, "folder": stylized_folder}
+    if style in needs and not (needs[style] and os.path.exists(needs[style])):
+        raise ToonSplatError(f"the '{style}' style needs its {style} path; set it in the Style panel")
+    arguments = ["--video", video, "--out", out_dir, "--style", style, "--preset", preset,
+                 "--device", device, "--size", str(size)]
+    optional = (("--style-strength", f"{style_strength:g}", style_strength != 0.8),
+                ("--frame-start", str(frame_start), frame_start != 0),
+                ("--frame-end", str(frame_end), frame_end >= 0),
+                ("--frame-stride", str(frame_stride), frame_stride != 1),
+                ("--iters", str(iterations), iterations > 0),
+                ("--exemplar", exemplar, style == "exemplar"),
+                ("--style-model", style_model, style == "model"),
+                ("--stylized-folder", stylized_folder, style == "folder"))
+    for flag, value, wanted in optional:
+        if wanted:
+            arguments += [flag, value]
+    return arguments + list(head_model or [])
+
+
+def export_arguments(avatar_path: str, out_path: str, export_format: str,
+                     tracking_path: str = "") -> list[str]:
+    """Arguments of ``python -m backend export``."""
+    if not avatar_path or not os.path.isfile(avatar_path):
+        raise ToonSplatError(f"avatar file not found: {avatar_path!r}; set it in the Avatar panel")
+    if not out_path:
+        raise ToonSplatError("choose an output path in the Export panel")
+    arguments = ["--avatar", avatar_path, "--out", out_path, "--format", export_format]
+    if tracking_path:
+        arguments += ["--tracking", tracking_path]
+    return arguments
+
+
+def result_files(state: runner.RunState, out_dir: str) -> tuple[str, str]:
+    """The avatar and tracking files a finished build produced.
+
+    Reads ``avatar``/``tracking`` fields of ``result`` events (or a ``path`` ending in .npz),
+    and falls back to ``OUT/avatar.npz`` and ``OUT/tracking.npz`` or ``OUT/data/tracking.npz``.
+    """
+    avatar_path = tracking_path = ""
+    for event in state.results:
+        avatar_path = event.get("avatar", avatar_path)
+        tracking_path = event.get("tracking", tracking_path)
+        path = event.get("path", "")
+        if path.endswith(".npz") and not avatar_path and "tracking" not in os.path.basename(path):
+            avatar_path = path
+    avatar_path = avatar_path or os.path.join(out_dir, "avatar.npz")
+    for candidate in (os.path.join(out_dir, "tracking.npz"), os.path.join(out_dir, "data", "tracking.npz")):
+        if not tracking_path and os.path.isfile(candidate):
+            tracking_path = candidate
+    if not os.path.isfile(avatar_path):
+        raise ToonSplatError(f"the build finished but wrote no avatar file ({avatar_path}); "
+                             f"see the log {state.log_path}")
+    return avatar_path, tracking_path if os.path.isfile(tracking_path) else ""

@@ -1,0 +1,63 @@
+"""All add-on state: one PropertyGroup on the scene (``scene.toonsplat``)."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+STYLES = [("toon", "Toon", "Flat colours and ink edges (built-in, no weights)"),
+          ("sketch", "Sketch", "Pencil-like strokes (built-in, no weights)"),
+          ("exemplar", "Exemplar", "Transfer the colours of an exemplar image"),
+          ("model", "Model File", "A TorchScript or ONNX image-to-image model you provide"),
+          ("folder", "Frames Folder", "Frames you already stylized, same names as the frames"),
+          ("none", "None", "No stylization (a photoreal avatar)")]
+PRESETS = [("fast", "Fast", "Few iterations, for a first look"),
+           ("default", "Default", "The papers' settings, scaled to the video"),
+           ("quality", "Quality", "More iterations and Gaussians")]
+
+
+class ToonSplatSettings(bpy.types.PropertyGroup):
+    # Video
+    video_path: StringProperty(name="Video", subtype="FILE_PATH",
+                               description="Video of a face (or a folder of images)")
+    frame_start: IntProperty(name="Start", default=0, min=0)
+    frame_end: IntProperty(name="End", default=-1, min=-1, description="-1: to the end")
+    frame_stride: IntProperty(name="Stride", default=1, min=1)
+    size: IntProperty(name="Size", default=512, min=128, max=2048, description="Working resolution")
+    # Style
+    style: EnumProperty(name="Style", items=STYLES, default="toon")
+    style_strength: FloatProperty(name="Strength", default=0.8, min=0.0, max=1.0, subtype="FACTOR")
+    exemplar_path: StringProperty(name="Exemplar", subtype="FILE_PATH")
+    style_model_path: StringProperty(name="Model", subtype="FILE_PATH")
+    stylized_folder: StringProperty(name="Frames Folder", subtype="DIR_PATH")
+    # Train
+    preset: EnumProperty(name="Preset", items=PRESETS, default="default")
+    iterations: IntProperty(name="Iterations", default=0, min=0,
+                            description="0: the preset's number of iterations")
+    device: EnumProperty(name="Device", default="prefs",
+                         items=[("prefs", "Preferences", "Use the device from the preferences"),
+                                ("auto", "Auto", ""), ("cuda", "CUDA", ""), ("cpu", "CPU", "")])
+    job_name: StringProperty(name="Name", default="avatar",
+                             description="Sub-folder of the work folder for this avatar")
+    import_when_done: BoolProperty(name="Import When Done", default=True)
+    # Avatar
+    avatar_path: StringProperty(name="Avatar", subtype="FILE_PATH")
+    tracking_path: StringProperty(name="Tracking", subtype="FILE_PATH")
+    start_frame: IntProperty(name="Start Frame", default=1)
+    splat_preview: BoolProperty(name="Splat Preview", default=True)
+    # Export
+    export_format: EnumProperty(name="Format", default="ply",
+                                items=[("ply", "3DGS PLY", "Standard Gaussian splat PLY"),
+                                       ("video", "Reenactment Video", "Render the tracking")])
+    export_path: StringProperty(name="Output", subtype="FILE_PATH")
+
+
+classes = (ToonSplatSettings,)
+
+
+def register() -> None:
+    bpy.types.Scene.toonsplat = bpy.props.PointerProperty(type=ToonSplatSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.toonsplat

@@ -1,0 +1,222 @@
+"""``prepare``: a video, image folder or portrait in; the prepared-data folder out.
+
+Two streaming passes over the source, so memory stays bounded whatever the video's length:
+
+1. detect: frames scaled to ``detect_size``, FaceMesh landmarks -> one face box per frame; the
+   boxes become stable square crops (fixed side, zero-phase smoothed centre).
+2. crop: full-resolution frames cut to the crops at ``size``; FaceMesh again on the crop (more
+   pixels on the face), a foreground mask, and the frame and mask PNGs written by a writer thread.
+
+Then the landmarks are cleaned (spikes dropped, gaps filled, zero-phase One-Euro smoothing), the
+head model is fitted to all frames at once, and tracking.npz, QA strips and prepare.json written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..fileio import ensure_writable_folder, write_json
+from . import crop as crops
+from .sources import Selection, open_source
+
+log = logging.getLogger("toonsplat")
+
+
+@dataclass
+class PrepareOptions:
+    """What ``prepare`` does; the command-line flags map one to one."""
+
+    video: str | None = None
+    images: str | None = None
+    image: str | None = None
+    out: str = "prepared"
+    head_model: str = "builtin"
+    n_expressions: int = 50
+    start: float = 0.0
+    end: float | None = None
+    stride: int = 1
+    size: int = 512
+    fps: float = 25.0                 # frame rate assumed for image folders
+    masks: str | None = None          # user mask folder instead of selfie segmentation
+    detect_size: int = 640            # long side of the frames of the detection pass
+    crop_scale: float = crops.DEFAULT_SCALE
+    focal: float | None = None        # source focal length in pixels; default 0.9 x long side
+    min_face_fraction: float = 0.3    # error below this fraction of frames with a face
+    fit_iterations: int = 60
+    qa: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Landmarks:
+    """Landmarks of the kept frames, in crop pixels."""
+
+    points: np.ndarray   # (T, 478, 3) cleaned (filled and smoothed)
+    found: np.ndarray    # (T,) bool, a face was detected in the crop
+    valid: np.ndarray    # (T,) bool, found and not an outlier
+
+
+def prepare(options: PrepareOptions, progress) -> dict:
+    """Run the whole ingest + tracking stage; returns the prepare.json report."""
+    started = time.perf_counter()
+    out = ensure_writable_folder(options.out)
+    single = bool(options.image)
+    source = open_source(options.video, options.images, options.image,
+                         Selection(options.start, options.end, options.stride), options.fps)
+    progress.stage("detect", f"finding the face in {source.info.path}")
+    frames, boxes = detect_pass(source, options, progress, static=source.info.kind != "video")
+    timings = {"detect_s": time.perf_counter() - started}
+    crop_boxes = crops.stable_crop_boxes(boxes, frames["timestamps"], options.crop_scale,
+                                         sigma_s=0.0 if source.info.kind != "video" else 0.25)
+    if source.info.kind == "images" or single:
+        crop_boxes = _per_image_boxes(boxes, crop_boxes, options.crop_scale)
+    progress.stage("crop", f"cropping {len(crop_boxes)} frames to {options.size} px")
+    stamp = time.perf_counter()
+    landmarks = crop_pass(source, crop_boxes, frames, options, out, progress)
+    timings["crop_s"] = time.perf_counter() - stamp
+    from ..tracking import pipeline
+
+    progress.stage("fit", "fitting the head model to the landmarks")
+    stamp = time.perf_counter()
+    focal = options.focal or 0.9 * max(source.info.width, source.info.height)
+    principal = np.array([source.info.width / 2, source.info.height / 2])
+    intrinsics = crops.crop_intrinsics(focal, principal, crop_boxes, options.size)
+    summary = pipeline.fit_and_write(out, options, source.info, frames, landmarks, intrinsics,
+                                     single_image=single or source.info.kind == "images",
+                                     progress=progress)
+    timings["fit_s"] = time.perf_counter() - stamp
+    timings["total_s"] = time.perf_counter() - started
+    report = {"source": asdict(source.info), "options": asdict(options),
+              "frames": len(crop_boxes), "crop_boxes": np.round(crop_boxes, 2).tolist(),
+              "faces_found": int(landmarks.found.sum()), "valid": int(landmarks.valid.sum()),
+              "timings": timings, "fps_end_to_end": len(crop_boxes) / timings["total_s"],
+              **summary}
+    write_json(os.path.join(out, "prepare.json"), report)
+    progress.result(f"prepared {len(crop_boxes)} frames ({report['valid']} with a face) in "
+                    f"{timings['total_s']:.1f} s", path=out)
+    return report
+
+
+def detect_pass(source, options: PrepareOptions, progress, static: bool):
+    """Pass 1: face boxes on downscaled frames. Returns frame info and (T, 3) boxes (NaN = none)."""
+    from ..tracking.landmarks import FaceMeshDetector
+
+    indices, times, names, boxes = [], [], [], []
+    total = source.info.n_frames or 0
+    with FaceMeshDetector(video=not static) as detector:
+        for frame in source.frames(long_side=options.detect_size):
+            factor = max(source.info.width, source.info.height) / max(frame.image.shape[:2])
+            points = detector(frame.image)
+            if points is None and static and factor > 1:
+                points = _detect_full(source, frame, detector)
+                factor = 1.0 if points is not None else factor
+            box = np.full(3, np.nan)
+            if points is not None:
+                box = crops.landmark_boxes(points[None, :, :2] * factor, np.ones(1, bool))[0]
+            indices.append(frame.index)
+            times.append(frame.timestamp)
+            names.append(frame.name)
+            boxes.append(box)
+            progress.progress(len(indices), max(total // options.stride, len(indices)))
+    if not indices:
+        raise InputError(f"no frames were read from {source.info.path} between --start "
+                         f"{options.start} and --end {options.end}; check the range")
+    frames = {"indices": np.array(indices), "timestamps": np.array(times, dtype=np.float64),
+              "names": names}
+    found = ~np.isnan(np.array(boxes)[:, 0])
+    _check_faces(found, source.info.path, options.min_face_fraction)
+    return frames, np.array(boxes)
+
+
+def _detect_full(source, frame, detector):
+    """Retry detection at full resolution for one image (small faces in large photos)."""
+    for full in source.frames(long_side=None):
+        if full.index == frame.index:
+            return detector(full.image)
+    return None
+
+
+def _per_image_boxes(boxes: np.ndarray, stable: np.ndarray, scale: float) -> np.ndarray:
+    """Unrelated images: each keeps its own box (no smoothing across images)."""
+    out = stable.copy()
+    ok = ~np.isnan(boxes[:, 0])
+    out[ok, :2] = boxes[ok, :2]
+    out[ok, 1] -= crops.DEFAULT_SHIFT_UP * boxes[ok, 2] * scale
+    out[ok, 2] = boxes[ok, 2] * scale
+    return out
+
+
+def _check_faces(found: np.ndarray, path: str, min_fraction: float) -> None:
+    from ..tracking.landmarks import check_enough_faces
+
+    check_enough_faces(found, path, min_fraction)
+
+
+def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOptions, out: str,
+              progress) -> Landmarks:
+    """Pass 2: crops, landmarks on the crops, masks; frames/ and masks/ written as it goes."""
+    from ..tracking import landmarks as marks
+    from .masks import SelfieSegmenter, UserMasks
+
+    frames_dir = ensure_writable_folder(os.path.join(out, "frames"))
+    masks_dir = ensure_writable_folder(os.path.join(out, "masks"))
+    user_masks = UserMasks(options.masks) if options.masks else None
+    segmenter = None if user_masks else SelfieSegmenter()
+    total = len(crop_boxes)
+    points = np.zeros((total, 478, 3), np.float32)
+    found = np.zeros(total, bool)
+    static = source.info.kind != "video"
+    writer = ThreadPoolExecutor(max_workers=1)
+    pending = []
+    try:
+        with marks.FaceMeshDetector(video=not static) as detector:
+            for t, frame in enumerate(source.frames()):
+                if t >= total:
+                    break
+                image = crops.crop_image(frame.image, crop_boxes[t], options.size)
+                detected = detector(image)
+                if detected is not None:
+                    points[t], found[t] = detected, True
+                if user_masks is not None:
+                    full = user_masks.load(frame.index, frame.image.shape[:2], frame.name)
+                    mask = crops.crop_image(full, crop_boxes[t], options.size)
+                else:
+                    mask = segmenter(image)
+                pending.append(writer.submit(_write_pair, frames_dir, masks_dir, t, image, mask))
+                if len(pending) > 8:
+                    pending.pop(0).result()
+                progress.progress(t + 1, total)
+        for job in pending:
+            job.result()
+    finally:
+        writer.shutdown(wait=True)
+        if segmenter is not None:
+            segmenter.close()
+    return _clean_landmarks(points, found, frames["timestamps"][:total], options, source.info.path,
+                            static)
+
+
+def _write_pair(frames_dir: str, masks_dir: str, t: int, image: np.ndarray, mask: np.ndarray) -> None:
+    from .imageio import write_png
+
+    write_png(os.path.join(frames_dir, f"{t:06d}.png"), image)
+    write_png(os.path.join(masks_dir, f"{t:06d}.png"), mask)
+
+
+def _clean_landmarks(points: np.ndarray, found: np.ndarray, times: np.ndarray,
+                     options: PrepareOptions, path: str, static: bool) -> Landmarks:
+    from ..tracking import landmarks as marks
+
+    marks.check_enough_faces(found, path, options.min_face_fraction)
+    valid = found if static else marks.flag_outliers(points, found)
+    filled = marks.fill_landmark_gaps(points, valid, times)
+    if not static:
+        filled = marks.smooth_landmarks(filled, times, scale=options.size / 512.0)
+    return Landmarks(filled.astype(np.float32), found, valid)

@@ -1,0 +1,1 @@
+"""The end-to-end pipeline: resumable stages, one progress stream, one report."""

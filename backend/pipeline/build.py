@@ -1,0 +1,71 @@
+"""``python -m backend build``: prepare -> stylize -> train -> evaluate -> export, resumable.
+
+Each stage is run through its own command's parser and ``run`` function (so ``build`` accepts
+exactly what the stage commands accept), inside one PipelineProgress stream with an overall ETA.
+Layout of the build folder::
+
+    OUT/data/           prepare's prepared-data folder (frames, masks, tracking.npz, stylized/)
+    OUT/train/          train's folder (checkpoints, previews, evaluation)
+    OUT/avatar.npz      the avatar file (docs/FORMAT.md)
+    OUT/avatar.ply      the neutral avatar as standard 3DGS PLY
+    OUT/reenactment.mp4 the avatar driven by the input's own tracking
+    OUT/report.json     stage timings and metrics;  OUT/report.html  the summary page
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cli.main import COMMANDS
+from ..errors import InputError, NotAvailableError
+
+log = logging.getLogger("toonsplat")
+
+
+@dataclass
+class BuildContext:
+    out: str
+    source: list[str]            # prepare's input arguments, e.g. ["--video", "clip.mp4"]
+    style: str = "toon"
+    head_model: str = "builtin"
+    preset: str = "cpu-fast"
+    iters: int | None = None
+    size: int = 512
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> str:
+        return os.path.join(self.out, "data")
+
+    @property
+    def train_dir(self) -> str:
+        return os.path.join(self.out, "train")
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.out, *parts)
+
+
+def call_command(name: str, argv: list[str], progress) -> int:
+    """Run the ``name`` command in-process with ``argv``, as ``python -m backend name argv``."""
+    module_name, _ = COMMANDS[name]
+    if module_name == ".cli.pending":
+        raise NotAvailableError(f"the '{name}' stage is not built yet in this version")
+    module = importlib.import_module(module_name, package="backend" if __package__ is None
+                                     else __package__.rpartition(".")[0])
+    parser = argparse.ArgumentParser(prog=f"build:{name}")
+    if hasattr(module, "add_arguments_for"):
+        module.add_arguments_for(name, parser)
+    else:
+        module.add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed what was wrong
+        raise InputError(f"invalid arguments for the {name} stage: {' '.join(argv)}") from exc
+    args.progress = progress.mode
+    args.log_level = "info"
+    return int(module.run(args, progress) or 0)

@@ -1,0 +1,85 @@
+"""The PyTorch rasterizer: projection, SH colours, tile binning, compositing. Runs on any device."""
+
+from __future__ import annotations
+
+import torch
+
+from .composite import N_FEATURES, CompositeTiles, Layout, pixel_basis
+from .projection import Projected, project_gaussians
+from .sh import sh_to_rgb
+from .tiles import TilePairs, intersect_tiles, make_chunks
+from .types import Cameras, Gaussians, RenderOutput
+
+CHUNK_BUDGET = 1 << 22  # padded (tile, pair, pixel) elements composited at once: ~16 MB per fp32 buffer
+
+
+def render_torch(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, sh_degree: int,
+                 tile_size: int = 16) -> RenderOutput:
+    """Render B views of N Gaussians with the torch reference (see ``backend.render.render``).
+
+    Args:
+        gaussians: N Gaussians. cameras: B cameras. background: (B, 3).
+        sh_degree: SH degree to evaluate (<= the degree of ``gaussians.sh``).
+        tile_size: tile side in pixels.
+
+    Returns:
+        ``RenderOutput`` with (B, H, W, ...) images and the info dict.
+    """
+    width, height = int(cameras.width), int(cameras.height)
+    projected = project_gaussians(gaussians.means, gaussians.quats, gaussians.scales,
+                                  gaussians.opacities, cameras.viewmats, cameras.Ks, width, height)
+    if projected.means2d.requires_grad:
+        projected.means2d.retain_grad()
+    rotation, translation = cameras.viewmats[:, :3, :3], cameras.viewmats[:, :3, 3]
+    centres = -torch.einsum("bji,bj->bi", rotation, translation)
+    colors = sh_to_rgb(sh_degree, gaussians.sh, gaussians.means, centres)  # (B, N, 3)
+    pairs = intersect_tiles(projected.means2d.detach(), projected.extents, projected.depths.detach(),
+                            width, height, tile_size)
+    coefs, feats = _pair_inputs(projected, gaussians.opacities, colors, pairs, tile_size)
+    basis = pixel_basis(tile_size, coefs.dtype, coefs.device)
+    layout = Layout(make_chunks(pairs, tile_size, CHUNK_BUDGET), pairs.tile_counts.numel(), basis)
+    tiles = CompositeTiles.apply(coefs, feats, layout)
+    image = _untile(tiles, len(cameras), pairs, tile_size, width, height)
+    alpha = image[..., 4:5]
+    rgb = image[..., :3] + (1.0 - alpha) * background[:, None, None, :]
+    depth = image[..., 3:4] / alpha.clamp_min(1e-10)
+    info = {"means2d": projected.means2d, "radii": projected.radii, "depths": projected.depths,
+            "conics": projected.conics, "width": width, "height": height, "n_cameras": len(cameras),
+            "gaussian_ids": None, "camera_ids": None, "packed": False, "tile_size": tile_size,
+            "tiles_per_image": (pairs.tiles_x, pairs.tiles_y), "n_pairs": int(pairs.flat_ids.numel()),
+            "backend": "torch"}
+    return RenderOutput(rgb, alpha, depth, info)
+
+
+def _pair_inputs(projected: Projected, opacities: torch.Tensor, colors: torch.Tensor,
+                 pairs: TilePairs, tile_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair exponent coefficients (P, 6) and features (P, 5), differentiable.
+
+    The exponent log(o) - 0.5 (a dx^2 + 2 b dx dy + c dy^2), dx = x - mx, written as a polynomial in
+    the pixel offset (x, y) from the tile centre, with mx, my the mean relative to that centre.
+    """
+    n = opacities.shape[0]
+    ids = pairs.flat_ids
+    tiles_per_image = pairs.tiles_x * pairs.tiles_y
+    local_tile = pairs.tile_ids % tiles_per_image
+    dtype = projected.means2d.dtype
+    centre = torch.stack([local_tile % pairs.tiles_x, local_tile // pairs.tiles_x], -1).to(dtype)
+    centre = (centre + 0.5) * tile_size
+    mean = projected.means2d.reshape(-1, 2)[ids] - centre
+    a, b, c = projected.conics.reshape(-1, 3)[ids].unbind(-1)
+    mx, my = mean.unbind(-1)
+    log_opacity = torch.log(opacities.clamp_min(1e-30))[ids % n]
+    constant = log_opacity - (0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my)
+    coefs = torch.stack([constant, a * mx + b * my, c * my + b * mx, -0.5 * a, -b, -0.5 * c], -1)
+    depth = projected.depths.reshape(-1)[ids]
+    feats = torch.cat([colors.reshape(-1, 3)[ids], depth[:, None], torch.ones_like(depth)[:, None]], -1)
+    return coefs, feats
+
+
+def _untile(tiles: torch.Tensor, n_cameras: int, pairs: TilePairs, tile_size: int, width: int,
+            height: int) -> torch.Tensor:
+    """(B * ty * tx, s * s, 5) tile images -> (B, H, W, 5)."""
+    image = tiles.reshape(n_cameras, pairs.tiles_y, pairs.tiles_x, tile_size, tile_size, N_FEATURES)
+    image = image.permute(0, 1, 3, 2, 4, 5).reshape(n_cameras, pairs.tiles_y * tile_size,
+                                                     pairs.tiles_x * tile_size, N_FEATURES)
+    return image[:, :height, :width]

@@ -1,0 +1,159 @@
+"""Training configuration: nested dataclasses, one comment per field, and the named presets.
+
+Learning rates (3DGB section 3.4 and the official defaults): the five rates the paper lists,
+3.2e-7, 5e-5, 5e-4, 1e-4, 1.25e-3 for {x, alpha, s, q, SH}, are those of the *blendshape* deltas
+dG^ (the official code sets them as 0.2 * 1.6e-6, 0.001 * 0.05, 0.1 * 0.005, 0.1 * 0.001 and
+0.5 * 0.0025); the neutral Gaussians B0 use the 3DGS defaults (position 1.6e-4 decaying to
+1.6e-6, SH 2.5e-3 (rest bands / 20), opacity 0.05, scale 5e-3, rotation 1e-3) with a scene scale
+of 1 m, which suits a head in metres. ``gpu-paper`` uses exactly these; ``cpu-fast`` trains ~20x
+fewer steps, so it multiplies the delta rates by ``delta_lr_scale`` (documented in
+docs/TRAINING.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Parameter groups a phase can train (see Phase.trainable).
+GROUPS = {
+    "geometry": ("means", "log_scales", "quats", "opacity_logits"),
+    "texture": ("sh_dc", "sh_rest"),
+    "blendshape_geometry": ("delta_means", "delta_log_scales", "delta_quats", "delta_opacity_logits"),
+    "blendshape_texture": ("delta_sh",),
+}
+
+
+@dataclass
+class ModelConfig:
+    n_face_gaussians: int = 50_000   # Poisson-disk samples on the neutral mesh (B0)
+    n_mouth_gaussians: int = 14_000  # on the two teeth billboards (B_m)
+    sh_degree: int = 3               # SH degree of B0 (blendshape SH deltas are degree 0)
+    grid_resolution: int = 256       # nodes per axis of the surface lookup grid (section 3.4)
+    epsilon: float = 1e-5            # threshold of f(x) in Eq. 2
+    init_opacity: float = 0.1        # like 3DGS
+    init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # replaced by the mean frame colour
+    update_consistency_every: int = 0  # >0: refresh weights and f(d) of all Gaussians from the grid
+
+
+@dataclass
+class OptimConfig:
+    means: float = 1.6e-4            # B0 position, decays exponentially to means_final
+    means_final: float = 1.6e-6
+    sh_dc: float = 2.5e-3
+    sh_rest: float = 2.5e-3 / 20
+    opacity_logits: float = 0.05
+    log_scales: float = 5e-3
+    quats: float = 1e-3
+    delta_means: float = 3.2e-7      # the paper's rates for the blendshape deltas dG^
+    delta_opacity_logits: float = 5e-5
+    delta_log_scales: float = 5e-4
+    delta_quats: float = 1e-4
+    delta_sh: float = 1.25e-3
+    delta_lr_scale: float = 1.0      # multiplies every delta rate (short schedules)
+
+
+@dataclass
+class DensifyConfig:
+    start: int = 500                 # first densification step
+    stop: int = 15_000               # last densification step
+    every: int = 100
+    grad_threshold: float = 2e-4     # mean screen-space gradient (gsplat's normalization)
+    percent_dense: float = 0.01      # clone below, split above this fraction of scene_scale
+    scene_scale: float = 1.0         # metres
+    prune_opacity: float = 0.005
+    prune_scale: float = 0.1         # prune Gaussians larger than this fraction of scene_scale
+    max_gaussians: int = 0           # 0: no cap
+
+
+@dataclass
+class LossConfig:
+    ssim_lambda: float = 0.2         # Eq. 3
+    alpha: float = 10.0              # lambda_2 of Eq. 6
+    mouth: float = 100.0             # lambda_3 of Eq. 6
+
+
+@dataclass
+class Phase:
+    """One phase of a (progressive) schedule: which images, which frames, what trains."""
+
+    name: str = "photoreal"
+    fraction: float = 1.0            # share of the total iterations
+    images: str = "frames"           # "frames" or "stylized" (folder of the prepared data)
+    max_abs_yaw: float | None = None  # keep frames with |head yaw| below this (radians)
+    trainable: tuple[str, ...] = tuple(GROUPS)  # keys of GROUPS
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 40_000
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    phases: list[Phase] = field(default_factory=lambda: [Phase()])
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # GT frames are composited on it
+    seed: int = 0
+    render_backend: str = "auto"     # backend.render backend
+    preview_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 50
+    eval_max_frames: int = 0         # 0: all held-out frames
+    max_image_size: int = 0          # >0: downscale frames whose longer side is larger
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpu-paper": {},
+    "cpu-fast": {
+        "iterations": 2000,
+        "model": {"n_face_gaussians": 6000, "n_mouth_gaussians": 600, "sh_degree": 1,
+                  "grid_resolution": 64},
+        "optim": {"delta_lr_scale": 10.0, "means": 1.6e-4, "means_final": 1.6e-5},
+        "densify": {"start": 300, "stop": 1400, "every": 100, "max_gaussians": 16_000},
+        "preview_every": 250, "checkpoint_every": 250, "eval_max_frames": 40,
+    },
+    "tiny": {
+        "iterations": 150,
+        "model": {"n_face_gaussians": 1500, "n_mouth_gaussians": 100, "sh_degree": 0,
+                  "grid_resolution": 24},
+        "optim": {"delta_lr_scale": 10.0, "means_final": 1.6e-5},
+        "densify": {"start": 60, "stop": 120, "every": 30, "max_gaussians": 3000},
+        "preview_every": 100, "checkpoint_every": 50, "log_every": 10, "eval_max_frames": 8,
+    },
+}
+
+
+def make_config(preset: str = "cpu-fast", **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a preset name plus nested overrides (dicts for sub-configs)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    values = _merge(PRESETS[preset], overrides)
+    return from_dict(values)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
+def from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from ``to_dict`` output (or a partial dict)."""
+    values = dict(values)
+    subs = {"model": ModelConfig, "optim": OptimConfig, "densify": DensifyConfig, "loss": LossConfig}
+    for key, cls in subs.items():
+        values[key] = cls(**_tuples(values.get(key, {})))
+    if "phases" in values:
+        values["phases"] = [Phase(**_tuples(p)) for p in values["phases"]]
+    return TrainConfig(**_tuples(values))
+
+
+def _tuples(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) and k != "phases" else v for k, v in values.items()}
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)

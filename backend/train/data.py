@@ -1,0 +1,102 @@
+"""The prepared-data folder as the trainer sees it: frames, masks, tracking, train/test split.
+
+Frame i of tracking.npz is frames/{i:06d}.png (docs/DEVELOPING.md). Images are read lazily and
+cached as uint8 tensors; targets are composited on the training background with the mask.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..formats import tracking as tracking_format
+
+TEST_FRAMES = 350  # 3DGB/INSTA hold out the last 350 frames
+
+
+def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test frame indices: the last 350 frames, or the last 10% of short videos."""
+    n_test = min(TEST_FRAMES, max(1, math.ceil(0.1 * n_frames)))
+    if n_frames < 2:
+        raise InputError(f"training needs at least 2 frames, found {n_frames}")
+    return np.arange(n_frames - n_test), np.arange(n_frames - n_test, n_frames)
+
+
+class FrameData:
+    """Frames, masks and per-frame parameters of one prepared-data folder.
+
+    Attributes:
+        tracking: the tracking file; n_frames; width, height; train, test: index arrays.
+    """
+
+    def __init__(self, folder: str, images: str = "frames", device: str | torch.device = "cpu"):
+        self.folder = folder
+        self.device = torch.device(device)
+        path = os.path.join(folder, "tracking.npz")
+        if not os.path.exists(path):
+            raise InputError(f"{folder} has no tracking.npz; run `python -m backend prepare` (or "
+                             "`synth`) to make a prepared-data folder first")
+        self.tracking = tracking_format.read(path)
+        self.n_frames = self.tracking.n_frames
+        self.width, self.height = (int(v) for v in self.tracking.image_size)
+        self.train, self.test = split_frames(self.n_frames)
+        self._cache: dict[tuple[str, int], torch.Tensor] = {}
+        self.images = images
+        self._check_folder(images)
+        self._check_folder("masks")
+
+    def _check_folder(self, name: str) -> None:
+        first = self.image_path(name, 0)
+        if not os.path.exists(first):
+            hint = "run `python -m backend stylize` first" if name == "stylized" else \
+                "re-run `python -m backend prepare`"
+            raise InputError(f"{first} is missing: the prepared-data folder has no {name}/; {hint}")
+
+    def image_path(self, kind: str, index: int) -> str:
+        return os.path.join(self.folder, kind, f"{index:06d}.png")
+
+    def _load(self, kind: str, index: int) -> torch.Tensor:
+        key = (kind, index)
+        if key not in self._cache:
+            from PIL import Image
+
+            path = self.image_path(kind, index)
+            try:
+                with Image.open(path) as image:
+                    mode = "L" if kind == "masks" else "RGB"
+                    array = np.asarray(image.convert(mode))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read {path} ({exc}); re-run the stage that wrote it") from exc
+            if array.shape[:2] != (self.height, self.width):
+                raise InputError(f"{path} is {array.shape[1]}x{array.shape[0]}, the tracking file says "
+                                 f"{self.width}x{self.height}; re-run prepare")
+            self._cache[key] = torch.from_numpy(array.copy())
+        return self._cache[key]
+
+    def target(self, index: int, background: torch.Tensor,
+               images: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ground truth of frame ``index``: RGB (H, W, 3) on ``background`` and mask (H, W, 1)."""
+        rgb = self._load(images or self.images, index).to(self.device).float() / 255
+        mask = self._load("masks", index).to(self.device).float()[..., None] / 255
+        return rgb * mask + background * (1 - mask), mask
+
+    def camera(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """viewmat (4, 4) world-to-camera and K (3, 3) of frame ``index``."""
+        t = self.tracking
+        return (torch.as_tensor(t.extrinsics[index], device=self.device).float(),
+                torch.as_tensor(t.intrinsics[index], device=self.device).float())
+
+    def head_yaw(self) -> np.ndarray:
+        """(T,) yaw of the head relative to the camera, radians (0 = frontal)."""
+        from scipy.spatial.transform import Rotation
+
+        t = self.tracking
+        rot = t.extrinsics[:, :3, :3] @ Rotation.from_rotvec(t.joint_rotations[:, 0]).as_matrix() \
+            @ Rotation.from_rotvec(t.joint_rotations[:, 1]).as_matrix()
+        # Camera looks along +z; the face looks along head +z, i.e. -z in a frontal OpenCV view.
+        forward = rot[:, :, 2]
+        return np.arctan2(forward[:, 0], -forward[:, 2])

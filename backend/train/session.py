@@ -1,0 +1,86 @@
+"""One training session end to end: data, head model, train (or resume), evaluate, export."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..fileio import ensure_writable_folder
+from .config import make_config
+from .data import FrameData
+from .trainer import CHECKPOINT, Trainer
+
+log = logging.getLogger("toonsplat")
+
+
+def load_head_for(data: FrameData, head_model: str | None, device):
+    """The head model the tracking was made with (builtin unless told otherwise)."""
+    from ..errors import InputError
+    from ..headmodel import load_head_model
+
+    spec = head_model or data.tracking.head_model.get("path") or "builtin"
+    if spec != "builtin" and not os.path.exists(spec):
+        raise InputError(f"the tracking was made with head model {spec!r}, which is not on this "
+                         "machine; pass --head-model with the file's path")
+    head = load_head_model(spec, n_expressions=data.tracking.n_expressions, device=device)
+    if head.exprdirs.shape[-1] != data.tracking.n_expressions:
+        raise InputError(f"{data.folder}/tracking.npz has {data.tracking.n_expressions} expressions but "
+                         f"the head model {spec!r} has {head.exprdirs.shape[-1]}; pass the --head-model "
+                         "the tracking was made with")
+    return head
+
+
+def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, device="cpu",
+                     resume: bool = False, head_model: str | None = None, progress=None) -> dict:
+    """Train (or resume), then evaluate on the held-out frames and write the avatar file.
+
+    Returns:
+        {"avatar": path, "report": eval report dict, "eval_dir": path, "trainer": Trainer}.
+    """
+    from ..export.avatar_file import write_avatar
+    from .evaluate import evaluate, write_loss_curve
+
+    ensure_writable_folder(out)
+    config = make_config(preset, **overrides)
+    images = config.phases[0].images
+    data = FrameData(data_dir, images=images, device=device)
+    head = load_head_for(data, head_model, device)
+    trainer = Trainer(data, out, config, head, progress)
+    checkpoint = os.path.join(out, CHECKPOINT)
+    if resume and os.path.exists(checkpoint):
+        trainer.load_checkpoint(checkpoint)
+        if "iterations" in overrides:
+            trainer.config.iterations = int(overrides["iterations"])
+        log.info("resumed from %s at step %d", checkpoint, trainer.step)
+    else:
+        trainer.initialize()
+    if progress is not None:
+        progress.stage("train", f"{trainer.config.iterations} iterations on {len(data.train)} frames "
+                       f"({device})", total=trainer.config.iterations)
+    trainer.run(on_step=_previewer(out, progress))
+    write_loss_curve(os.path.join(out, "loss.png"), trainer.history)
+    if progress is not None:
+        progress.stage("evaluate", f"{len(data.test)} held-out frames")
+    report = evaluate(trainer, os.path.join(out, "eval"))
+    avatar_path = os.path.join(out, "avatar.npz")
+    write_avatar(avatar_path, trainer, head, data.tracking.expression_names,
+                 training={"preset": preset, "steps": trainer.step, "psnr": report["psnr"],
+                           "ssim": report["ssim"]})
+    return {"avatar": avatar_path, "report": report, "eval_dir": os.path.join(out, "eval"),
+            "trainer": trainer}
+
+
+def _previewer(out: str, progress):
+    """on_step callback: a preview image and the loss curve every ``preview_every`` steps."""
+    from .evaluate import save_preview, write_loss_curve
+
+    def on_step(trainer: Trainer, loss: float) -> None:
+        every = trainer.config.preview_every
+        if every and trainer.step % every == 0:
+            path = save_preview(trainer, os.path.join(out, "previews"))
+            write_loss_curve(os.path.join(out, "loss.png"), trainer.history)
+            if progress is not None:
+                progress.preview(path, f"step {trainer.step}")
+
+    return on_step
+

@@ -1,0 +1,268 @@
+"""The training loop of Stage 2: render, Eq. 6 loss, Adam, densification, checkpoints.
+
+A run is resumable: ``checkpoint.pt`` (plain tensors and dicts, read with weights_only=True)
+is written atomically every ``checkpoint_every`` steps and when the run is cancelled
+(KeyboardInterrupt / SIGTERM), so an interrupted run continues where it stopped.
+The schedule is a list of ``Phase``s (config.py): each names the images it trains on, a frame
+filter and the parameter groups it trains, so a progressive schedule is configuration only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..fileio import atomic_path
+from .config import GROUPS, Phase, TrainConfig, from_dict, to_dict
+from .data import FrameData
+from .grid import SurfaceGrid
+from .init import SubjectMesh, initialize_avatar, subject_mesh
+from .losses import alpha_loss, mouth_loss, rgb_loss
+from .model import PARAMETERS, GaussianBlendshapes
+from .mouth import MouthVolume
+from .strategy import DensityStrategy
+
+log = logging.getLogger("toonsplat")
+CHECKPOINT = "checkpoint.pt"
+
+
+class Trainer:
+    """Trains one avatar from a prepared-data folder into ``out``."""
+
+    def __init__(self, data: FrameData, out: str, config: TrainConfig, head, progress=None):
+        self.data, self.out, self.config, self.head = data, out, config, head
+        self.progress = progress
+        self.device = data.device
+        self.background = torch.tensor(config.background, device=self.device)
+        self.step = 0
+        self.history: list[tuple[int, float]] = []
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.transforms = self._frame_transforms()
+        self.mesh: SubjectMesh = subject_mesh(head, self._shape(), self._offsets())
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _shape(self):
+        shape = self.data.tracking.shape
+        return torch.as_tensor(shape, device=self.device).float() if shape.size else None
+
+    def _offsets(self):
+        offsets = self.data.tracking.vertex_offsets
+        return None if offsets is None else torch.as_tensor(offsets, device=self.device).float()
+
+    @torch.no_grad()
+    def _frame_transforms(self) -> torch.Tensor:
+        """(T, J, 4, 4) skinning transforms of every frame from the head model."""
+        t = self.data.tracking
+        shape = self._shape()
+        out = []
+        for start in range(0, t.n_frames, 256):
+            stop = min(start + 256, t.n_frames)
+            batch = stop - start
+            result = self.head(shape=None if shape is None else shape[None].expand(batch, -1),
+                               expression=torch.as_tensor(t.expressions[start:stop], device=self.device),
+                               joint_rotations=torch.as_tensor(t.joint_rotations[start:stop],
+                                                               device=self.device),
+                               translation=torch.as_tensor(t.translation[start:stop], device=self.device),
+                               vertex_offsets=self._offsets())
+            out.append(result.transforms.float())
+        return torch.cat(out)
+
+    def initialize(self) -> None:
+        """A fresh avatar, grid, optimizer and strategy."""
+        cfg = self.config
+        color = self._mean_foreground_color()
+        self.model, self.grid, self.volume = initialize_avatar(
+            self.mesh, self.head, cfg.model, tuple(self.head.parents), color=color, seed=cfg.seed)
+        self.model.to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.strategy = DensityStrategy(cfg.densify)
+        log.info("initialized %d Gaussians (%d mouth), K=%d", self.model.n_gaussians,
+                 int(self.model.mouth.sum()), self.model.n_expressions)
+
+    def _mean_foreground_color(self) -> tuple[float, float, float]:
+        picks = self.data.train[:: max(1, len(self.data.train) // 8)][:8]
+        sums, weight = torch.zeros(3, device=self.device), torch.zeros((), device=self.device)
+        for index in picks:
+            rgb, mask = self.data.target(int(index), self.background)
+            sums += (rgb * mask).sum(dim=(0, 1))
+            weight += mask.sum()
+        return tuple((sums / weight.clamp_min(1)).clamp(0.05, 0.95).tolist())
+
+    def _make_optimizer(self) -> torch.optim.Adam:
+        optim = self.config.optim
+        groups = []
+        for name in PARAMETERS:
+            lr = getattr(optim, name)
+            if name.startswith("delta_"):
+                lr *= optim.delta_lr_scale
+            groups.append({"params": [self.model.params[name]], "lr": lr, "name": name})
+        return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
+
+    # -- schedule ---------------------------------------------------------------------------------
+    def phase_at(self, step: int) -> Phase:
+        total = sum(p.fraction for p in self.config.phases)
+        edge = 0.0
+        for phase in self.config.phases:
+            edge += phase.fraction / total * self.config.iterations
+            if step < edge:
+                return phase
+        return self.config.phases[-1]
+
+    def frame_pool(self, phase: Phase) -> np.ndarray:
+        pool = self.data.train
+        if phase.max_abs_yaw is not None:
+            yaw = self.data.head_yaw()
+            pool = pool[np.abs(yaw[pool]) < phase.max_abs_yaw]
+            if len(pool) == 0:
+                log.warning("phase %s: no frame with |yaw| < %.2f; using all", phase.name,
+                            phase.max_abs_yaw)
+                pool = self.data.train
+        return pool
+
+    def _set_trainable(self, phase: Phase) -> None:
+        names = {n for group in phase.trainable for n in GROUPS[group]}
+        for name in PARAMETERS:
+            self.model.params[name].requires_grad_(name in names)
+
+    def _update_lr(self) -> None:
+        optim, cfg = self.config.optim, self.config
+        fraction = min(self.step / max(cfg.iterations, 1), 1.0)
+        lr = math.exp((1 - fraction) * math.log(optim.means) + fraction * math.log(optim.means_final))
+        for group in self.optimizer.param_groups:
+            if group["name"] == "means":
+                group["lr"] = lr
+
+    # -- one step -------------------------------------------------------------------------------
+    def render_frame(self, index: int, sh_degree: int | None = None):
+        """Render tracked frame ``index``; returns (RenderOutput, posed Blended)."""
+        from ..render import Cameras, render
+
+        t = self.data.tracking
+        viewmat, intrinsics = self.data.camera(index)
+        center = torch.linalg.inv(viewmat)[:3, 3]
+        expressions = torch.as_tensor(t.expressions[index], device=self.device).float()
+        gaussians, posed = self.model.gaussians(expressions, self.transforms[index], center, sh_degree)
+        cameras = Cameras(viewmat[None], intrinsics[None], self.data.width, self.data.height)
+        out = render(gaussians, cameras, background=self.background,
+                     backend=self.config.render_backend)
+        return out, posed
+
+    def train_step(self, phase: Phase, pool: np.ndarray) -> float:
+        cfg = self.config
+        index = int(pool[torch.randint(len(pool), (1,), generator=self.generator)])
+        target, mask = self.data.target(index, self.background, phase.images)
+        out, _ = self.render_frame(index)
+        loss = rgb_loss(out.rgb, target[None], cfg.loss.ssim_lambda)
+        loss = loss + cfg.loss.alpha * alpha_loss(out.alpha[0], mask)
+        mouth_means = self.model.params["means"][self.model.mouth]
+        loss = loss + cfg.loss.mouth * mouth_loss(mouth_means, self.volume)
+        loss.backward()
+        self.step += 1
+        refresh = self._refresh if cfg.model.grid_resolution else None
+        self.strategy.step_post_backward(self.model, self.optimizer, out.info, self.step,
+                                         refresh=refresh, generator=self.generator)
+        self._update_lr()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if cfg.model.update_consistency_every and self.step % cfg.model.update_consistency_every == 0:
+            self._refresh_all()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def _refresh(self, points: torch.Tensor, tensors: dict[str, torch.Tensor]) -> None:
+        """Grid lookup of LBS weights and Eq. 2 scales for new face Gaussians (mouth unchanged)."""
+        from .deform import consistency_scale
+
+        face = ~tensors["mouth"]
+        if not bool(face.any()):
+            return
+        weights, lengths = self.grid.lookup(points[face], self.mesh.faces, self.mesh.lbs_weights,
+                                            self.mesh.expression_dirs)
+        tensors["lbs_weights"][face] = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-8)
+        tensors["consistency"][face] = consistency_scale(lengths, self.mesh.max_distances,
+                                                         self.config.model.epsilon)
+
+    def _refresh_all(self) -> None:
+        self._refresh(self.model.params["means"].detach(), self.model.per_gaussian())
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, on_step=None) -> None:
+        """Train until ``config.iterations``; checkpoint on schedule and on cancellation."""
+        cfg = self.config
+        phase, pool = None, None
+        started = time.monotonic()
+        try:
+            while self.step < cfg.iterations:
+                current = self.phase_at(self.step)
+                if current is not phase:
+                    phase, pool = current, self.frame_pool(current)
+                    self._set_trainable(phase)
+                    log.info("phase %s: %d frames, training %s", phase.name, len(pool),
+                             ", ".join(phase.trainable))
+                loss = self.train_step(phase, pool)
+                self.history.append((self.step, loss))
+                if on_step is not None:
+                    on_step(self, loss)
+                if self.progress is not None:
+                    self.progress.progress(self.step, cfg.iterations,
+                                           f"loss {loss:.4f}, {self.model.n_gaussians} Gaussians")
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.iterations:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            log.warning("training cancelled at step %d; checkpoint saved, run again with --resume",
+                        self.step)
+            raise
+        log.info("trained %d steps in %.1f s", self.step, time.monotonic() - started)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        return {
+            "format": "toonsplat-train-checkpoint", "version": 1, "step": self.step,
+            "config": to_dict(self.config), "tensors": self.model.tensors(),
+            "sh_degree": self.model.sh_degree, "joint_parents": list(self.model.joint_parents),
+            "optimizer": self.optimizer.state_dict(), "strategy": dict(self.strategy.state),
+            "grid": self.grid.state_dict(),
+            "mouth_volume": {"center": self.volume.center, "radius": self.volume.radius,
+                             "half_length": self.volume.half_length},
+            "history": [list(item) for item in self.history],
+            "generator": self.generator.get_state(),
+        }
+
+    def save_checkpoint(self) -> str:
+        path = os.path.join(self.out, CHECKPOINT)
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(self.checkpoint_state(), tmp)
+        return path
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restore model, optimizer, strategy and step from a checkpoint written by this class."""
+        state = load_checkpoint_file(path, self.device)
+        self.config = from_dict(state["config"])
+        self.model = GaussianBlendshapes(state["tensors"], tuple(state["joint_parents"]),
+                                         state["sh_degree"]).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy = DensityStrategy(self.config.densify, dict(state["strategy"]))
+        self.grid = SurfaceGrid.from_state_dict(state["grid"])
+        volume = state["mouth_volume"]
+        self.volume = MouthVolume(volume["center"], float(volume["radius"]), float(volume["half_length"]))
+        self.history = [(int(s), float(v)) for s, v in state["history"]]
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+
+
+def load_checkpoint_file(path: str, device) -> dict:
+    """torch.load with weights_only=True; raises InputError for unreadable files."""
+    from ..errors import InputError
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # corrupted, truncated, or not ours
+        raise InputError(f"cannot read the training checkpoint {path} ({type(exc).__name__}: {exc}); "
+                         "delete it and train without --resume") from exc

@@ -1,0 +1,82 @@
+"""Build an avatar from a video and save it as a .blend (optionally render a still).
+
+    blender -b -P scripts/build_avatar.py -- --video V --style S --out OUT.blend [--render PNG]
+    python scripts/build_avatar.py --video V --style S --out OUT.blend [--render PNG]   # bpy module
+
+The pipeline runs as ``python -m backend build`` in the backend interpreter (``--python``,
+default: this Python outside Blender, else ``python3``). ``--avatar FILE [--tracking FILE]``
+skips the pipeline and imports existing results. Exit code 0 on success, 2 with an
+``error: ...`` line on failure.
+"""
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_toonsplat():
+    """Import the repository root as the package ``toonsplat`` (as Blender does an extension)."""
+    if "toonsplat" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "toonsplat", os.path.join(ROOT, "__init__.py"), submodule_search_locations=[ROOT])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["toonsplat"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["toonsplat"]
+
+
+def default_python() -> str:
+    import bpy
+
+    if os.path.basename(sys.executable).startswith("python") and not bpy.app.binary_path:
+        return sys.executable
+    return shutil.which("python3") or "python3"
+
+
+def parse(arguments):
+    from toonsplat.addon import batch
+
+    parser = argparse.ArgumentParser(prog="build_avatar.py", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="video file or image folder of a face")
+    source.add_argument("--avatar", help="import this avatar file instead of running the pipeline")
+    parser.add_argument("--tracking", default="", help="with --avatar: keyframe this tracking file")
+    parser.add_argument("--style", default="toon", help="built-in style name (default toon)")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--iters", type=int, default=0)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--head-model", default="builtin")
+    parser.add_argument("--python", default="", help="backend interpreter")
+    parser.add_argument("--work", default="", help="build folder (default: beside --out)")
+    parser.add_argument("--timeout", type=float, default=None, help="stop the build after N s")
+    batch.add_output_arguments(parser)
+    return parser.parse_args(arguments)
+
+
+def run(arguments):
+    from toonsplat.addon import batch, pipeline
+
+    args = parse(arguments)
+    avatar_path, tracking_path = args.avatar, args.tracking
+    if args.video:
+        work = args.work or os.path.splitext(os.path.abspath(args.out))[0] + "_build"
+        build_arguments = pipeline.build_arguments(
+            os.path.abspath(args.video), work, style=args.style, preset=args.preset,
+            iterations=args.iters, device=args.device, size=args.size,
+            head_model=["--head-model", args.head_model])
+        avatar_path, tracking_path = batch.run_build(build_arguments, args.python or default_python(),
+                                                     work, args.timeout)
+    imported = batch.import_results(avatar_path, tracking_path, splats=not args.no_splats)
+    batch.finish(imported, args)
+
+
+if __name__ == "__main__":
+    load_toonsplat()
+    from toonsplat.addon import batch
+
+    sys.exit(batch.main(run))

@@ -1,0 +1,363 @@
+"""The add-on inside the real Blender (the ``bpy`` 5.0.1 module), one fresh process per scenario.
+
+Covers: the extension validates, builds, installs into a temporary user folder, enables and
+disables twice; importing a test-written avatar builds exactly the expected data; evaluated
+points and head mesh equal backend.formats.animate within 1e-4 after shape keys and bone
+rotations are set, and after a tracking file is keyframed; bad inputs give clear errors; the batch
+scripts run headless and write a .blend and a PNG.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("bpy")
+pytestmark = pytest.mark.blender
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from backend.formats import avatar, examples, tracking  # noqa: E402
+
+BLENDER_EXT = os.path.join(os.path.dirname(__import__("importlib").util.find_spec("bpy").origin),
+                           "5.0", "scripts", "addons_core", "bl_pkg", "cli", "blender_ext.py")
+
+PRELUDE = f"""
+import importlib.util, json, sys
+import numpy as np
+ROOT = {ROOT!r}
+sys.path.insert(0, ROOT)
+spec = importlib.util.spec_from_file_location("toonsplat", ROOT + "/__init__.py",
+                                              submodule_search_locations=[ROOT])
+module = importlib.util.module_from_spec(spec); sys.modules["toonsplat"] = module
+spec.loader.exec_module(module)
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+from backend.formats import animate, avatar, tracking
+from toonsplat.addon import animation, axes, importer
+def evaluated(obj):
+    obj.hide_set(False)
+    mesh = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", co)
+    return co.reshape(-1, 3).astype(np.float64)
+"""
+
+
+def run_bpy(code: str, tmp_path, env=None, timeout=120) -> dict:
+    """Run ``code`` in a fresh Python with bpy; it prints one JSON object as its last line."""
+    script = tmp_path / "scenario.py"
+    script.write_text(PRELUDE + textwrap.dedent(code))
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def avatar_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("avatar") / "subject.npz"
+    avatar.write(path, examples.random_avatar(n_gaussians=20_000, n_expressions=50, seed=3))
+    return str(path)
+
+
+def test_extension_validates_builds_installs_enables_disables(tmp_path):
+    validate = subprocess.run([sys.executable, BLENDER_EXT, "validate", ROOT], capture_output=True,
+                              text=True, timeout=60)
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    build = subprocess.run([sys.executable, BLENDER_EXT, "build", "--source-dir", ROOT,
+                            "--output-dir", str(dist)], capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stdout + build.stderr
+    (zip_path,) = dist.glob("toonsplat-*.zip")
+    names = __import__("zipfile").ZipFile(zip_path).namelist()
+    assert "blender_manifest.toml" in names and "addon/importer.py" in names
+    assert "backend/formats/avatar.py" in names and "requirements.txt" in names
+    assert not any(n.startswith(("tests/", "docs/", ".venv/", ".git/")) for n in names)
+    avatar.write(tmp_path / "tiny.npz", examples.random_avatar(300, 4))
+    result = run_bpy(f"""
+        import addon_utils
+        ok = bpy.ops.extensions.package_install_files(filepath={str(zip_path)!r},
+                                                      repo="user_default", enable_on_install=True)
+        name = "bl_ext.user_default.toonsplat"
+        states = [hasattr(bpy.types.Scene, "toonsplat")]
+        for _ in range(2):
+            addon_utils.disable(name, default_set=True)
+            states.append(hasattr(bpy.types.Scene, "toonsplat") or hasattr(bpy.types, "TOONSPLAT_PT_run"))
+            addon_utils.enable(name, default_set=True)
+            states.append(hasattr(bpy.types.Scene, "toonsplat"))
+        errors = [len(bpy.data.node_groups) + len(bpy.data.materials)]  # nothing built at register
+        bpy.context.scene.toonsplat.video_path = "/nonexistent/face.mp4"
+        try:
+            bpy.ops.toonsplat.run_pipeline()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        bpy.context.scene.toonsplat.video_path = {str(zip_path)!r}  # exists; no interpreter set
+        prefs = bpy.context.preferences.addons[name].preferences
+        prefs.python_path = "/nonexistent/python3"
+        prefs.work_folder = {str(tmp_path / "work")!r}
+        try:
+            bpy.ops.toonsplat.run_pipeline()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        bpy.ops.toonsplat.import_avatar(filepath={str(tmp_path / "tiny.npz")!r})
+        imported = [o.name for o in bpy.data.objects]
+        print(json.dumps({{"ok": list(ok), "states": states, "errors": errors, "imported": imported,
+                          "node_groups_after": len(bpy.data.node_groups), "panels": [
+            c for c in dir(bpy.types) if c.startswith("TOONSPLAT_PT_")],
+            "file": sys.modules[name].__file__}}))
+    """, tmp_path, env={"BLENDER_USER_RESOURCES": str(tmp_path / "blender")})
+    assert result["ok"] == ["FINISHED"]
+    assert result["states"] == [True, False, True, False, True]
+    assert len(result["panels"]) == 6
+    assert result["file"].startswith(str(tmp_path / "blender"))
+    assert result["errors"][0] == 0
+    assert "video not found" in result["errors"][1]
+    assert "backend interpreter not found" in result["errors"][2]
+    assert result["imported"] == ["tiny", "tiny_head", "tiny_rig"]
+    assert result["node_groups_after"] == 1  # the splat preview, built on first import only
+
+
+def test_import_builds_the_expected_data(avatar_file, tmp_path):
+    result = run_bpy(f"""
+        result = importer.import_avatar({avatar_file!r})
+        points, rig, head = result.points, result.armature, result.head
+        mesh = points.data
+        n = len(mesh.vertices)
+        weights = np.zeros((n, 5))
+        for v in mesh.vertices:  # reading back for the test only
+            for g in v.groups:
+                weights[v.index, g.group] = g.weight
+        keys = mesh.shape_keys.key_blocks
+        opacity = np.empty(n, np.float32); mesh.attributes["opacity"].data.foreach_get("value", opacity)
+        color = np.empty(n * 4, np.float32); mesh.attributes["color"].data.foreach_get("color", color)
+        key7 = np.empty(n * 3, np.float32); keys[7].data.foreach_get("co", key7)
+        basis = np.empty(n * 3, np.float32); keys[0].data.foreach_get("co", basis)
+        np.save({str(tmp_path / "weights.npy")!r}, weights)
+        np.save({str(tmp_path / "opacity.npy")!r}, opacity)
+        np.save({str(tmp_path / "color.npy")!r}, color.reshape(-1, 4))
+        np.save({str(tmp_path / "key7.npy")!r}, (key7 - basis).reshape(-1, 3))
+        print(json.dumps({{
+            "objects": sorted(o.name for o in bpy.data.objects),
+            "collection": result.collection.name, "n": n, "edges": len(mesh.edges),
+            "keys": [k.name for k in keys], "slider": [keys[1].slider_min, keys[1].slider_max],
+            "values": sorted(set(k.value for k in keys[1:])),
+            "groups": [g.name for g in points.vertex_groups],
+            "bones": [b.name for b in rig.data.bones],
+            "parents": [b.parent.name if b.parent else None for b in rig.data.bones],
+            "heads": [list(b.head_local) for b in rig.data.bones],
+            "modifiers": [(m.type, getattr(m, "object", None) and m.object.name) for m in points.modifiers],
+            "attributes": sorted(a.name for a in mesh.attributes if not a.name.startswith(".")),
+            "head": [len(head.data.vertices), len(head.data.polygons), head.hide_get(), head.hide_render,
+                     len(head.data.shape_keys.key_blocks), [m.type for m in head.modifiers]],
+        }}))
+    """, tmp_path)
+    data = avatar.read(avatar_file)
+    assert result["objects"] == ["subject", "subject_head", "subject_rig"]
+    assert result["collection"] == "subject" and result["n"] == 20_000 and result["edges"] == 0
+    assert result["keys"] == ["Basis", *data.expression_names]
+    assert result["slider"] == [-2.0, 2.0] and result["values"] == [0.0]
+    assert result["groups"] == result["bones"] == ["root", "neck", "jaw", "eye_L", "eye_R"]
+    assert result["parents"] == [None, "root", "neck", "neck", "neck"]
+    joints = data.joint_positions.astype(np.float64)
+    assert np.allclose(result["heads"], np.stack([joints[:, 0], -joints[:, 2], joints[:, 1]], 1), atol=1e-6)
+    assert result["modifiers"] == [["ARMATURE", "subject_rig"], ["NODES", None]]
+    assert result["attributes"] == ["color", "mouth", "opacity", "position", "rotation", "scale"]
+    assert result["head"] == [len(data.mesh_vertices), len(data.mesh_faces), True, True, 51,
+                              ["ARMATURE"]]
+    assert np.allclose(np.load(tmp_path / "weights.npy"), data.lbs_weights, atol=1e-6)
+    assert np.allclose(np.load(tmp_path / "opacity.npy"), 1 / (1 + np.exp(-data.opacity_logits)), atol=1e-6)
+    srgb = np.clip(0.5 + 0.28209479 * data.sh[:, 0], 0, 1)
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    assert np.allclose(np.load(tmp_path / "color.npy")[:, :3], linear, atol=1e-5)
+    delta = data.delta_means[6].astype(np.float64) * ~data.mouth[:, None]
+    assert np.allclose(np.load(tmp_path / "key7.npy"), np.stack([delta[:, 0], -delta[:, 2], delta[:, 1]], 1),
+                       atol=1e-6)
+    assert np.abs(np.load(tmp_path / "key7.npy")[data.mouth]).max() == 0.0
+
+
+def test_evaluated_points_equal_numpy_blend_and_lbs(avatar_file, tmp_path):
+    result = run_bpy(f"""
+        result = importer.import_avatar({avatar_file!r})
+        data = avatar.read({avatar_file!r})
+        rng = np.random.default_rng(7)
+        errors = []
+        for trial in range(2):
+            values = rng.uniform(-1.5, 1.5, data.n_expressions)
+            rotations = rng.normal(size=(5, 3)) * 0.35
+            translation = rng.normal(size=3) * 0.05
+            for k, value in enumerate(values):
+                result.points.data.shape_keys.key_blocks[k + 1].value = value
+            rests = importer.bone_rest_rotations(result.armature, data.joint_names)
+            quats = axes.pose_bone_quats(rotations, rests)
+            for j, name in enumerate(data.joint_names):
+                result.armature.pose.bones[name].rotation_quaternion = quats[j]
+            result.armature.pose.bones["root"].location = axes.root_location(translation, rests[0])
+            points = animate.posed_means(data, values, rotations, translation)
+            mesh = animate.posed_mesh(data, values, rotations, translation)
+            moved = np.abs(points - data.means).max()
+            errors.append([np.abs(evaluated(result.points) - axes.points_to_blender(points)).max(),
+                           np.abs(evaluated(result.head) - axes.points_to_blender(mesh)).max(),
+                           float(moved)])
+        print(json.dumps({{"errors": errors}}))
+    """, tmp_path)
+    for points_error, mesh_error, moved in result["errors"]:
+        assert moved > 0.01  # the pose is far from rest, so the comparison means something
+        assert points_error < 1e-4 and mesh_error < 1e-4
+
+
+def _tracking_file(tmp_path, names, n_frames=24, fps=30.0):
+    data = examples.random_tracking(n_frames, len(names), fps=fps, seed=4)
+    data.expression_names = list(names)
+    data.translation[:] = np.random.default_rng(5).normal(size=(n_frames, 3)) * 0.02
+    data.joint_rotations[:, 3:] = np.random.default_rng(6).normal(size=(n_frames, 2, 3)) * 0.1
+    path = tmp_path / "tracking.npz"
+    tracking.write(path, data)
+    return str(path), data
+
+
+def test_apply_tracking_writes_keyframes_that_reproduce_the_reference(tmp_path):
+    avatar_path = tmp_path / "small.npz"
+    data = examples.random_avatar(3000, 12, seed=8)
+    avatar.write(avatar_path, data)
+    data = avatar.read(avatar_path)
+    # cross-identity: the tracking has its expressions in another order, and one extra
+    names = list(reversed(data.expression_names[:10])) + ["not_on_avatar"]
+    tracking_path, track = _tracking_file(tmp_path, names)
+    result = run_bpy(f"""
+        result = importer.import_avatar({str(avatar_path)!r})
+        data = avatar.read({str(avatar_path)!r}); track = tracking.read({tracking_path!r})
+        plan = animation.apply_tracking(result.points, {tracking_path!r}, start_frame=5)
+        scene = bpy.context.scene
+        key_curves = result.points.data.shape_keys.animation_data.action
+        from bpy_extras import anim_utils
+        def curves(id_data):
+            return anim_utils.animdata_get_channelbag_for_assigned_slot(id_data.animation_data).fcurves
+        expression = curves(result.points.data.shape_keys).find('key_blocks["expression_03"].value')
+        co = np.empty(len(expression.keyframe_points) * 2, np.float32)
+        expression.keyframe_points.foreach_get("co", co)
+        errors = []
+        for frame in (5, 16, 28):
+            scene.frame_set(frame)
+            t = frame - 5
+            values = np.zeros(data.n_expressions)
+            for name, column in zip(track.expression_names, track.expressions[t]):
+                if name in data.expression_names:
+                    values[data.expression_names.index(name)] = column
+            args = (values, track.joint_rotations[t], track.translation[t])
+            points = axes.points_to_blender(animate.posed_means(data, *args))
+            mesh = axes.points_to_blender(animate.posed_mesh(data, *args))
+            errors.append([float(np.abs(evaluated(result.points) - points).max()),
+                           float(np.abs(evaluated(result.head) - mesh).max())])
+        print(json.dumps({{
+            "frames": [scene.frame_start, scene.frame_end], "fps": scene.render.fps / scene.render.fps_base,
+            "n_key_curves": len(curves(result.points.data.shape_keys)),
+            "n_pose_curves": len(curves(result.armature)),
+            "keys": co.reshape(-1, 2).tolist(), "unmatched": plan.unmatched, "ignored": plan.ignored,
+            "errors": errors}}))
+    """, tmp_path)
+    assert result["frames"] == [5, 28] and abs(result["fps"] - 30.0) < 1e-6
+    assert result["n_key_curves"] == 10 and result["n_pose_curves"] == 5 * 4 + 3
+    keys = np.array(result["keys"])
+    column = names.index("expression_03")
+    assert np.allclose(keys[:, 0], np.arange(5, 29)) and np.allclose(keys[:, 1], track.expressions[:, column])
+    assert result["unmatched"] == ["expression_10", "expression_11"]
+    assert result["ignored"] == ["not_on_avatar"]
+    for points_error, mesh_error in result["errors"]:
+        assert points_error < 1e-4 and mesh_error < 1e-4
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    good = tmp_path / "good.npz"
+    avatar.write(good, examples.random_avatar(100, 3))
+    tracking_path, _ = _tracking_file(tmp_path, ["smile", "blink"], n_frames=3)
+    not_npz = tmp_path / "video.npz"
+    not_npz.write_bytes(b"not a zip file")
+    result = run_bpy(f"""
+        from toonsplat.backend.errors import ToonSplatError
+        messages = {{}}
+        for label, path in (("missing", {str(tmp_path / "nope.npz")!r}), ("garbage", {str(not_npz)!r}),
+                            ("tracking_as_avatar", {tracking_path!r})):
+            try:
+                importer.import_avatar(path)
+            except ToonSplatError as exc:
+                messages[label] = str(exc)
+        imported = importer.import_avatar({str(good)!r})
+        try:
+            animation.apply_tracking(imported.points, {tracking_path!r})
+        except ToonSplatError as exc:
+            messages["mismatch"] = str(exc)
+        try:
+            importer.find_avatar(None)
+        except ToonSplatError as exc:
+            messages["no_selection"] = str(exc)
+        print(json.dumps(messages))
+    """, tmp_path)
+    assert "not found" in result["missing"] and "nope.npz" in result["missing"]
+    assert "video.npz" in result["garbage"]
+    assert "tracking.npz" in result["tracking_as_avatar"]
+    assert "different head models" in result["mismatch"] and "smile" in result["mismatch"]
+    assert "select" in result["no_selection"]
+
+
+def test_unknown_format_version_is_refused(tmp_path):
+    path = tmp_path / "v99.npz"
+    avatar.write(path, examples.random_avatar(50, 2))
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["__meta__"].tobytes().decode())  # backend/formats/npzio.py META_KEY
+    arrays["__meta__"] = np.frombuffer(json.dumps({**meta, "version": 99}).encode(), np.uint8)
+    np.savez(path, **arrays)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "import_avatar.py"),
+                             "--avatar", str(path), "--out", str(tmp_path / "x.blend")],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "99" in result.stderr and "v99.npz" in result.stderr
+    assert not (tmp_path / "x.blend").exists()
+
+
+def test_batch_scripts_write_blend_and_png(tmp_path):
+    avatar_path = tmp_path / "cast_member.npz"
+    avatar.write(avatar_path, examples.random_avatar(2000, 6, seed=9))
+    tracking_path, _ = _tracking_file(tmp_path, [f"expression_{i:02d}" for i in range(6)], n_frames=8)
+    out, png = tmp_path / "out" / "cast_member.blend", tmp_path / "out" / "still.png"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "build_avatar.py"), "--avatar", str(avatar_path),
+         "--tracking", tracking_path, "--out", str(out), "--render", str(png), "--resolution", "64",
+         "--samples", "2", "--frame", "4"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out.stat().st_size > 10_000
+    from PIL import Image
+
+    image = np.asarray(Image.open(png).convert("RGB")).astype(float)
+    assert image.shape == (64, 64, 3)
+    centre, corner = image[24:40, 24:40].mean(), image[:8, :8].mean()
+    assert centre > corner + 10, "the render does not show the splats in the middle of the frame"
+    reopened = run_bpy(f"""
+        bpy.ops.wm.open_mainfile(filepath={str(out)!r})
+        points = bpy.data.objects["cast_member"]
+        print(json.dumps({{"n": len(points.data.vertices), "frames": [bpy.context.scene.frame_start,
+                          bpy.context.scene.frame_end], "keys": len(points.data.shape_keys.key_blocks)}}))
+    """, tmp_path)
+    assert reopened == {"n": 2000, "frames": [1, 8], "keys": 7}
+
+
+def test_build_script_reports_pipeline_failures(tmp_path):
+    video = tmp_path / "face.mp4"
+    video.write_bytes(b"\x00" * 64)
+    base = [sys.executable, os.path.join(ROOT, "scripts", "build_avatar.py"), "--video", str(video),
+            "--out", str(tmp_path / "a.blend"), "--timeout", "100"]
+    missing = subprocess.run(base + ["--python", str(tmp_path / "no-python")], capture_output=True,
+                             text=True, timeout=60, cwd=ROOT)
+    assert missing.returncode == 2 and "backend interpreter not found" in missing.stderr
+    failed = subprocess.run(base + ["--python", sys.executable], capture_output=True, text=True,
+                            timeout=150, cwd=ROOT)
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    assert "error: the backend build failed" in failed.stderr and "build.log" in failed.stderr
+    assert not (tmp_path / "a.blend").exists()
