@@ -69,3 +69,70 @@ def call_command(name: str, argv: list[str], progress) -> int:
     args.progress = progress.mode
     args.log_level = "info"
     return int(module.run(args, progress) or 0)
+
+
+# -- stage functions ---------------------------------------------------------------------------
+def _count_pngs(folder: str) -> int:
+    return len([n for n in os.listdir(folder) if n.endswith(".png")]) if os.path.isdir(folder) else 0
+
+
+def _prepare(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
+    call_command("prepare", [*ctx.source, "--out", ctx.data, "--head-model", ctx.head_model,
+                             "--size", str(ctx.size)], progress)
+    report = _read_json_or_empty(os.path.join(ctx.data, "prepare.json"))
+    metrics = {"frames": _count_pngs(os.path.join(ctx.data, "frames"))}
+    metrics.update({k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "frames"})
+    return ["data/frames", "data/masks", "data/tracking.npz"], metrics
+
+
+def _validate_prepare(ctx: BuildContext) -> None:
+    from ..formats import tracking
+
+    track = tracking.read(os.path.join(ctx.data, "tracking.npz"))
+    frames = _count_pngs(os.path.join(ctx.data, "frames"))
+    if frames != track.n_frames:
+        raise ValueError(f"{frames} frames on disk but the tracking has {track.n_frames}")
+
+
+def _stylize(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
+    call_command("stylize", ["--data", ctx.data, "--style", ctx.style], progress)
+    report = _read_json_or_empty(os.path.join(ctx.data, "stylize.json"))
+    metrics = {k: v for k, v in report.get("metrics", report).items() if isinstance(v, (int, float))}
+    return ["data/stylized"], metrics
+
+
+def _validate_stylize(ctx: BuildContext) -> None:
+    frames = _count_pngs(os.path.join(ctx.data, "frames"))
+    styled = _count_pngs(os.path.join(ctx.data, "stylized"))
+    if styled != frames:
+        raise ValueError(f"{styled} stylized frames for {frames} frames")
+
+
+def _train(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
+    argv = ["--data", ctx.data, "--out", ctx.train_dir, "--preset", ctx.preset, "--images",
+            "stylized" if ctx.style != "none" else "frames", "--resume"]
+    if ctx.iters:
+        argv += ["--iters", str(ctx.iters)]
+    call_command("train", argv, progress)
+    report = _read_json_or_empty(os.path.join(ctx.train_dir, "eval", "report.json"))
+    metrics = {k: v for k, v in report.items() if isinstance(v, (int, float))}
+    return ["train/avatar.npz"], metrics
+
+
+def _validate_train(ctx: BuildContext) -> None:
+    from ..formats import avatar
+
+    avatar.read(os.path.join(ctx.train_dir, "avatar.npz"))
+
+
+def _read_json_or_empty(path: str) -> dict[str, Any]:
+    from ..errors import ToonSplatError
+    from ..fileio import read_json
+
+    if not os.path.exists(path):
+        return {}
+    try:
+        value = read_json(path)
+    except ToonSplatError:
+        return {}
+    return value if isinstance(value, dict) else {}
