@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": (".ingest.cli", "ingest a video/images and track the head (issue 6)"),
     "stylize": (".stylize.cli", "stylize prepared frames, Stage 1: toon, exemplar, models, frames"),
     "train": (".cli.pending", "train Gaussian blendshapes, Stage 2 (issue 5)"),
-    "build": (".cli.pending", "all stages: prepare, stylize, train, evaluate, export (issue 9)"),
+    "build": (".pipeline.cli", "all stages: prepare, stylize, train, evaluate, export; resumable"),
     "render": (".cli.pending", "render an avatar driven by a tracking file (issue 5)"),
     "export": (".cli.pending", "export an avatar as 3DGS PLY and other formats (issue 5)"),
     "bench": (".cli.bench", "run a benchmark; prints one JSON line per measurement"),

@@ -136,3 +136,49 @@ def _read_json_or_empty(path: str) -> dict[str, Any]:
     except ToonSplatError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _export(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
+    import shutil
+
+    from ..fileio import atomic_path
+
+    avatar_path = ctx.path("avatar.npz")
+    with atomic_path(avatar_path) as tmp:
+        shutil.copyfile(os.path.join(ctx.train_dir, "avatar.npz"), tmp)
+    outputs = ["avatar.npz"]
+    call_command("export", ["--avatar", avatar_path, "--out", ctx.path("avatar.ply")], progress)
+    outputs.append("avatar.ply")
+    tracking_path = os.path.join(ctx.data, "tracking.npz")
+    call_command("render", ["--avatar", avatar_path, "--tracking", tracking_path,
+                            "--out", ctx.path("reenactment.mp4")], progress)
+    outputs.append("reenactment.mp4")
+    return outputs, {"avatar_mb": round(os.path.getsize(avatar_path) / 1e6, 2)}
+
+
+def _validate_export(ctx: BuildContext) -> None:
+    from ..formats import avatar
+
+    avatar.read(ctx.path("avatar.npz"))
+
+
+def make_stages(ctx: BuildContext, progress):
+    """The build's stages in order, with their expected share of the time."""
+    from .stages import Stage
+
+    def params(*names: str):
+        return lambda c: {n: getattr(c, n) for n in names}
+
+    stylized = ctx.style != "none"
+    stages = [
+        Stage("prepare", lambda c: _prepare(c, progress), _validate_prepare,
+              params("source", "head_model", "size"), weight=1.0,
+              hint="check the input video/images (a visible, unobstructed face) and re-run"),
+        Stage("stylize", lambda c: _stylize(c, progress), _validate_stylize, params("style"), weight=0.5,
+              hint="check the --style argument (toon, exemplar:IMG, model:FILE, frames:DIR) and re-run"),
+        Stage("train", lambda c: _train(c, progress), _validate_train, params("style", "preset", "iters"),
+              weight=6.0, hint="re-run the same command to resume from the last checkpoint"),
+        Stage("export", lambda c: _export(c, progress), _validate_export, params(), weight=0.5,
+              hint="re-run the same command; the trained avatar is kept in train/avatar.npz"),
+    ]
+    return [s for s in stages if stylized or s.name != "stylize"]

@@ -34,17 +34,20 @@ N_FEATURES = 5  # r, g, b, depth, 1
 
 @dataclass
 class Layout:
-    """How pairs map onto tiles: the chunks and the pixel basis (non-differentiable).
+    """How pairs map onto tiles (non-differentiable).
 
     Attributes:
         chunks: tile batches from ``tiles.make_chunks``.
-        n_tiles: tiles over all cameras.
+        tile_starts: (n_tiles,) first pair of each tile. tile_counts: (n_tiles,) pairs per tile.
         basis: (6, tile_size^2) [1, x, y, x^2, xy, y^2] of pixel centres relative to the tile centre.
+        block: pairs per tile composited per step; a tile stops once all its pixels are done.
     """
 
     chunks: list[Chunk]
-    n_tiles: int
+    tile_starts: torch.Tensor
+    tile_counts: torch.Tensor
     basis: torch.Tensor
+    block: int = 32
 
 
 def pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -55,24 +58,47 @@ def pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> tor
     return torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y])
 
 
-def _chunk_weights(coefs: torch.Tensor, basis: torch.Tensor):
-    """Blend weights of one chunk and what the backward needs.
+@dataclass
+class _Block:
+    """One depth block of the active tiles of a chunk: (na, Kb, px) state shared by both passes."""
 
-    Args:
-        coefs: (nt, K, 6) exponent coefficients. basis: (6, px).
+    rows: torch.Tensor       # (na,) rows of the chunk that are active
+    index: torch.Tensor      # (na, Kb) pair indices, dummy where past a tile's end
+    feats: torch.Tensor      # (na, Kb, 5)
+    alpha: torch.Tensor      # (na, Kb, px) clamped, thresholded alpha
+    live: torch.Tensor       # (na, Kb, px) alpha depends on the exponent (kept, not clamped, >= 1/255)
+    before: torch.Tensor     # (na, Kb, px) transmittance in front of each pair
+    weights: torch.Tensor    # (na, Kb, px) alpha * before where kept, else 0
 
-    Returns:
-        weights (nt, K, px), alpha, gaussian (unclamped o exp(-sigma)), T before, kept mask.
+
+def _depth_blocks(coefs: torch.Tensor, feats: torch.Tensor, layout: Layout, chunk: Chunk):
+    """Walk a chunk's tiles front to back, ``layout.block`` pairs at a time, yielding ``_Block``s.
+
+    Tiles leave the walk when their pairs run out or every pixel's transmittance is below 1e-4.
     """
-    gaussian = torch.exp(coefs @ basis)
-    alpha = gaussian.clamp_max(ALPHA_MAX)
-    alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros((), dtype=alpha.dtype, device=alpha.device))
-    one_minus = 1.0 - alpha
-    after = torch.cumprod(one_minus, dim=1)
-    kept = after >= TRANSMITTANCE_MIN
-    before = after / one_minus
-    weights = torch.where(kept, alpha * before, torch.zeros((), dtype=alpha.dtype, device=alpha.device))
-    return weights, alpha, gaussian, before, kept
+    basis, block = layout.basis, layout.block
+    starts, counts = layout.tile_starts[chunk.tiles], layout.tile_counts[chunk.tiles]
+    transmittance = coefs.new_ones(len(chunk.tiles), basis.shape[1])
+    rows = torch.arange(len(chunk.tiles), device=coefs.device)
+    slots = torch.arange(block, device=coefs.device)
+    zero = coefs.new_zeros(())
+    dummy = coefs.shape[0] - 1
+    for first in range(0, int(counts.max()), block):
+        rows = rows[(counts[rows] > first) & (transmittance[rows].amax(1) >= TRANSMITTANCE_MIN)]
+        if rows.numel() == 0:
+            break
+        index = starts[rows, None] + first + slots
+        index = torch.where(first + slots < counts[rows, None], index, dummy)
+        gaussian = torch.exp(coefs[index] @ basis)
+        alpha = torch.where(gaussian >= ALPHA_MIN, gaussian.clamp_max(ALPHA_MAX), zero)
+        one_minus = 1.0 - alpha
+        after = torch.cumprod(one_minus, dim=1) * transmittance[rows, None, :]
+        kept = after >= TRANSMITTANCE_MIN
+        before = after / one_minus
+        weights = torch.where(kept, alpha * before, zero)
+        live = kept & (gaussian >= ALPHA_MIN) & (gaussian <= ALPHA_MAX)
+        transmittance[rows] = after[:, -1]
+        yield _Block(rows, index, feats[index], alpha, live, before, weights)
 
 
 class CompositeTiles(torch.autograd.Function):
@@ -80,38 +106,40 @@ class CompositeTiles(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, coefs: torch.Tensor, feats: torch.Tensor, layout: Layout) -> torch.Tensor:
-        pixels = layout.basis.shape[1]
-        out = coefs.new_zeros(layout.n_tiles, pixels, N_FEATURES)
+        out = coefs.new_zeros(layout.tile_counts.numel(), layout.basis.shape[1], N_FEATURES)
         coefs_padded, feats_padded = _pad(coefs, feats)
         for chunk in layout.chunks:
-            weights = _chunk_weights(coefs_padded[chunk.pair_index], layout.basis)[0]
-            out[chunk.tiles] = weights.transpose(1, 2) @ feats_padded[chunk.pair_index]
-        ctx.save_for_backward(coefs, feats)
+            accumulated = out.new_zeros(len(chunk.tiles), layout.basis.shape[1], N_FEATURES)
+            for step in _depth_blocks(coefs_padded, feats_padded, layout, chunk):
+                accumulated[step.rows] += step.weights.transpose(1, 2) @ step.feats
+            out[chunk.tiles] = accumulated
+        ctx.save_for_backward(coefs, feats, out)
         ctx.layout = layout
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        coefs, feats = ctx.saved_tensors
+        coefs, feats, out = ctx.saved_tensors
         layout: Layout = ctx.layout
         coefs_padded, feats_padded = _pad(coefs, feats)
         grad_coefs = torch.zeros_like(coefs_padded)
         grad_feats = torch.zeros_like(feats_padded)
-        zero = torch.zeros((), dtype=coefs.dtype, device=coefs.device)
+        zero = coefs.new_zeros(())
         for chunk in layout.chunks:
-            chunk_feats = feats_padded[chunk.pair_index]
-            weights, alpha, gaussian, before, kept = _chunk_weights(coefs_padded[chunk.pair_index],
-                                                                    layout.basis)
             grad = grad_out[chunk.tiles]  # (nt, px, 5)
-            v = chunk_feats @ grad.transpose(1, 2)  # (nt, K, px)
-            wv = weights * v
-            behind = wv.sum(1, keepdim=True) - torch.cumsum(wv, dim=1)
-            grad_alpha = before * v - behind / (1.0 - alpha)
-            live = kept & (gaussian >= ALPHA_MIN) & (gaussian <= ALPHA_MAX)
-            grad_exponent = torch.where(live, grad_alpha * alpha, zero)
-            index = chunk.pair_index.reshape(-1)
-            grad_coefs[index] = (grad_exponent @ layout.basis.T).reshape(-1, 6)
-            grad_feats[index] = (weights @ grad).reshape(-1, N_FEATURES)
+            total = (grad * out[chunk.tiles]).sum(-1)  # sum_k w_k v_k per pixel
+            in_front = torch.zeros_like(total)  # running sum of w_k v_k over earlier blocks
+            for step in _depth_blocks(coefs_padded, feats_padded, layout, chunk):
+                grad_rows = grad[step.rows]
+                v = step.feats @ grad_rows.transpose(1, 2)  # (na, Kb, px)
+                through = torch.cumsum(step.weights * v, dim=1) + in_front[step.rows, None, :]
+                behind = total[step.rows, None, :] - through
+                grad_alpha = step.before * v - behind / (1.0 - step.alpha)
+                grad_exponent = torch.where(step.live, grad_alpha * step.alpha, zero)
+                index = step.index.reshape(-1)
+                grad_coefs[index] = (grad_exponent @ layout.basis.T).reshape(-1, 6)
+                grad_feats[index] = (step.weights @ grad_rows).reshape(-1, N_FEATURES)
+                in_front[step.rows] = through[:, -1]
         return grad_coefs[:-1], grad_feats[:-1], None
 
 

@@ -2,9 +2,9 @@
 
 1. Every visible (camera, Gaussian) whose alpha >= 1/255 box overlaps a tile gives one pair
    (gsplat calls them intersections). Pairs are ordered by tile, then by depth, front first.
-2. Tiles with pairs are sorted by pair count and cut into chunks; a chunk is a dense
-   (tiles, K, tile_size^2) block, padded to its largest tile's K, and holding at most
-   ``budget`` elements, so memory stays bounded whatever N and the image size.
+2. Tiles with pairs are sorted by pair count and cut into chunks of at most ``budget`` / (block *
+   tile_size^2) tiles; compositing walks a chunk ``block`` pairs deep at a time, so memory stays
+   bounded whatever N and the image size.
 """
 
 from __future__ import annotations
@@ -36,15 +36,13 @@ class TilePairs:
 
 @dataclass
 class Chunk:
-    """A batch of tiles composited together.
+    """A batch of tiles composited together, block by block in depth.
 
     Attributes:
-        tiles: (nt,) global tile indices.
-        pair_index: (nt, K) index into the pairs; padding slots point at pair P (a dummy).
+        tiles: (nt,) global tile indices, all with at least one pair.
     """
 
     tiles: torch.Tensor
-    pair_index: torch.Tensor
 
 
 @torch.no_grad()
@@ -91,33 +89,20 @@ def intersect_tiles(means2d: torch.Tensor, extents: torch.Tensor, depths: torch.
 
 
 @torch.no_grad()
-def make_chunks(pairs: TilePairs, tile_size: int, budget: int = 1 << 22) -> list[Chunk]:
-    """Cut the tiles that have pairs into chunks of at most ``budget`` padded elements.
+def make_chunks(pairs: TilePairs, tile_size: int, block: int, budget: int = 1 << 22) -> list[Chunk]:
+    """Cut the tiles that have pairs into chunks of at most ``budget`` elements per depth block.
 
     Args:
         pairs: from ``intersect_tiles``.
         tile_size: pixels per tile side.
-        budget: max tiles * K * tile_size^2 per chunk (a single tile may exceed it).
+        block: pairs per tile composited per step.
+        budget: max tiles * block * tile_size^2 per chunk.
 
     Returns:
-        Chunks, largest K first; padding slots index pair P (one past the last).
+        Chunks; tiles sorted by pair count, most first, so a chunk's tiles finish at similar depths.
     """
     counts = pairs.tile_counts
     occupied = torch.nonzero(counts > 0).flatten()
-    if occupied.numel() == 0:
-        return []
     occupied = occupied[torch.argsort(counts[occupied], descending=True)]
-    sizes = counts[occupied].tolist()
-    n_pairs = pairs.flat_ids.numel()
-    pixels = tile_size * tile_size
-    chunks, first = [], 0
-    while first < len(sizes):
-        k = sizes[first]
-        n_tiles = max(1, budget // (k * pixels))
-        tiles = occupied[first:first + n_tiles]
-        slots = torch.arange(k, device=counts.device)
-        index = pairs.tile_starts[tiles, None] + slots[None, :]
-        index = torch.where(slots[None, :] < counts[tiles, None], index, torch.full_like(index, n_pairs))
-        chunks.append(Chunk(tiles, index))
-        first += n_tiles
-    return chunks
+    per_chunk = max(1, budget // (block * tile_size * tile_size))
+    return [Chunk(occupied[first:first + per_chunk]) for first in range(0, occupied.numel(), per_chunk)]

@@ -10,7 +10,8 @@ from .sh import sh_to_rgb
 from .tiles import TilePairs, intersect_tiles, make_chunks
 from .types import Cameras, Gaussians, RenderOutput
 
-CHUNK_BUDGET = 1 << 22  # padded (tile, pair, pixel) elements composited at once: ~16 MB per fp32 buffer
+CHUNK_BUDGET = 1 << 22  # (tile, pair, pixel) elements composited at once: ~16 MB per fp32 buffer
+DEPTH_BLOCK = 32  # pairs per tile per compositing step
 
 
 def render_torch(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, sh_degree: int,
@@ -37,7 +38,8 @@ def render_torch(gaussians: Gaussians, cameras: Cameras, background: torch.Tenso
                             width, height, tile_size)
     coefs, feats = _pair_inputs(projected, gaussians.opacities, colors, pairs, tile_size)
     basis = pixel_basis(tile_size, coefs.dtype, coefs.device)
-    layout = Layout(make_chunks(pairs, tile_size, CHUNK_BUDGET), pairs.tile_counts.numel(), basis)
+    chunks = make_chunks(pairs, tile_size, DEPTH_BLOCK, CHUNK_BUDGET)
+    layout = Layout(chunks, pairs.tile_starts, pairs.tile_counts, basis, DEPTH_BLOCK)
     tiles = CompositeTiles.apply(coefs, feats, layout)
     image = _untile(tiles, len(cameras), pairs, tile_size, width, height)
     alpha = image[..., 4:5]

@@ -35,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "temporal=0.8, colors=6, tone=0.5, palette=0.8); see docs/STYLIZE.md")
     models = parser.add_argument_group("user models (override the model's sidecar JSON)")
     models.add_argument("--model-layout", choices=("NCHW", "NHWC"))
-    models.add_argument("--model-range", choices=("0,1", "-1,1", "0,255"), help="input value range")
+    models.add_argument("--model-range", choices=("0,1", "-1,1", "0,255"),
+                        help="input value range; write --model-range=-1,1 (with '=') for -1,1")
     models.add_argument("--model-output-range", choices=("0,1", "-1,1", "0,255"),
-                        help="output value range (default: the input range)")
+                        help="output value range (default: the input range; '=' form as above)")
     models.add_argument("--model-channels", choices=("RGB", "BGR"))
     models.add_argument("--model-size-multiple", type=int, help="pad height and width to a multiple")
     models.add_argument("--model-input-size", type=int, help="resize to this square size first")

@@ -162,7 +162,12 @@ def project(points: torch.Tensor, intrinsics: torch.Tensor, depth: float) -> tor
 
 
 class _Problem:
-    """The parameters, the loss and the L-BFGS loop of one fit."""
+    """The parameters, the loss and the L-BFGS loop of one fit.
+
+    Scaling matters for L-BFGS: the loss is a sum over frames, translations are optimised in
+    decimetres, and the shared unknowns (shape, focal factor) are divided by sqrt(frames) so that
+    their curvature is comparable to that of one frame's unknowns.
+    """
 
     def __init__(self, head: LandmarkHead, target: np.ndarray, valid: np.ndarray,
                  intrinsics: np.ndarray, image_size: int, depth: float, config: FitConfig):
@@ -171,24 +176,32 @@ class _Problem:
         self.pixel_scale = 512.0 / image_size
         self.target = torch.as_tensor(target, dtype=torch.float32)
         self.frame_weight = torch.as_tensor(np.asarray(valid, dtype=np.float32))
+        self.shared_scale = 1.0 / float(np.sqrt(max(1.0, float(np.sum(valid)))))
         weights = torch.as_tensor(landmark_weights(head.ids.numpy()))
         self.landmark_weight = weights / weights.sum()
         self.intrinsics = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
-        n_shape = min(config.n_shape, head.n_shape)
-        self.shape = torch.zeros(n_shape, requires_grad=True)
-        self.expression = torch.zeros(frames, head.n_expressions, requires_grad=True)
-        self.rotations = torch.zeros(frames, 5, 3, requires_grad=True)
-        self.translation = torch.zeros(frames, 3, requires_grad=True)
-        self.log_focal = torch.zeros(1, requires_grad=config.fit_focal)
+        self.shape_u = torch.zeros(min(config.n_shape, head.n_shape))
+        self.expression = torch.zeros(frames, head.n_expressions)
+        self.rotations = torch.zeros(frames, 5, 3)
+        self.translation_dm = torch.zeros(frames, 3)
+        self.focal_u = torch.zeros(1)
 
     def set_initial(self, root: np.ndarray, translation: np.ndarray) -> None:
-        with torch.no_grad():
-            self.rotations[:, 0] = torch.as_tensor(root, dtype=torch.float32)
-            self.translation[:] = torch.as_tensor(translation, dtype=torch.float32)
+        self.rotations[:, 0] = torch.as_tensor(root, dtype=torch.float32)
+        self.translation_dm[:] = torch.as_tensor(translation, dtype=torch.float32) * 10.0
+
+    @property
+    def translation(self) -> torch.Tensor:
+        return self.translation_dm * 0.1
+
+    @property
+    def log_focal(self) -> torch.Tensor:
+        return self.focal_u * self.shared_scale
 
     def full_shape(self) -> torch.Tensor:
-        pad = self.head.n_shape - self.shape.shape[0]
-        return torch.cat([self.shape, self.shape.new_zeros(pad)]) if pad else self.shape
+        shape = self.shape_u * self.shared_scale
+        pad = self.head.n_shape - shape.shape[0]
+        return torch.cat([shape, shape.new_zeros(pad)]) if pad else shape
 
     def scaled_intrinsics(self) -> torch.Tensor:
         """(T, 3, 3) intrinsics with the shared focal factor applied to fx and fy."""
@@ -204,24 +217,23 @@ class _Problem:
         config = self.config
         residual = (self.projected() - self.target) * self.pixel_scale
         robust = torch.sqrt((residual ** 2).sum(-1) + config.robust_px ** 2) - config.robust_px
-        per_frame = (robust * self.landmark_weight).sum(-1)
-        data = (per_frame * self.frame_weight).sum() / self.frame_weight.sum().clamp_min(1)
-        priors = config.shape_prior * (self.shape ** 2).sum() + config.focal_prior * self.log_focal.pow(2).sum()
+        data = ((robust * self.landmark_weight).sum(-1) * self.frame_weight).sum()
+        priors = (config.shape_prior * self.full_shape().pow(2).sum()
+                  + config.focal_prior * self.log_focal.pow(2).sum())
         if not rigid:
             rot = self.rotations
-            priors = priors + (config.expression_prior * (self.expression ** 2).sum(-1).mean()
-                               + config.jaw_prior * (rot[:, 2] ** 2).sum(-1).mean()
-                               + config.neck_prior * (rot[:, 1] ** 2).sum(-1).mean()
-                               + config.eye_prior * (rot[:, 3:] ** 2).sum((-1, -2)).mean())
+            priors = priors + (config.expression_prior * self.expression.pow(2).sum()
+                               + config.jaw_prior * rot[:, 2].pow(2).sum()
+                               + config.neck_prior * rot[:, 1].pow(2).sum()
+                               + config.eye_prior * rot[:, 3:].pow(2).sum())
         return data + priors + self._temporal(rigid)
 
     def _temporal(self, rigid: bool) -> torch.Tensor:
         config = self.config
         if not config.temporal or self.rotations.shape[0] < 3:
             return self.rotations.new_zeros(())
-        second = lambda x: (x[2:] - 2 * x[1:-1] + x[:-2]).pow(2).flatten(1).sum(-1).mean()
-        pose = second(self.rotations) + second(self.translation * 10.0)
-        total = config.smooth_pose * pose
+        second = lambda x: (x[2:] - 2 * x[1:-1] + x[:-2]).pow(2).sum()
+        total = config.smooth_pose * (second(self.rotations) + second(self.translation_dm))
         if not rigid:
             total = total + config.smooth_expression * second(self.expression)
         return total
@@ -229,12 +241,12 @@ class _Problem:
     def optimise(self, rigid: bool, iterations: int, progress=None) -> None:
         if iterations <= 0:
             return
-        variables = [self.rotations, self.translation, self.shape]
+        variables = [self.rotations, self.translation_dm, self.shape_u]
         if self.config.fit_focal:
-            variables.append(self.log_focal)
+            variables.append(self.focal_u)
         if not rigid:
             variables.append(self.expression)
-        for tensor in (self.rotations, self.translation, self.shape, self.log_focal, self.expression):
+        for tensor in (self.rotations, self.translation_dm, self.shape_u, self.focal_u, self.expression):
             tensor.requires_grad_(any(tensor is v for v in variables))
         optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=iterations, history_size=20,
                                       line_search_fn="strong_wolfe", tolerance_grad=1e-9,
@@ -258,8 +270,9 @@ class _Problem:
             return loss
 
         optimiser.step(closure)
-        log.debug("fit (%s): %d evaluations, loss %.4f", "rigid" if rigid else "full", count[0],
-                  float(self.loss(rigid)))
+        with torch.no_grad():
+            log.debug("fit (%s): %d evaluations, loss %.4f", "rigid" if rigid else "full", count[0],
+                      float(self.loss(rigid)))
 
     @torch.no_grad()
     def result(self, ids: np.ndarray, timings: dict) -> FitResult:

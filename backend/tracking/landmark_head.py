@@ -2,8 +2,10 @@
 
 Posing the whole mesh for thousands of frames per iteration would dominate the fit. Blend shapes,
 pose correctives and skinning act on each vertex independently and joints are linear in the
-coefficients, so evaluating only the vertices of the landmark triangles (with joints from
-precomputed regressed directions) gives exactly the landmarks of ``HeadModel.forward``.
+coefficients, so each landmark becomes one virtual vertex whose template, directions, correctives
+and skinning weights are the barycentric mix of its triangle's corners, with joints from
+precomputed regressed directions. Up to skinning-weight variation inside one triangle this equals
+the landmarks of ``HeadModel.forward`` (exactly for landmarks that are vertices).
 
 If the model has no iris landmarks (mediapipe ids 468 / 473), a pupil point is added per eye,
 bound to the eye joint, so iris detections drive the eye rotations (gaze).
@@ -34,46 +36,48 @@ class LandmarkHead(torch.nn.Module):
         super().__init__()
         self.parents = tuple(model.parents)
         self.n_shape, self.n_expressions = model.n_shape, model.n_expressions
-        corners = model.faces[model.landmark_faces]                          # (L, 3)
-        used, local = torch.unique(corners.flatten(), return_inverse=True)
-        directions = torch.cat([model.shapedirs, model.exprdirs], dim=2)    # (V, 3, S + K)
-        n_vertices = model.v_template.shape[0]
-        joint_template = model.J_regressor @ model.v_template                # (5, 3)
-        joint_dirs = torch.einsum("jv,vcs->jcs", model.J_regressor, directions)
-        template = model.v_template[used]
-        dirs = directions[used]
-        posedirs = model.posedirs.view(-1, n_vertices, 3)[:, used]
-        weights = model.lbs_weights[used]
-        local = local.view(-1, 3)
+        # 1. Per-landmark attributes: barycentric mixes of the corner vertices' attributes.
+        corners = model.faces[model.landmark_faces]                           # (L, 3)
         bary = model.landmark_bary
+
+        def mix(values: torch.Tensor) -> torch.Tensor:  # (V, ...) -> (L, ...)
+            return (values[corners] * bary.view(*bary.shape, *([1] * (values.dim() - 1)))).sum(dim=1)
+
+        directions = torch.cat([model.shapedirs, model.exprdirs], dim=2)     # (V, 3, C)
+        n_vertices = model.v_template.shape[0]
+        template = mix(model.v_template)
+        dirs = mix(directions)
+        posedirs = mix(model.posedirs.view(-1, n_vertices, 3).transpose(0, 1))  # (L, 36, 3)
+        weights = mix(model.lbs_weights)
+        joint_template = model.J_regressor @ model.v_template                 # (5, 3)
+        joint_dirs = torch.einsum("jv,vcs->jcs", model.J_regressor, directions)
         ids = model.landmark_ids
         self.n_model_landmarks = int(len(ids))
-        extra = [i for i in (IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT) if i not in set(ids.tolist())]
-        for iris in extra:
+        # 2. Pupils bound to the eye joints when the model has no iris landmarks.
+        for iris in [i for i in (IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT) if i not in set(ids.tolist())]:
             joint = EYE_JOINTS[iris]
             offset = _pupil_offset(model, joint, joint_template[joint])
             template = torch.cat([template, (joint_template[joint] + offset)[None]])
             dirs = torch.cat([dirs, joint_dirs[joint][None]])
-            posedirs = torch.cat([posedirs, torch.zeros_like(posedirs[:, :1])], dim=1)
+            posedirs = torch.cat([posedirs, torch.zeros_like(posedirs[:1])])
             weights = torch.cat([weights, torch.nn.functional.one_hot(
                 torch.tensor([joint]), 5).to(weights.dtype)])
-            index = template.shape[0] - 1
-            local = torch.cat([local, torch.tensor([[index, index, index]])])
-            bary = torch.cat([bary, torch.tensor([[1.0, 0.0, 0.0]], dtype=bary.dtype)])
             ids = torch.cat([ids, torch.tensor([iris])])
+        n_points = template.shape[0]
         self.register_buffer("template", template.contiguous())
-        self.register_buffer("dirs", dirs.contiguous())
-        self.register_buffer("posedirs", posedirs.reshape(posedirs.shape[0], -1).contiguous())
+        self.register_buffer("dirs_t", dirs.reshape(n_points * 3, -1).T.contiguous())   # (C, L*3)
+        self.register_buffer("posedirs", posedirs.transpose(0, 1).reshape(-1, n_points * 3).contiguous())
         self.register_buffer("weights", weights.contiguous())
         self.register_buffer("joint_template", joint_template)
-        self.register_buffer("joint_dirs", joint_dirs)
-        self.register_buffer("local", local)
-        self.register_buffer("bary", bary)
+        self.register_buffer("joint_dirs_t", joint_dirs.reshape(15, -1).T.contiguous())  # (C, 15)
         self.register_buffer("ids", ids)
 
     def forward(self, shape: torch.Tensor, expression: torch.Tensor, joint_rotations: torch.Tensor,
                 translation: torch.Tensor) -> torch.Tensor:
         """Posed landmarks in head-model world space (metres).
+
+        Skinning uses the barycentric mix of the corner weights: exact where a landmark is a
+        vertex or its corners share weights, and within a fraction of a millimetre elsewhere.
 
         Args:
             shape: (S,) identity coefficients shared by the batch.
@@ -87,15 +91,17 @@ class LandmarkHead(torch.nn.Module):
         batch = expression.shape[0]
         coefficients = torch.cat([shape[None].expand(batch, -1), expression], dim=1)
         # 1. Shaped rest points and joints (joints are linear in the coefficients).
-        shaped = self.template + lbs.blend_shapes(coefficients, self.dirs)
-        rest_joints = self.joint_template + torch.einsum("bs,jcs->bjc", coefficients, self.joint_dirs)
+        shaped = self.template + (coefficients @ self.dirs_t).view(batch, -1, 3)
+        rest_joints = self.joint_template + (coefficients @ self.joint_dirs_t).view(batch, 5, 3)
         # 2. Pose correctives and the rigid chain.
         rotations = lbs.batch_rodrigues(joint_rotations.reshape(-1, 3)).view(batch, -1, 3, 3)
         corrected = shaped + (lbs.pose_features(rotations) @ self.posedirs).view(batch, -1, 3)
         _, transforms = lbs.batch_rigid_transform(rotations, rest_joints, self.parents)
-        posed = lbs.skin_points(corrected, self.weights, transforms) + translation[:, None]
-        # 3. Barycentric landmarks.
-        return (posed[:, self.local] * self.bary[None, :, :, None]).sum(dim=2)
+        # 3. Linear blend skinning as one matmul over joints: (L, 5) x (B, 5, 12) -> (B, L, 3, 4).
+        blended = torch.matmul(self.weights, transforms[:, :, :3, :].reshape(batch, 5, 12))
+        blended = blended.view(batch, -1, 3, 4)
+        posed = (blended[..., :3] * corrected[:, :, None, :]).sum(-1) + blended[..., 3]
+        return posed + translation[:, None]
 
 
 def _pupil_offset(model, joint: int, joint_rest: torch.Tensor) -> torch.Tensor:
