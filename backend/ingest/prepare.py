@@ -49,7 +49,7 @@ class PrepareOptions:
     crop_scale: float = crops.DEFAULT_SCALE
     focal: float | None = None        # source focal length in pixels; default 0.9 x long side
     min_face_fraction: float = 0.3    # error below this fraction of frames with a face
-    fit_iterations: int = 60
+    fit_iterations: int = 100
     qa: bool = True
     extra: dict = field(default_factory=dict)
 

@@ -18,7 +18,7 @@ import argparse
 import importlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..cli.main import COMMANDS
@@ -36,7 +36,8 @@ class BuildContext:
     preset: str = "cpu-fast"
     iters: int | None = None
     size: int = 512
-    extra: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    style_strength: float | None = None
 
     @property
     def data(self) -> str:
@@ -95,7 +96,10 @@ def _validate_prepare(ctx: BuildContext) -> None:
 
 
 def _stylize(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
-    call_command("stylize", ["--data", ctx.data, "--style", ctx.style], progress)
+    argv = ["--data", ctx.data, "--style", ctx.style]
+    if ctx.style_strength is not None:
+        argv += ["--strength", str(ctx.style_strength)]
+    call_command("stylize", argv, progress)
     report = _read_json_or_empty(os.path.join(ctx.data, "stylize.json"))
     metrics = {k: v for k, v in report.get("metrics", report).items() if isinstance(v, (int, float))}
     return ["data/stylized"], metrics
@@ -110,7 +114,7 @@ def _validate_stylize(ctx: BuildContext) -> None:
 
 def _train(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
     argv = ["--data", ctx.data, "--out", ctx.train_dir, "--preset", ctx.preset, "--images",
-            "stylized" if ctx.style != "none" else "frames", "--resume"]
+            "stylized" if ctx.style != "none" else "frames", "--device", ctx.device, "--resume"]
     if ctx.iters:
         argv += ["--iters", str(ctx.iters)]
     call_command("train", argv, progress)
@@ -174,7 +178,8 @@ def make_stages(ctx: BuildContext, progress):
         Stage("prepare", lambda c: _prepare(c, progress), _validate_prepare,
               params("source", "head_model", "size"), weight=1.0,
               hint="check the input video/images (a visible, unobstructed face) and re-run"),
-        Stage("stylize", lambda c: _stylize(c, progress), _validate_stylize, params("style"), weight=0.5,
+        Stage("stylize", lambda c: _stylize(c, progress), _validate_stylize,
+              params("style", "style_strength"), weight=0.5,
               hint="check the --style argument (toon, exemplar:IMG, model:FILE, frames:DIR) and re-run"),
         Stage("train", lambda c: _train(c, progress), _validate_train, params("style", "preset", "iters"),
               weight=6.0, hint="re-run the same command to resume from the last checkpoint"),

@@ -18,6 +18,7 @@ log = logging.getLogger("toonsplat")
 
 def run_build(source: list[str], out: str, style: str = "toon", head_model: str = "builtin",
               preset: str = "cpu-fast", iters: int | None = None, size: int = 512,
+              device: str = "auto", style_strength: float | None = None,
               force: set[str] | None = None, progress_mode: str = "human") -> dict[str, Any]:
     """Build an avatar from ``source`` (prepare's input arguments) into ``out``; resumable.
 
@@ -25,7 +26,8 @@ def run_build(source: list[str], out: str, style: str = "toon", head_model: str 
     """
     out = os.path.abspath(ensure_writable_folder(out))
     ctx = BuildContext(out=out, source=[_absolute_if_path(a) for a in source], style=style,
-                       head_model=head_model, preset=preset, iters=iters, size=size)
+                       head_model=head_model, preset=preset, iters=iters, size=size,
+                       device=device, style_strength=style_strength)
     progress = PipelineProgress(progress_mode)
     stages = make_stages(ctx, progress)
     progress.total_weight = sum(s.weight for s in stages)

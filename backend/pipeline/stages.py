@@ -129,7 +129,8 @@ def read_marker_metrics(root: str, name: str) -> dict[str, Any]:
         return {}
 
 
-def run_stages(root: str, stages: list[Stage], context: Any, progress, force: set[str]) -> list[StageOutcome]:
+def run_stages(root: str, stages: list[Stage], context: Any, progress,
+               force: set[str]) -> list[StageOutcome]:
     """Run ``stages`` in order, skipping complete ones; a redone stage invalidates later ones."""
     outcomes: list[StageOutcome] = []
     redo_rest = False
@@ -151,8 +152,9 @@ def run_stages(root: str, stages: list[Stage], context: Any, progress, force: se
         except StageError:
             raise
         except ToonSplatError as exc:
+            hint = stage.hint or "fix the input and re-run the same command"
             raise StageError(f"stage '{stage.name}' failed: {exc}. Earlier stages' outputs are "
-                             f"kept in {root}; {stage.hint or 'fix the input and re-run the same command'}") from exc
+                             f"kept in {root}; {hint}") from exc
         seconds = time.monotonic() - start
         mark_complete(root, stage, context, outputs, metrics, seconds)
         outcomes.append(StageOutcome(stage.name, False, seconds, metrics))

@@ -32,8 +32,8 @@ CAMERA_ROTATION = np.diag([1.0, -1.0, -1.0])  # head space (+Y up, +Z to the cam
 class FitConfig:
     """Weights and schedule of the landmark fit."""
 
-    rigid_iterations: int = 25       # L-BFGS steps on root pose, translation, focal, shape
-    iterations: int = 60             # L-BFGS steps on everything
+    rigid_iterations: int = 30       # L-BFGS steps on root pose, translation, focal, shape
+    iterations: int = 100            # L-BFGS steps on everything
     n_shape: int = 100               # identity coefficients fitted (the rest stay zero)
     fit_focal: bool = True           # optimise one focal factor shared by all frames
     temporal: bool = True            # smoothness over time (False for unrelated images)
@@ -248,7 +248,7 @@ class _Problem:
             variables.append(self.expression)
         for tensor in (self.rotations, self.translation_dm, self.shape_u, self.focal_u, self.expression):
             tensor.requires_grad_(any(tensor is v for v in variables))
-        optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=iterations, history_size=20,
+        optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=iterations, history_size=40,
                                       line_search_fn="strong_wolfe", tolerance_grad=1e-9,
                                       tolerance_change=1e-12)
         mask = None

@@ -27,7 +27,7 @@ IRIS_CENTRE_RIGHT = 468
 
 # Weight of each region in the landmark loss. The face oval is a silhouette (it slides over the
 # surface as the head turns), so it counts less than points fixed on the surface.
-REGION_WEIGHTS = {"lips": 2.0, "eyes": 2.0, "brows": 1.0, "nose": 1.5, "oval": 0.3, "iris": 2.0}
+REGION_WEIGHTS = {"lips": 2.0, "eyes": 2.0, "brows": 1.0, "nose": 1.5, "oval": 0.3, "iris": 5.0}
 
 
 def landmark_weights(ids: np.ndarray) -> np.ndarray:
