@@ -75,6 +75,16 @@ def test_builtin_styles_keep_any_frame_size(name, make, height, width):
 
 
 @pytest.mark.parametrize("name, make", STYLES)
+def test_tiny_and_thin_frames_do_not_crash(name, make):
+    """OpenCV's DIS flow crashes the process on thin images; the stabilizer must avoid it."""
+    stylizer = make()
+    for shape in [(9, 9, 3), (12, 40, 3), (20, 200, 3), (40, 2000, 3)]:
+        frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        for _ in range(2):
+            assert stylizer.stylize(frame).shape == shape
+
+
+@pytest.mark.parametrize("name, make", STYLES)
 def test_strength_zero_returns_the_input(name, make):
     frame = next(face_clip(1, size=64, noise=3.0))
     out = make(strength=0.0, temporal=0.0).stylize(frame)
@@ -158,6 +168,24 @@ def test_temporal_blend_removes_flicker_without_ghosts():
     lag = [np.abs(out.astype(int) - per_frame.stylize(frame)).mean()
            for out, frame in zip(ToonStylizer().stream(moving), moving)]
     assert max(lag) < 3.0, lag
+
+
+def test_flow_stabilizer_follows_a_moving_texture():
+    """The previous output is warped along the input's motion before blending: with the view
+    moving 4 px, the +20 carried by the previous output lands on the right pixels (0.6 x 20)."""
+    import cv2
+
+    from backend.stylize.temporal import FlowStabilizer
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (160, 160, 3)).astype(np.float32), (0, 0), 3)
+    texture = cv2.normalize(texture, None, 20, 230, cv2.NORM_MINMAX).astype(np.uint8)
+    first, second = texture[10:138, 10:138].copy(), texture[10:138, 14:142].copy()
+    stabilizer = FlowStabilizer(weight=0.6)
+    stabilizer(first, first + 20)
+    carried = stabilizer(second, second).astype(int) - second
+    assert carried[16:-16, 16:-16].mean() == pytest.approx(12.0, abs=1.0)
+    assert carried[16:-16, 16:-16].std() < 1.0
 
 
 def test_bad_style_parameters_are_clear_errors(tmp_path):
@@ -295,3 +323,14 @@ def test_frontal_frame_indices_from_a_tracking_file(tmp_path):
     np.testing.assert_array_equal(got, expected)
     assert 0 < len(got) < 40
     assert 3 in frontal_frame_indices(track, valid_only=False)
+
+
+def test_bench_reports_both_cases_in_fps():
+    from argparse import Namespace
+
+    from backend.stylize import bench
+
+    records = list(bench.run(Namespace(quick=True, device="cpu")))
+    cases, metrics = ("toon@512", "exemplar@512"), ("throughput", "throughput_cpu")
+    assert {(r.case, r.metric) for r in records} == {(c, m) for c in cases for m in metrics}
+    assert all(r.unit == "fps" and r.value > 0 for r in records)

@@ -23,6 +23,7 @@ UNITS = ("s", "ms", "fps")
 # name -> (module relative to the ``backend`` package, function name, one-line help)
 BENCHES: dict[str, tuple[str, str, str]] = {
     "formats": (".bench.formats", "run", "write and read a 70k x 50 avatar file (s, MB)"),
+    "animate": (".export.bench", "run", "blend+skin (and +render) of 10k/70k Gaussians, K=50 (fps)"),
     "head-model": (".headmodel.bench", "run", "head-model forward for a batch of 256 on CPU (ms)"),
     "raster": (".render.bench", "run", "render a head-sized cloud, forward and backward (s)"),
     "stylize": (".stylize.bench", "run", "built-in styles on a 512 x 512 face video (fps)"),

@@ -26,13 +26,13 @@ from ..progress import MODES, Progress, ProgressLogHandler
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": (".cli.info", "summarize an avatar or tracking file"),
     "demo": (".cli.demo", "run the built-in demo end to end on built-in defaults"),
-    "synth": (".cli.pending", "render a synthetic test subject with exact tracking (issue 5)"),
+    "synth": (".synth.cli", "render a synthetic test subject with exact tracking"),
     "prepare": (".ingest.cli", "ingest a video/images and track the head (issue 6)"),
     "stylize": (".stylize.cli", "stylize prepared frames, Stage 1: toon, exemplar, models, frames"),
-    "train": (".cli.pending", "train Gaussian blendshapes, Stage 2 (issue 5)"),
+    "train": (".train.cli", "train Gaussian blendshapes, Stage 2"),
     "build": (".pipeline.cli", "all stages: prepare, stylize, train, evaluate, export; resumable"),
-    "render": (".cli.pending", "render an avatar driven by a tracking file (issue 5)"),
-    "export": (".cli.pending", "export an avatar as 3DGS PLY and other formats (issue 5)"),
+    "render": (".export.cli", "render an avatar driven by a tracking file"),
+    "export": (".export.cli", "export an avatar as 3DGS PLY and other formats"),
     "bench": (".cli.bench", "run a benchmark; prints one JSON line per measurement"),
     "head-model": (".headmodel.cli", "inspect, convert and preview head models (issue 3)"),
 }

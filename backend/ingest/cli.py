@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--focal", type=float, default=None,
                         help="focal length of the source in pixels (default 0.9 x long side; "
                              "refined by the fit)")
-    parser.add_argument("--crop-scale", type=float, default=2.0,
-                        help="crop side as a multiple of the face size (default 2.0)")
+    parser.add_argument("--crop-scale", type=float, default=2.2,
+                        help="crop side as a multiple of the face size (default 2.2)")
     parser.add_argument("--fit-iterations", type=int, default=100, help="L-BFGS steps of the fit")
     parser.add_argument("--min-face-fraction", type=float, default=0.3,
                         help="fail when fewer frames than this show a face (default 0.3)")

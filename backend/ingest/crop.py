@@ -14,8 +14,8 @@ from ..errors import InputError
 
 # Box side as a multiple of the face-landmark extent, and the upward shift of the centre (as a
 # fraction of the side) so hair and chin both fit.
-DEFAULT_SCALE = 2.0
-DEFAULT_SHIFT_UP = 0.06
+DEFAULT_SCALE = 2.2
+DEFAULT_SHIFT_UP = 0.08
 
 
 def landmark_boxes(landmarks: np.ndarray, valid: np.ndarray) -> np.ndarray:

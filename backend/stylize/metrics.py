@@ -113,7 +113,8 @@ class JitterMeter:
         """Add the next frame, (H, W, 3) uint8."""
         if self._previous is not None:
             self.psnr_values.append(psnr(self._previous, frame))
-            self.ssim_values.append(ssim(self._previous, frame))
+            if min(frame.shape[:2]) >= SSIM_WINDOW:   # no ISI for frames smaller than the window
+                self.ssim_values.append(ssim(self._previous, frame))
         self._previous = frame
 
     @property

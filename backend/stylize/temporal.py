@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 FLOW_MAX_SIDE = 256   # the flow is computed with the longer image side scaled to at most this
+MIN_FLOW_SIDE = 32    # no stabilization when the flow image's shorter side would be below this
 
 
 class FlowStabilizer:
@@ -55,6 +56,9 @@ class FlowStabilizer:
         if self.weight <= 0:
             return stylized
         small_rgb = _downscale(frame)
+        if min(small_rgb.shape[:2]) < MIN_FLOW_SIDE:
+            self.reset()
+            return stylized   # too small for DIS flow (which crashes on thin images)
         small = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2GRAY)
         if self._previous_output is None or self._previous_output.shape != stylized.shape:
             output = stylized

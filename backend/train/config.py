@@ -100,18 +100,24 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     eval_max_frames: int = 0         # 0: all held-out frames
-    max_image_size: int = 0          # >0: downscale frames whose longer side is larger
+    # Coarse-to-fine: (fraction of the iterations, image scale) pairs; from each fraction on,
+    # frames are rendered and compared at that scale (cheap early steps on CPU).
+    resolution_schedule: tuple[tuple[float, float], ...] = ((0.0, 1.0),)
+    crop_to_mask: bool = False       # render only the mask's bounding box (plus a margin)
+    time_budget_s: float = 0.0       # >0: stop training after this many seconds (then evaluate)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "gpu-paper": {},
     "cpu-fast": {
-        "iterations": 2000,
-        "model": {"n_face_gaussians": 6000, "n_mouth_gaussians": 600, "sh_degree": 1,
+        "iterations": 800,
+        "model": {"n_face_gaussians": 4000, "n_mouth_gaussians": 400, "sh_degree": 1,
                   "grid_resolution": 64},
         "optim": {"delta_lr_scale": 10.0, "means": 1.6e-4, "means_final": 1.6e-5},
-        "densify": {"start": 300, "stop": 1400, "every": 100, "max_gaussians": 16_000},
-        "preview_every": 250, "checkpoint_every": 250, "eval_max_frames": 40,
+        "densify": {"start": 150, "stop": 600, "every": 75, "max_gaussians": 9000},
+        "preview_every": 100, "checkpoint_every": 100, "eval_max_frames": 30,
+        "resolution_schedule": ((0.0, 0.5), (0.7, 1.0)), "crop_to_mask": True,
+        "time_budget_s": 780.0,
     },
     "tiny": {
         "iterations": 150,
@@ -120,6 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"delta_lr_scale": 10.0, "means_final": 1.6e-5},
         "densify": {"start": 60, "stop": 120, "every": 30, "max_gaussians": 3000},
         "preview_every": 100, "checkpoint_every": 50, "log_every": 10, "eval_max_frames": 8,
+        "crop_to_mask": True,
     },
 }
 
@@ -152,7 +159,10 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
 
 
 def _tuples(values: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) and k != "phases" else v for k, v in values.items()}
+    def freeze(v):
+        return tuple(freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    return {k: freeze(v) if isinstance(v, list) and k != "phases" else v for k, v in values.items()}
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -138,8 +138,10 @@ class Trainer:
                 group["lr"] = lr
 
     # -- one step -------------------------------------------------------------------------------
-    def render_frame(self, index: int, sh_degree: int | None = None):
-        """Render tracked frame ``index``; returns (RenderOutput, posed Blended)."""
+    def render_frame(self, index: int, sh_degree: int | None = None, scale: float = 1.0,
+                     box: tuple[int, int, int, int] | None = None):
+        """Render tracked frame ``index`` at ``scale``, optionally only the pixel ``box``
+        (x0, y0, x1, y1 at that scale). Returns (RenderOutput, posed Blended)."""
         from ..render import Cameras, render
 
         t = self.data.tracking
@@ -147,16 +149,37 @@ class Trainer:
         center = torch.linalg.inv(viewmat)[:3, 3]
         expressions = torch.as_tensor(t.expressions[index], device=self.device).float()
         gaussians, posed = self.model.gaussians(expressions, self.transforms[index], center, sh_degree)
-        cameras = Cameras(viewmat[None], intrinsics[None], self.data.width, self.data.height)
+        width, height = _scaled_size(self.data.width, self.data.height, scale)
+        intrinsics = intrinsics.clone()
+        intrinsics[:2] *= torch.tensor([[width / self.data.width], [height / self.data.height]],
+                                       device=self.device)
+        if box is not None:
+            intrinsics[0, 2] -= box[0]
+            intrinsics[1, 2] -= box[1]
+            width, height = box[2] - box[0], box[3] - box[1]
+        cameras = Cameras(viewmat[None], intrinsics[None], width, height)
         out = render(gaussians, cameras, background=self.background,
                      backend=self.config.render_backend)
         return out, posed
+
+    def scale_at(self, step: int) -> float:
+        scale = 1.0
+        for fraction, value in self.config.resolution_schedule:
+            if step >= fraction * self.config.iterations:
+                scale = value
+        return scale
 
     def train_step(self, phase: Phase, pool: np.ndarray) -> float:
         cfg = self.config
         index = int(pool[torch.randint(len(pool), (1,), generator=self.generator)])
         target, mask = self.data.target(index, self.background, phase.images)
-        out, _ = self.render_frame(index)
+        scale = self.scale_at(self.step)
+        target, mask = _resize(target, scale), _resize(mask, scale)
+        box = _mask_box(mask) if cfg.crop_to_mask else None
+        if box is not None:
+            target = target[box[1]:box[3], box[0]:box[2]]
+            mask = mask[box[1]:box[3], box[0]:box[2]]
+        out, _ = self.render_frame(index, scale=scale, box=box)
         loss = rgb_loss(out.rgb, target[None], cfg.loss.ssim_lambda)
         loss = loss + cfg.loss.alpha * alpha_loss(out.alpha[0], mask)
         mouth_means = self.model.params["means"][self.model.mouth]
@@ -204,6 +227,11 @@ class Trainer:
                     self._set_trainable(phase)
                     log.info("phase %s: %d frames, training %s", phase.name, len(pool),
                              ", ".join(phase.trainable))
+                if cfg.time_budget_s and time.monotonic() - started > cfg.time_budget_s:
+                    log.warning("time budget of %.0f s reached at step %d of %d; stopping early",
+                                cfg.time_budget_s, self.step, cfg.iterations)
+                    self.save_checkpoint()
+                    break
                 loss = self.train_step(phase, pool)
                 self.history.append((self.step, loss))
                 if on_step is not None:
@@ -255,6 +283,32 @@ class Trainer:
         self.history = [(int(s), float(v)) for s, v in state["history"]]
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
+
+
+def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+def _resize(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """Area-resample an (H, W, C) image by ``scale`` (identity at 1)."""
+    if scale == 1.0:
+        return image
+    height, width = _scaled_size(image.shape[0], image.shape[1], scale)
+    resized = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], size=(height, width),
+                                              mode="area")
+    return resized[0].permute(1, 2, 0)
+
+
+def _mask_box(mask: torch.Tensor, margin: float = 0.1) -> tuple[int, int, int, int] | None:
+    """Bounding box (x0, y0, x1, y1) of the mask (H, W, 1) with a relative margin; None if empty."""
+    ys, xs = torch.nonzero(mask[..., 0] > 0.01, as_tuple=True)
+    if len(xs) == 0:
+        return None
+    height, width = mask.shape[:2]
+    pad_x = int(margin * (int(xs.max()) - int(xs.min()) + 1)) + 2
+    pad_y = int(margin * (int(ys.max()) - int(ys.min()) + 1)) + 2
+    return (max(int(xs.min()) - pad_x, 0), max(int(ys.min()) - pad_y, 0),
+            min(int(xs.max()) + 1 + pad_x, width), min(int(ys.max()) + 1 + pad_y, height))
 
 
 def load_checkpoint_file(path: str, device) -> dict:

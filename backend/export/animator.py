@@ -1,0 +1,64 @@
+"""Fast runtime animation of an avatar file: blend (Eq. 1) as one matrix product, then LBS.
+
+The deltas of every blended property are packed into one (K, N*14) matrix
+(3 position + 3 log-scale + 4 rotation + 1 opacity + 3 colour per Gaussian), so blending K
+blendshapes is a single vector-matrix product; skinning is an (N, J) x (J, 16) product.
+This is what ``bench animate`` measures and what ``render`` could use at scale.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..train.geometry import matrix_to_quat, quat_multiply
+
+# Blended property -> width in the packed matrix.
+LAYOUT = (("means", 3), ("log_scales", 3), ("quats", 4), ("opacity_logits", 1), ("sh_dc", 3))
+
+
+class Animator:
+    """Packed avatar for per-frame blending and skinning.
+
+    Args:
+        base: neutral properties {name: (N, width)} for the names of LAYOUT.
+        deltas: blendshape deltas {name: (K, N, width)}.
+        lbs_weights: (N, J).
+    """
+
+    def __init__(self, base: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor],
+                 lbs_weights: torch.Tensor):
+        n = base["means"].shape[0]
+        self.base = torch.cat([base[name].reshape(n, width) for name, width in LAYOUT], dim=1).contiguous()
+        k = deltas["means"].shape[0]
+        self.deltas = torch.cat([deltas[name].reshape(k, n, width) for name, width in LAYOUT],
+                                dim=2).reshape(k, -1).contiguous()
+        self.lbs_weights = lbs_weights.contiguous()
+        self.n = n
+
+    @classmethod
+    def from_avatar(cls, avatar, device="cpu") -> "Animator":
+        t = lambda a: torch.as_tensor(a, device=device).float()  # noqa: E731
+        n, k = avatar.n_gaussians, avatar.n_expressions
+        base = {"means": t(avatar.means), "log_scales": t(avatar.log_scales), "quats": t(avatar.quats),
+                "opacity_logits": t(avatar.opacity_logits), "sh_dc": t(avatar.sh[:, 0])}
+        deltas = {"means": t(avatar.delta_means), "log_scales": t(avatar.delta_log_scales),
+                  "quats": t(avatar.delta_quats), "opacity_logits": t(avatar.delta_opacity_logits),
+                  "sh_dc": t(avatar.delta_sh[:, :, 0]).reshape(k, n, 3)}
+        return cls(base, deltas, t(avatar.lbs_weights))
+
+    def blend(self, expressions: torch.Tensor) -> torch.Tensor:
+        """(K,) -> packed (N, 14) blended properties."""
+        return self.base + (expressions @ self.deltas).view(self.n, -1)
+
+    def skin(self, packed: torch.Tensor, transforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """LBS of packed properties with (J, 4, 4) transforms -> posed means and rotations."""
+        per_gaussian = (self.lbs_weights @ transforms.reshape(-1, 16)).view(-1, 4, 4)
+        linear = per_gaussian[:, :3, :3]
+        means = (linear @ packed[:, :3, None]).squeeze(-1) + per_gaussian[:, :3, 3]
+        quats = packed[:, 6:10]
+        quats = quats / quats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return {"means": means, "quats": quat_multiply(matrix_to_quat(linear), quats),
+                "log_scales": packed[:, 3:6], "opacity_logits": packed[:, 10], "sh_dc": packed[:, 11:14]}
+
+    def frame(self, expressions: torch.Tensor, transforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.skin(self.blend(expressions), transforms)

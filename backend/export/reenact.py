@@ -1,0 +1,80 @@
+"""Drive an avatar file with a tracking file: posed Gaussians per frame, PLY of a frame, video.
+
+Cross-identity reenactment is the same call: a tracking file is only parameters (expressions,
+joint rotations, cameras); the avatar's own rest joints and meshes are used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..formats import animate
+from ..formats.avatar import Avatar
+from ..formats.tracking import Tracking
+from .avatar_file import model_from_avatar
+
+
+def frame_transforms(avatar: Avatar, tracking: Tracking, index: int) -> torch.Tensor:
+    """(J, 4, 4) skinning transforms of frame ``index`` with the avatar's rest joints."""
+    transforms = animate.joint_transforms(avatar.joint_positions, avatar.joint_parents,
+                                          tracking.joint_rotations[index], tracking.translation[index])
+    return torch.from_numpy(transforms).float()
+
+
+def check_compatible(avatar: Avatar, tracking: Tracking, tracking_path: str) -> None:
+    if tracking.n_expressions != avatar.n_expressions:
+        raise InputError(f"{tracking_path} has {tracking.n_expressions} expression coefficients per frame "
+                         f"but the avatar has {avatar.n_expressions} blendshapes; track the driving "
+                         "video with the head model the avatar was trained with")
+
+
+@torch.no_grad()
+def posed_gaussians(model, avatar: Avatar, tracking: Tracking, index: int, camera_center: torch.Tensor):
+    """Activated Gaussians (backend.render.Gaussians) and posed Blended of one frame."""
+    expressions = torch.as_tensor(tracking.expressions[index]).float()
+    return model.gaussians(expressions, frame_transforms(avatar, tracking, index), camera_center)
+
+
+@torch.no_grad()
+def render_video(avatar: Avatar, tracking: Tracking, out: str, size: int | None = None,
+                 background=(1.0, 1.0, 1.0), progress=None, device="cpu") -> int:
+    """Render every frame of ``tracking`` with its cameras into an mp4; returns the frame count."""
+    from ..render import Cameras, render
+    from ..synth.render import write_video
+
+    model, _ = model_from_avatar(avatar, device)
+    width, height = (int(v) for v in tracking.image_size)
+    scale = 1.0 if size is None else size / max(width, height)
+    frames = []
+    for index in range(tracking.n_frames):
+        viewmat = torch.as_tensor(tracking.extrinsics[index]).float()
+        intrinsics = torch.as_tensor(tracking.intrinsics[index]).float().clone()
+        intrinsics[:2] *= scale
+        center = torch.linalg.inv(viewmat)[:3, 3]
+        gaussians, _ = posed_gaussians(model, avatar, tracking, index, center)
+        w, h = max(2, int(round(width * scale))), max(2, int(round(height * scale)))
+        out = render(gaussians, Cameras(viewmat[None], intrinsics[None], w, h),
+                     background=torch.tensor(background))
+        frames.append((out.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
+        if progress is not None:
+            progress.progress(index + 1, tracking.n_frames)
+    write_video(out, frames, tracking.fps)
+    return len(frames)
+
+
+@torch.no_grad()
+def frame_ply_arrays(avatar: Avatar, tracking: Tracking | None, index: int) -> dict[str, np.ndarray]:
+    """Gaussian arrays of the neutral avatar (tracking None) or of a tracked frame, for PLY."""
+    if tracking is None:
+        return {"means": avatar.means, "log_scales": avatar.log_scales, "quats": avatar.quats,
+                "opacity_logits": avatar.opacity_logits, "sh": avatar.sh}
+    if not 0 <= index < tracking.n_frames:
+        raise InputError(f"--frame {index} is outside the tracking's 0..{tracking.n_frames - 1}")
+    model, _ = model_from_avatar(avatar)
+    expressions = torch.as_tensor(tracking.expressions[index]).float()
+    posed = model.skin(model.blend(expressions), frame_transforms(avatar, tracking, index))
+    return {"means": posed.means.numpy(), "log_scales": posed.log_scales.numpy(),
+            "quats": posed.quats.numpy(), "opacity_logits": posed.opacity_logits.numpy(),
+            "sh": posed.sh.numpy()}
