@@ -4,5 +4,5 @@
 # Usage: scripts/demo.sh [OUT_DIR]   (default: ./demo_output)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_venv.sh requirements.txt
+scripts/setup_venv.sh requirements-demo.txt
 exec .venv/bin/python -m backend demo --out "${1:-demo_output}"

@@ -25,7 +25,7 @@ from ..progress import MODES, Progress, ProgressLogHandler
 # name -> (module, help). Order is the order shown in --help: the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": (".cli.info", "summarize an avatar or tracking file"),
-    "demo": (".cli.demo", "run the built-in demo end to end on built-in defaults"),
+    "demo": (".pipeline.demo", "run the built-in demo end to end on built-in defaults"),
     "synth": (".synth.cli", "render a synthetic test subject with exact tracking"),
     "prepare": (".ingest.cli", "ingest a video/images and track the head (issue 6)"),
     "stylize": (".stylize.cli", "stylize prepared frames, Stage 1: toon, exemplar, models, frames"),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..train.geometry import matrix_to_quat, quat_multiply
+from ..train.geometry import quat_multiply
+from ..train.model import skinning_quats
 
 # Blended property -> width in the packed matrix.
 LAYOUT = (("means", 3), ("log_scales", 3), ("quats", 4), ("opacity_logits", 1), ("sh_dc", 3))
@@ -52,12 +53,12 @@ class Animator:
 
     def skin(self, packed: torch.Tensor, transforms: torch.Tensor) -> dict[str, torch.Tensor]:
         """LBS of packed properties with (J, 4, 4) transforms -> posed means and rotations."""
-        per_gaussian = (self.lbs_weights @ transforms.reshape(-1, 16)).view(-1, 4, 4)
-        linear = per_gaussian[:, :3, :3]
-        means = (linear @ packed[:, :3, None]).squeeze(-1) + per_gaussian[:, :3, 3]
+        per_gaussian = (self.lbs_weights @ transforms[:, :3, :].reshape(-1, 12)).view(-1, 3, 4)
+        means = torch.einsum("nab,nb->na", per_gaussian[:, :, :3], packed[:, :3]) + per_gaussian[:, :, 3]
         quats = packed[:, 6:10]
         quats = quats / quats.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return {"means": means, "quats": quat_multiply(matrix_to_quat(linear), quats),
+        rotation = skinning_quats(self.lbs_weights, transforms)
+        return {"means": means, "quats": quat_multiply(rotation, quats),
                 "log_scales": packed[:, 3:6], "opacity_logits": packed[:, 10], "sh_dc": packed[:, 11:14]}
 
     def frame(self, expressions: torch.Tensor, transforms: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ from .sh import sh_to_rgb
 from .tiles import TilePairs, intersect_tiles, make_chunks
 from .types import Cameras, Gaussians, RenderOutput
 
-CHUNK_BUDGET = 1 << 22  # (tile, pair, pixel) elements composited at once: ~16 MB per fp32 buffer
+CHUNK_BUDGET = 1 << 18  # (tile, pair, pixel) elements composited at once: ~16 MB per fp32 buffer
 DEPTH_BLOCK = 32  # pairs per tile per compositing step
 
 

@@ -35,6 +35,24 @@ BLENDED = {
 }
 
 
+def skinning_quats(weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+    """Per-Gaussian skinning rotations as normalized weighted sums of the joints' quaternions.
+
+    Quaternion linear blending: cheap (an (N, J) x (J, 4) product) and close to orthonormalizing
+    the blended matrix for the small relative rotations of a head rig. All joint quaternions
+    have w >= 0, so they lie in one hemisphere and blend without sign flips.
+
+    Args:
+        weights: (N, J); transforms: (J, 4, 4).
+
+    Returns:
+        (N, 4) unit quaternions, wxyz.
+    """
+    joint_quats = matrix_to_quat(transforms[:, :3, :3])
+    blended = weights @ joint_quats
+    return blended / blended.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 @dataclass
 class Blended:
     """One frame's Gaussians after blending (rest space) or after skinning (posed space)."""
@@ -124,7 +142,7 @@ class GaussianBlendshapes(torch.nn.Module):
         per_gaussian = torch.einsum("nj,jab->nab", self.lbs_weights, transforms)  # (N, 4, 4)
         linear = per_gaussian[:, :3, :3]
         means = (linear @ blended.means[:, :, None]).squeeze(-1) + per_gaussian[:, :3, 3]
-        rotation = matrix_to_quat(linear)
+        rotation = skinning_quats(self.lbs_weights, transforms)
         quats = quat_multiply(rotation, blended.quats)
         return Blended(means, blended.log_scales, quats, blended.opacity_logits, blended.sh,
                        rest_rotations=linear)
