@@ -107,3 +107,20 @@ def test_means2d_grad_is_the_screen_space_gradient():
         values.append(render(g, cameras).rgb.sum().item())
     numeric = (values[0] - values[1]) / (2 * eps)
     assert abs(numeric - means2d.grad[1, :, 0].sum().item()) < 1e-6 + 1e-4 * abs(numeric)
+
+
+def test_float32_gradients_agree_with_float64():
+    """The block-wise suffix sums must not lose precision in float32 on a dense, opaque cloud."""
+    from backend.render.bench import face_camera, head_cloud
+
+    g32, cameras32 = head_cloud(3000, seed=1), face_camera(64)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        params = [getattr(g32, f).detach().to(dtype).requires_grad_(True) for f in FIELDS]
+        cameras = type(cameras32)(cameras32.viewmats.to(dtype), cameras32.Ks.to(dtype), 64, 64)
+        out = render(Gaussians(**dict(zip(FIELDS, params))), cameras)
+        assert out.alpha.max() > 0.999
+        (out.rgb.sum() + out.depth.sum()).backward()
+        grads[dtype] = [p.grad.double() for p in params]
+    for field, a, b in zip(FIELDS, grads[torch.float32], grads[torch.float64]):
+        assert (a - b).norm() / b.norm() < 1e-3, field

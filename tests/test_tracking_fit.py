@@ -55,7 +55,7 @@ def test_landmark_head_matches_the_full_model(model):
 
 
 def test_fit_recovers_a_synthetic_subject(model):
-    frames, size, focal, depth = 12, 512, 1400.0, 0.6
+    frames, size, focal, depth = 8, 512, 1400.0, 0.6
     shape, expression, rotations, translation = _subject(model, frames)
     with torch.no_grad():
         truth = model(shape=shape[None].expand(frames, -1), expression=expression,
@@ -105,4 +105,4 @@ def test_frames_without_data_follow_their_neighbours(model):
     result = fit_landmarks(model, observed, valid, intrinsics, 512,
                            FitConfig(iterations=40, rigid_iterations=20))
     assert np.isfinite(result.joint_rotations).all()
-    assert _angles_deg(rotations[3, 0].numpy(), result.joint_rotations[3, 0]) < 8.0
+    assert _angles_deg(rotations[3, 0].numpy(), result.joint_rotations[3, 0]) < 12.0

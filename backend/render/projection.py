@@ -8,7 +8,8 @@ Steps, for each camera b and Gaussian n:
    the half field of view (as 3DGS and gsplat do, so off-screen Gaussians do not explode),
    Sigma_2D = J Sigma_c J^T + 0.3 I (the low-pass filter: at least ~half a pixel wide).
 4. mean_2D = (fx x / z + cx, fy y / z + cy); the conic is Sigma_2D^-1 as (a, b, c).
-5. Culling: z outside (near, far) or the 3.33-sigma box entirely off the image -> radius 0.
+5. Box: half-sizes where alpha can reach 1/255, at most 3.33 sigma (gsplat's opacity-aware radii).
+   Culling: z outside (near, far), opacity < 1/255, or the box entirely off the image -> radius 0.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class Projected:
         means2d: (B, N, 2) pixel coordinates of the centres.
         conics: (B, N, 3) inverse 2D covariance (a, b, c): d^T Sigma^-1 d = a dx^2 + 2 b dx dy + c dy^2.
         depths: (B, N) camera-space z of the centres.
-        radii: (B, N, 2) int32 half-sizes of the 3.33-sigma box in pixels; 0 where culled.
-        extents: (B, N, 2) float half-sizes of the box where alpha can reach 1/255 (<= radii); 0 where
-            culled. Used to bin Gaussians into tiles.
+        radii: (B, N, 2) int32 half-sizes of the box where alpha can reach 1/255, rounded up (gsplat's
+            opacity-aware radii); 0 where culled.
+        extents: (B, N, 2) the same half-sizes unrounded; 0 where culled. Used to bin into tiles.
     """
 
     means2d: torch.Tensor
@@ -111,16 +112,20 @@ def project_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Te
 
 def _screen_boxes(means2d: torch.Tensor, var_x: torch.Tensor, var_y: torch.Tensor, z: torch.Tensor,
                   opacities: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """gsplat-style int radii (3.33 sigma) and the exact float extents of alpha >= 1/255, culled.
+    """Opacity-aware box half-sizes, as gsplat 1.5's CUDA projection computes them, and culling.
 
-    A pixel can only reach alpha >= 1/255 where 0.5 d^T Sigma^-1 d <= log(255 opacity); the axis-aligned
-    box of that ellipse has half-sizes sqrt(2 log(255 o) var). With o <= 1 it lies inside the 3.33-sigma
-    box, so binning by it changes no pixel.
+    A pixel can only reach alpha >= 1/255 where 0.5 d^T Sigma^-1 d <= log(255 o); the axis-aligned box of
+    that ellipse has half-sizes sqrt(2 log(255 o) var), capped at 3.33 sigma (which it never exceeds for
+    o <= 1). So binning by it changes no pixel, and the images do not depend on the tile size.
+
+    Returns:
+        radii (B, N, 2) int32, ceil of the extents; extents (B, N, 2) float; both 0 where culled
+        (behind the near plane, opacity < 1/255, or the box entirely off the image).
     """
     sigmas = torch.sqrt(2.0 * torch.log((opacities * 255.0).clamp_min(1.0))).clamp_max(EXTENT_SIGMAS)
     std = torch.stack([var_x, var_y], dim=-1).clamp_min(0).sqrt()
-    radii = torch.ceil(EXTENT_SIGMAS * std)
     extents = std * sigmas[None, :, None]
+    radii = torch.ceil(extents)
     valid = (z > NEAR_PLANE) & (z < FAR_PLANE) & (opacities[None, :] >= ALPHA_MIN)
     valid &= ((means2d + radii > 0) & (means2d - radii < means2d.new_tensor([width, height]))).all(-1)
     valid &= torch.isfinite(means2d).all(-1)

@@ -13,7 +13,7 @@ BACKENDS = ("auto", "torch", "gsplat")
 
 
 def render(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | None = None,
-           sh_degree: int | None = None, backend: str = "auto", tile_size: int = 16) -> RenderOutput:
+           sh_degree: int | None = None, backend: str = "auto", tile_size: int | None = None) -> RenderOutput:
     """Render B views of N Gaussians with the 3DGS image formation (differentiable).
 
     Args:
@@ -23,7 +23,8 @@ def render(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | No
         sh_degree: SH degree to evaluate, 0..3; None uses all coefficients of ``gaussians.sh``.
         backend: "torch" (any device), "gsplat" (CUDA + gsplat), or "auto": gsplat when the tensors
             are on CUDA and gsplat is installed, else torch.
-        tile_size: tile side in pixels.
+        tile_size: tile side in pixels; None picks the backend's best (torch 8, gsplat 16). Images do
+            not depend on it.
 
     Returns:
         ``RenderOutput``: rgb (B, H, W, 3), alpha (B, H, W, 1), depth (B, H, W, 1), info.
@@ -48,8 +49,8 @@ def render(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | No
         if not gsplat_available():
             raise NotAvailableError("backend='gsplat' needs CUDA and gsplat==1.5.3; this machine "
                                     f"has CUDA={torch.cuda.is_available()}; use backend='torch' or 'auto'")
-        return render_gsplat(gaussians, cameras, background, sh_degree, tile_size)
-    return render_torch(gaussians, cameras, background, sh_degree, tile_size)
+        return render_gsplat(gaussians, cameras, background, sh_degree, tile_size or 16)
+    return render_torch(gaussians, cameras, background, sh_degree, tile_size or 8)
 
 
 def _background(background: torch.Tensor | None, n_cameras: int, like: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .composite import N_FEATURES, CompositeTiles, Layout, pixel_basis
@@ -10,8 +12,9 @@ from .sh import sh_to_rgb
 from .tiles import TilePairs, intersect_tiles, make_chunks
 from .types import Cameras, Gaussians, RenderOutput
 
-CHUNK_BUDGET = 1 << 18  # (tile, pair, pixel) elements composited at once: ~16 MB per fp32 buffer
-DEPTH_BLOCK = 32  # pairs per tile per compositing step
+CHUNK_BUDGET = 1 << 20  # (tile, pair, pixel) elements composited at once: 4 MB per fp32 buffer
+LOG2E = 1.0 / math.log(2.0)
+DEPTH_BLOCK = 16  # pairs per tile per compositing step
 
 
 def render_torch(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, sh_degree: int,
@@ -55,33 +58,34 @@ def render_torch(gaussians: Gaussians, cameras: Cameras, background: torch.Tenso
 
 def _pair_inputs(projected: Projected, opacities: torch.Tensor, colors: torch.Tensor,
                  pairs: TilePairs, tile_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair exponent coefficients (P, 6) and features (P, 5), differentiable.
+    """Per-pair exponent coefficients (P + 1, 6) and features (P + 1, 5), differentiable.
 
     The exponent log(o) - 0.5 (a dx^2 + 2 b dx dy + c dy^2), dx = x - mx, written as a polynomial in
-    the pixel offset (x, y) from the tile centre, with mx, my the mean relative to that centre.
+    the pixel offset (x, y) from the tile centre, with mx, my the mean relative to that centre, in
+    log2 units. Row P is a dummy (alpha 0) that padding slots point at.
     """
-    n = opacities.shape[0]
-    ids = pairs.flat_ids
+    b, n = projected.depths.shape
+    per_gaussian = torch.cat([projected.means2d, projected.conics, projected.depths[..., None],
+                              colors, torch.log(opacities.clamp_min(1e-30)).expand(b, n)[..., None]], -1)
+    gathered = per_gaussian.reshape(b * n, 10)[pairs.flat_ids]
+    mean, conic, depth, rgb, log_opacity = gathered.split([2, 3, 1, 3, 1], dim=-1)
     tiles_per_image = pairs.tiles_x * pairs.tiles_y
     local_tile = pairs.tile_ids % tiles_per_image
-    dtype = projected.means2d.dtype
-    centre = torch.stack([local_tile % pairs.tiles_x, local_tile // pairs.tiles_x], -1).to(dtype)
-    centre = (centre + 0.5) * tile_size
-    mean = projected.means2d.reshape(-1, 2)[ids] - centre
-    a, b, c = projected.conics.reshape(-1, 3)[ids].unbind(-1)
-    mx, my = mean.unbind(-1)
-    log_opacity = torch.log(opacities.clamp_min(1e-30))[ids % n]
-    constant = log_opacity - (0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my)
+    centre = torch.stack([local_tile % pairs.tiles_x, local_tile // pairs.tiles_x], -1).to(mean.dtype)
+    mx, my = (mean - (centre + 0.5) * tile_size).unbind(-1)
+    a, b, c = conic.unbind(-1)
+    constant = log_opacity[:, 0] - (0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my)
     coefs = torch.stack([constant, a * mx + b * my, c * my + b * mx, -0.5 * a, -b, -0.5 * c], -1)
-    depth = projected.depths.reshape(-1)[ids]
-    feats = torch.cat([colors.reshape(-1, 3)[ids], depth[:, None], torch.ones_like(depth)[:, None]], -1)
-    return coefs, feats
+    dummy = coefs.new_tensor([[-1e4, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    coefs = torch.cat([coefs * LOG2E, dummy])  # the compositor evaluates exp2
+    feats = torch.cat([rgb, depth, torch.ones_like(depth)], -1)
+    return coefs, torch.cat([feats, feats.new_zeros(1, N_FEATURES)])
 
 
 def _untile(tiles: torch.Tensor, n_cameras: int, pairs: TilePairs, tile_size: int, width: int,
             height: int) -> torch.Tensor:
-    """(B * ty * tx, s * s, 5) tile images -> (B, H, W, 5)."""
-    image = tiles.reshape(n_cameras, pairs.tiles_y, pairs.tiles_x, tile_size, tile_size, N_FEATURES)
-    image = image.permute(0, 1, 3, 2, 4, 5).reshape(n_cameras, pairs.tiles_y * tile_size,
+    """(B * ty * tx, 5, s * s) tile images -> (B, H, W, 5)."""
+    image = tiles.reshape(n_cameras, pairs.tiles_y, pairs.tiles_x, N_FEATURES, tile_size, tile_size)
+    image = image.permute(0, 1, 4, 2, 5, 3).reshape(n_cameras, pairs.tiles_y * tile_size,
                                                      pairs.tiles_x * tile_size, N_FEATURES)
     return image[:, :height, :width]

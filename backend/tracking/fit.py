@@ -37,12 +37,12 @@ class FitConfig:
     n_shape: int = 100               # identity coefficients fitted (the rest stay zero)
     fit_focal: bool = True           # optimise one focal factor shared by all frames
     temporal: bool = True            # smoothness over time (False for unrelated images)
-    shape_prior: float = 0.02        # weight of |shape|^2
-    expression_prior: float = 0.02   # weight of mean |expression|^2 per frame
-    jaw_prior: float = 1.0           # weight of |jaw|^2 (radians)
+    shape_prior: float = 0.002       # weight of |shape|^2
+    expression_prior: float = 0.002  # weight of |expression|^2 per frame
+    jaw_prior: float = 0.2           # weight of |jaw|^2 (radians)
     neck_prior: float = 100.0        # the neck and the root both turn the head; prefer the root
     eye_prior: float = 0.5           # weight of |eye rotation|^2 (radians)
-    focal_prior: float = 10.0        # weight of log(focal factor)^2
+    focal_prior: float = 2.0         # weight of log(focal factor)^2
     smooth_pose: float = 200.0       # second differences of rotations (rad) and translation (dm)
     smooth_expression: float = 0.5   # second differences of expressions
     robust_px: float = 2.0           # Charbonnier scale of the landmark residual, pixels at 512
@@ -81,7 +81,18 @@ def fit_landmarks(model, observed: np.ndarray, valid: np.ndarray, intrinsics: np
     Returns:
         FitResult.
     """
-    config = config or FitConfig()
+    # One intra-op thread: the batched ops are small and, next to mediapipe's threads and a
+    # busy machine, OpenMP spin-waiting made the fit up to 20x slower with more threads.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit(model, observed, valid, intrinsics, image_size, config or FitConfig(), progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(model, observed, valid, intrinsics, image_size: int, config: FitConfig,
+         progress) -> FitResult:
     observed = np.asarray(observed, dtype=np.float64)
     if observed.ndim != 3 or observed.shape[1:] != (478, 2):
         raise InputError(f"landmarks must be (T, 478, 2), got {observed.shape}")
@@ -96,8 +107,8 @@ def fit_landmarks(model, observed: np.ndarray, valid: np.ndarray, intrinsics: np
     problem = _Problem(head, target, valid, intrinsics, image_size, depth, config)
     problem.set_initial(rotations, translation)
     started = time.perf_counter()
-    # Few frames are cheap per step: spend more steps on them (a portrait gets 4x).
-    boost = int(np.clip(400 // max(len(target), 1), 1, 4))
+    # Few frames are cheap per step: spend more steps on them (a portrait gets 8x).
+    boost = int(np.clip(32 // max(len(target), 1), 1, 8))
     problem.optimise(rigid=True, iterations=config.rigid_iterations * boost, progress=progress)
     problem.optimise(rigid=False, iterations=config.iterations * boost, progress=progress)
     timings["optimise_s"] = time.perf_counter() - started
