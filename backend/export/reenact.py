@@ -55,9 +55,9 @@ def render_video(avatar: Avatar, tracking: Tracking, out: str, size: int | None 
         center = torch.linalg.inv(viewmat)[:3, 3]
         gaussians, _ = posed_gaussians(model, avatar, tracking, index, center)
         w, h = max(2, int(round(width * scale))), max(2, int(round(height * scale)))
-        out = render(gaussians, Cameras(viewmat[None], intrinsics[None], w, h),
-                     background=torch.tensor(background))
-        frames.append((out.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
+        result = render(gaussians, Cameras(viewmat[None], intrinsics[None], w, h),
+                        background=torch.tensor(background))
+        frames.append((result.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
         if progress is not None:
             progress.progress(index + 1, tracking.n_frames)
     write_video(out, frames, tracking.fps)

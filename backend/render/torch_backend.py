@@ -65,21 +65,22 @@ def _pair_inputs(projected: Projected, opacities: torch.Tensor, colors: torch.Te
     log2 units. Row P is a dummy (alpha 0) that padding slots point at.
     """
     b, n = projected.depths.shape
-    per_gaussian = torch.cat([projected.means2d, projected.conics, projected.depths[..., None],
-                              colors, torch.log(opacities.clamp_min(1e-30)).expand(b, n)[..., None]], -1)
-    gathered = per_gaussian.reshape(b * n, 10)[pairs.flat_ids]
-    mean, conic, depth, rgb, log_opacity = gathered.split([2, 3, 1, 3, 1], dim=-1)
+    # Column-major (10, B * N): gathered rows are contiguous, so the per-pair arithmetic is fast.
+    log_opacity = torch.log(opacities.clamp_min(1e-30)).expand(b, n).reshape(1, -1)
+    per_gaussian = torch.cat([projected.means2d.reshape(-1, 2).T, projected.conics.reshape(-1, 3).T,
+                              projected.depths.reshape(1, -1), colors.reshape(-1, 3).T, log_opacity])
+    mx, my, a, b, c, depth, red, green, blue, log_o = per_gaussian[:, pairs.flat_ids].unbind(0)
     tiles_per_image = pairs.tiles_x * pairs.tiles_y
     local_tile = pairs.tile_ids % tiles_per_image
-    centre = torch.stack([local_tile % pairs.tiles_x, local_tile // pairs.tiles_x], -1).to(mean.dtype)
-    mx, my = (mean - (centre + 0.5) * tile_size).unbind(-1)
-    a, b, c = conic.unbind(-1)
-    constant = log_opacity[:, 0] - (0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my)
-    coefs = torch.stack([constant, a * mx + b * my, c * my + b * mx, -0.5 * a, -b, -0.5 * c], -1)
-    dummy = coefs.new_tensor([[-1e4, 0.0, 0.0, 0.0, 0.0, 0.0]])
-    coefs = torch.cat([coefs * LOG2E, dummy])  # the compositor evaluates exp2
-    feats = torch.cat([rgb, depth, torch.ones_like(depth)], -1)
-    return coefs, torch.cat([feats, feats.new_zeros(1, N_FEATURES)])
+    mx = mx - ((local_tile % pairs.tiles_x).to(mx.dtype) + 0.5) * tile_size
+    my = my - ((local_tile // pairs.tiles_x).to(my.dtype) + 0.5) * tile_size
+    constant = log_o - (0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my)
+    coefs = torch.stack([constant, a * mx + b * my, c * my + b * mx, -0.5 * a, -b, -0.5 * c]) * LOG2E
+    dummy = coefs.new_tensor([[-1e4], [0.0], [0.0], [0.0], [0.0], [0.0]])  # alpha 0
+    coefs = torch.cat([coefs, dummy], 1).T.contiguous()  # the compositor evaluates exp2
+    feats = torch.stack([red, green, blue, depth, torch.ones_like(depth)])
+    feats = torch.cat([feats, feats.new_zeros(N_FEATURES, 1)], 1).T.contiguous()
+    return coefs, feats
 
 
 def _untile(tiles: torch.Tensor, n_cameras: int, pairs: TilePairs, tile_size: int, width: int,

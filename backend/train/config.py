@@ -124,7 +124,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"n_face_gaussians": 1500, "n_mouth_gaussians": 100, "sh_degree": 0,
                   "grid_resolution": 24},
         "optim": {"delta_lr_scale": 10.0, "means_final": 1.6e-5},
-        "densify": {"start": 60, "stop": 120, "every": 30, "max_gaussians": 3000},
+        "densify": {"start": 20, "stop": 100, "every": 20, "max_gaussians": 3000},
         "preview_every": 100, "checkpoint_every": 50, "log_every": 10, "eval_max_frames": 8,
         "crop_to_mask": True,
     },
