@@ -55,7 +55,7 @@ def test_landmark_head_matches_the_full_model(model):
 
 
 def test_fit_recovers_a_synthetic_subject(model):
-    frames, size, focal, depth = 8, 512, 1400.0, 0.6
+    frames, size, focal, depth = 12, 512, 1400.0, 0.6
     shape, expression, rotations, translation = _subject(model, frames)
     with torch.no_grad():
         truth = model(shape=shape[None].expand(frames, -1), expression=expression,

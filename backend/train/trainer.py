@@ -40,6 +40,7 @@ class Trainer:
         self.device = data.device
         self.background = torch.tensor(config.background, device=self.device)
         self.step = 0
+        self._started: float | None = None
         self.history: list[tuple[int, float]] = []
         self.generator = torch.Generator().manual_seed(config.seed)
         self.transforms = self._frame_transforms()
@@ -130,8 +131,8 @@ class Trainer:
             self.model.params[name].requires_grad_(name in names)
 
     def _update_lr(self) -> None:
-        optim, cfg = self.config.optim, self.config
-        fraction = min(self.step / max(cfg.iterations, 1), 1.0)
+        optim = self.config.optim
+        fraction = self.fraction_done()
         lr = math.exp((1 - fraction) * math.log(optim.means) + fraction * math.log(optim.means_final))
         for group in self.optimizer.param_groups:
             if group["name"] == "means":
@@ -162,10 +163,19 @@ class Trainer:
                      backend=self.config.render_backend)
         return out, posed
 
+    def fraction_done(self) -> float:
+        """Share of the run done: of the iterations, or of the time budget if that is further."""
+        cfg = self.config
+        done = self.step / max(cfg.iterations, 1)
+        if cfg.time_budget_s and self._started is not None:
+            done = max(done, (time.monotonic() - self._started) / cfg.time_budget_s)
+        return min(done, 1.0)
+
     def scale_at(self, step: int) -> float:
         scale = 1.0
+        done = self.fraction_done()
         for fraction, value in self.config.resolution_schedule:
-            if step >= fraction * self.config.iterations:
+            if done >= fraction:
                 scale = value
         return scale
 
@@ -218,7 +228,7 @@ class Trainer:
         """Train until ``config.iterations``; checkpoint on schedule and on cancellation."""
         cfg = self.config
         phase, pool = None, None
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         try:
             while self.step < cfg.iterations:
                 current = self.phase_at(self.step)
