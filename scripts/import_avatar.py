@@ -5,22 +5,12 @@
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_toonsplat():
-    """Import the repository root as the package ``toonsplat`` (as Blender does an extension)."""
-    if "toonsplat" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "toonsplat", os.path.join(ROOT, "__init__.py"), submodule_search_locations=[ROOT])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["toonsplat"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["toonsplat"]
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from toonsplat_package import load_toonsplat  # noqa: E402
 
 
 def run(arguments):

@@ -5,7 +5,6 @@ bpy is imported (through the add-on package) but no Blender data is built here; 
 build Blender data run in fresh processes in test_blender.py.
 """
 
-import importlib.util
 import json
 import os
 import sys
@@ -24,13 +23,10 @@ from backend.formats import animate, avatar, examples  # noqa: E402
 
 
 def _toonsplat():
-    if "toonsplat" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "toonsplat", os.path.join(ROOT, "__init__.py"), submodule_search_locations=[ROOT])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["toonsplat"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["toonsplat"]
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from toonsplat_package import load_toonsplat
+
+    return load_toonsplat()
 
 
 @pytest.fixture(scope="module")

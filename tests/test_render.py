@@ -198,3 +198,17 @@ def test_backend_selection_and_errors():
         render(Gaussians(g.means, g.quats, g.scales[:3], g.opacities, g.sh), cameras)
     with pytest.raises(ValueError, match="background"):
         render(g, cameras, background=torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_nothing_visible_renders_the_background(n):
+    behind = torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64)  # behind the camera at z = 0.6
+    g = Gaussians(torch.zeros(n, 3, dtype=torch.float64) + behind, torch.randn(n, 4, dtype=torch.float64),
+                  torch.full((n, 3), 0.01, dtype=torch.float64), torch.full((n,), 0.5, dtype=torch.float64),
+                  torch.zeros(n, 1, 3, dtype=torch.float64))
+    g.means.requires_grad_(True)
+    out = render(g, make_cameras(20, 12, yaws=(0.0,)), background=torch.tensor([0.1, 0.2, 0.3]))
+    assert torch.allclose(out.rgb, torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64).expand(1, 12, 20, 3))
+    assert out.alpha.abs().max() == 0 and out.depth.abs().max() == 0 and out.info["n_pairs"] == 0
+    out.rgb.sum().backward()
+    assert g.means.grad.shape == (n, 3) and g.means.grad.abs().max(initial=0) == 0

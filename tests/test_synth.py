@@ -51,7 +51,7 @@ def test_rasterizer_depth_order_and_coverage():
     vertices[:4, 2] = 5.0
     vertices[4:, 2] = 4.0
     viewmat = torch.eye(4)
-    intrinsics = torch.tensor([[10.0, 0, 16], [0, 10.0, 16], [0, 0, 1]])
+    intrinsics = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]])
     face, bary = rasterize(project(vertices, viewmat, intrinsics), faces, 32, 32)
-    assert face[16, 18] in (2, 3) and face[16, 11] in (0, 1) and face[0, 0] == -1
+    assert face[16, 20] in (2, 3) and face[16, 10] in (0, 1) and face[0, 0] == -1
     assert torch.allclose(bary[face >= 0].sum(-1), torch.ones(int((face >= 0).sum())), atol=1e-5)

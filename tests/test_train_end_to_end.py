@@ -101,3 +101,29 @@ def test_render_and_export_commands(trained):
 
     table = read_ply(str(ply))
     assert len(table["x"]) == avatar_format.read(avatar).n_gaussians
+
+
+def test_cancelled_run_leaves_a_usable_checkpoint(trained, tmp_path):
+    from backend.train.config import make_config
+    from backend.train.data import FrameData
+    from backend.train.session import load_head_for
+    from backend.train.trainer import CHECKPOINT, Trainer, load_checkpoint_file
+
+    folder, _ = trained
+    data = FrameData(str(folder / "data"))
+    head = load_head_for(data, None, "cpu")
+    config = make_config("tiny", iterations=50, model={"n_face_gaussians": 300, "n_mouth_gaussians": 20})
+    trainer = Trainer(data, str(tmp_path), config, head)
+    trainer.initialize()
+
+    def cancel(trainer, loss):
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(on_step=cancel)
+    state = load_checkpoint_file(str(tmp_path / CHECKPOINT), "cpu")
+    assert state["step"] == 3
+    resumed = Trainer(data, str(tmp_path), config, head)
+    resumed.load_checkpoint(str(tmp_path / CHECKPOINT))
+    assert resumed.step == 3 and resumed.model.n_gaussians == trainer.model.n_gaussians

@@ -37,7 +37,7 @@ class Animator:
         self.n = n
 
     @classmethod
-    def from_avatar(cls, avatar, device="cpu") -> "Animator":
+    def from_avatar(cls, avatar, device="cpu") -> Animator:
         t = lambda a: torch.as_tensor(a, device=device).float()  # noqa: E731
         n, k = avatar.n_gaussians, avatar.n_expressions
         base = {"means": t(avatar.means), "log_scales": t(avatar.log_scales), "quats": t(avatar.quats),

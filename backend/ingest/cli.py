@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the prepared-data folder to write")
     parser.add_argument("--head-model", default="builtin",
                         help="'builtin' or a FLAME file (generic_model.pkl, flame2023.pkl, .npz)")
+    parser.add_argument("--landmark-embedding", metavar="FILE",
+                        help="for a FLAME --head-model: its mediapipe_landmark_embedding.npz "
+                             "(lmk_face_idx, lmk_b_coords, landmark_indices)")
     parser.add_argument("--expressions", type=int, default=50, dest="n_expressions",
                         help="expression coefficients to fit (default 50)")
     parser.add_argument("--start", type=float, default=0.0,
@@ -37,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "refined by the fit)")
     parser.add_argument("--crop-scale", type=float, default=2.2,
                         help="crop side as a multiple of the face size (default 2.2)")
-    parser.add_argument("--fit-iterations", type=int, default=100, help="L-BFGS steps of the fit")
+    parser.add_argument("--fit-iterations", type=int, default=None,
+                        help="most Levenberg-Marquardt steps of the fit (default 12)")
     parser.add_argument("--min-face-fraction", type=float, default=0.3,
                         help="fail when fewer frames than this show a face (default 0.3)")
     parser.add_argument("--no-qa", action="store_true", help="skip the QA pictures")
@@ -63,7 +67,8 @@ def run(args: argparse.Namespace, progress) -> int:
 
     options = PrepareOptions(
         video=args.video, images=args.images, image=args.image, out=args.out,
-        head_model=args.head_model, n_expressions=args.n_expressions, start=args.start,
+        head_model=args.head_model, landmark_embedding=args.landmark_embedding,
+        n_expressions=args.n_expressions, start=args.start,
         end=args.end, stride=args.stride, size=args.size, fps=args.fps, masks=args.masks,
         focal=args.focal, crop_scale=args.crop_scale, fit_iterations=args.fit_iterations,
         min_face_fraction=args.min_face_fraction, qa=not args.no_qa)

@@ -38,6 +38,7 @@ class PrepareOptions:
     image: str | None = None
     out: str = "prepared"
     head_model: str = "builtin"
+    landmark_embedding: str | None = None  # FLAME: mediapipe_landmark_embedding.npz
     n_expressions: int = 50
     start: float = 0.0
     end: float | None = None
@@ -49,7 +50,7 @@ class PrepareOptions:
     crop_scale: float = crops.DEFAULT_SCALE
     focal: float | None = None        # source focal length in pixels; default 0.9 x long side
     min_face_fraction: float = 0.3    # error below this fraction of frames with a face
-    fit_iterations: int = 100
+    fit_iterations: int | None = None  # most Levenberg-Marquardt steps (None: FitConfig's)
     qa: bool = True
     extra: dict = field(default_factory=dict)
 

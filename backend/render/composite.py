@@ -8,14 +8,17 @@ For a pixel p and the Gaussians of its tile in depth order i = 1..K (3DGS image 
     out     = sum_i w_i f_i, f_i = (r, g, b, z, 1) -> colour, depth numerator, alpha = 1 - T_final
 
 Because T is non-increasing, "kept" is a prefix: the vectorized mask T_{i+1} >= 1e-4 equals the
-sequential early stop. Each pair's exponent log(o) - sigma is a quadratic in the pixel's offset from
-the tile centre, so one matmul with the (6, tile_size^2) basis [1, x, y, x^2, xy, y^2] evaluates a
-whole tile; pair-level coefficients carry the gradients back to means2d, conics and opacities through
-ordinary autograd.
+sequential early stop. A pair's exponent E = log(o) - sigma is a quadratic in the pixel's offset
+(x, y) from the tile centre, E = c . [1, x, y, x^2, xy, y^2], so one matmul with that (6, tile^2)
+basis evaluates a whole tile. Pairs are visited ``block`` deep at a time and a tile stops once all
+its pixels are done, so only the pairs in front of the early stop are ever touched.
 
-Backward (recomputing the forward per chunk, so nothing per-pixel is stored): with v_i = g . f_i,
+Backward (recomputing each block, so nothing per-pixel is stored): with v_i = g . f_i,
 
-    dL/dalpha_i = T_i v_i - (sum_{k>i} w_k v_k) / (1 - alpha_i),   dL/dE_i = alpha_i dL/dalpha_i.
+    dL/dalpha_i = T_i v_i - (sum_{k>i} w_k v_k) / (1 - alpha_i),   dL/dE_i = alpha_i dL/dalpha_i,
+
+then through E's coefficients to each Gaussian's screen mean, conic, log-opacity, colour and depth
+(``_splat_gradients``), summed with ``index_add_``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ from .tiles import Chunk
 ALPHA_MAX = 0.99
 TRANSMITTANCE_MIN = 1e-4
 N_FEATURES = 5  # r, g, b, depth, 1
-LN2 = math.log(2.0)
+COMPACT_BELOW = 0.875  # drop finished tiles once fewer than this fraction is unfinished
+LOG2E = 1.0 / math.log(2.0)
+
+
+# Columns of the per-Gaussian "splats" table the compositor reads, one row per (camera, Gaussian).
+SPLAT_COLUMNS = ("mean_x", "mean_y", "conic_a", "conic_b", "conic_c", "log_opacity", "red", "green",
+                 "blue", "depth")
+N_SPLAT = len(SPLAT_COLUMNS)
 
 
 @dataclass
@@ -42,16 +52,20 @@ class Layout:
 
     Attributes:
         chunks: tile batches from ``tiles.make_chunks``.
+        flat_ids: (P,) splat row of each pair, sorted by (tile, depth).
         tile_starts: (n_tiles,) first pair of each tile. tile_counts: (n_tiles,) pairs per tile.
+        tile_centres: (n_tiles, 2) pixel coordinates of each tile's centre.
         basis: (6, tile_size^2) [1, x, y, x^2, xy, y^2] of pixel centres relative to the tile centre.
-        block: pairs per tile composited per step; a tile stops once all its pixels are done.
+        block: pairs per tile composited per step.
     """
 
     chunks: list[Chunk]
+    flat_ids: torch.Tensor
     tile_starts: torch.Tensor
     tile_counts: torch.Tensor
+    tile_centres: torch.Tensor
     basis: torch.Tensor
-    block: int = 32
+    block: int = 16
 
 
 def pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -64,104 +78,158 @@ def pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> tor
 
 @dataclass
 class _Block:
-    """One depth block of a chunk's active tiles: (na, Kb, px) state shared by both passes.
+    """One depth block of a chunk's active tiles: (na, Kb, ...) state shared by both passes.
 
     ``carried`` holds the caller's per-tile tensors (na, ...), compacted to the active tiles, so
     the caller updates them in place without indexing.
     """
 
     carried: dict             # name -> (na, ...) per-tile tensors of the active tiles
-    index: torch.Tensor       # (na, Kb) pair indices, the dummy where past a tile's end
-    feats: torch.Tensor       # (na, Kb, 5)
+    ids: torch.Tensor         # (na, Kb) splat rows, the dummy row where past a tile's end
+    splats: torch.Tensor      # (na, Kb, 10) gathered splat rows
+    offset: torch.Tensor      # (na, Kb, 2) splat mean minus tile centre
+    feats: torch.Tensor       # (na, Kb, 5) r, g, b, depth, 1
     alpha: torch.Tensor       # (na, Kb, px) clamped to 0.99, 0 below 1/255
     kept_after: torch.Tensor  # (na, Kb, px) transmittance behind each pair where kept, else 0
     before: torch.Tensor      # (na, Kb, px) transmittance in front of each pair where kept, else 0
     weights: torch.Tensor     # (na, Kb, px) alpha * before
 
 
-def _depth_blocks(coefs: torch.Tensor, feats: torch.Tensor, layout: Layout, chunk: Chunk,
-                  carried: dict, retire=None):
+def _exponent_coefficients(splats: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """E = log o - 0.5 (a dx^2 + 2 b dx dy + c dy^2), dx = x - mx, as coefficients of [1, x, y, x^2, xy, y^2].
+
+    Args:
+        splats: (..., 10) rows of the splat table. offset: (..., 2) mean relative to the tile centre.
+
+    Returns:
+        (..., 6) coefficients.
+    """
+    mx, my = offset.unbind(-1)
+    a, b, c, log_opacity = splats[..., 2], splats[..., 3], splats[..., 4], splats[..., 5]
+    constant = log_opacity - (0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my)
+    return torch.stack([constant, a * mx + b * my, c * my + b * mx, -0.5 * a, -b, -0.5 * c], -1)
+
+
+def _splat_gradients(grad_coefs: torch.Tensor, grad_feats: torch.Tensor, splats: torch.Tensor,
+                     offset: torch.Tensor) -> torch.Tensor:
+    """Chain rule of ``_exponent_coefficients`` and the features back to splat rows.
+
+    Args:
+        grad_coefs: (..., 6) dL/d coefficients. grad_feats: (..., 5) dL/d (r, g, b, depth, 1).
+        splats: (..., 10). offset: (..., 2).
+
+    Returns:
+        (..., 10) dL/d splat row.
+    """
+    d0, d1, d2, d3, d4, d5 = grad_coefs.unbind(-1)
+    mx, my = offset.unbind(-1)
+    a, b, c = splats[..., 2], splats[..., 3], splats[..., 4]
+    grad_mx = d1 * a + d2 * b - d0 * (a * mx + b * my)
+    grad_my = d1 * b + d2 * c - d0 * (b * mx + c * my)
+    grad_a = d1 * mx - 0.5 * (d0 * mx * mx + d3)
+    grad_b = d1 * my + d2 * mx - d0 * mx * my - d4
+    grad_c = d2 * my - 0.5 * (d0 * my * my + d5)
+    return torch.cat([torch.stack([grad_mx, grad_my, grad_a, grad_b, grad_c, d0], -1),
+                      grad_feats[..., :4]], -1)
+
+
+def _depth_blocks(splats: torch.Tensor, layout: Layout, chunk: Chunk, carried: dict, retire=None):
     """Walk a chunk's tiles front to back, ``layout.block`` pairs at a time, yielding ``_Block``s.
 
-    Tiles leave the walk when their pairs run out or every pixel's transmittance is below 1e-4;
-    ``retire(chunk_rows, carried)`` then receives their carried tensors. Masks are arithmetic
+    Tiles leave the walk when their pairs run out or every pixel's transmittance is below 1e-4
+    (in batches: a finished tile composites zeros until then); ``retire(chunk_rows, carried)`` then
+    receives their carried tensors. Masks are arithmetic
     (``threshold``, ``sign``): several times faster than ``where`` and boolean masks on CPU.
 
     Args:
-        coefs: (P + 1, 6) pair coefficients, last row the dummy. feats: (P + 1, 5).
+        splats: (R + 1, 10) splat table, last row the dummy (alpha 0).
         layout, chunk: the tiling. carried: name -> (nt, ...) per-tile tensors to compact along.
         retire: optional callback for tiles that leave the walk.
     """
     basis, block = layout.basis, layout.block
     starts, counts = layout.tile_starts[chunk.tiles], layout.tile_counts[chunk.tiles]
-    carried = {"transmittance": coefs.new_ones(len(chunk.tiles), basis.shape[1]), **carried}
-    rows = torch.arange(len(chunk.tiles), device=coefs.device)
-    slots = torch.arange(block, device=coefs.device)
-    dummy = coefs.shape[0] - 1
+    centres = layout.tile_centres[chunk.tiles]
+    carried = {"transmittance": splats.new_ones(len(chunk.tiles), basis.shape[1]), **carried}
+    rows = torch.arange(len(chunk.tiles), device=splats.device)
+    slots = torch.arange(block, device=splats.device)
+    dummy = torch.full((1,), splats.shape[0] - 1, dtype=layout.flat_ids.dtype, device=splats.device)
+    flat_ids = torch.cat([layout.flat_ids, dummy])
     for first in itertools.count(0, block):  # ends when no tile is left
         keep = (counts > first) & (carried["transmittance"].amax(1) >= TRANSMITTANCE_MIN)
-        if not bool(keep.all()):
+        n_keep = int(keep.sum())
+        # Finished tiles stay until an eighth of them can go at once: they only add zeros.
+        if n_keep == 0 or n_keep < COMPACT_BELOW * len(keep):
             if retire is not None:
                 retire(rows[~keep], {name: value[~keep] for name, value in carried.items()})
-            rows, starts, counts = rows[keep], starts[keep], counts[keep]
+            rows, starts, counts, centres = rows[keep], starts[keep], counts[keep], centres[keep]
             carried = {name: value[keep] for name, value in carried.items()}
         if rows.numel() == 0:
             return
-        index = starts[:, None] + first + slots
-        index = torch.where(first + slots < counts[:, None], index, dummy)
-        gaussian = torch.exp2(coefs[index] @ basis)  # coefficients are in log2 units
+        index = torch.where(first + slots < counts[:, None], starts[:, None] + first + slots, -1)
+        ids = flat_ids[index]
+        rows_splats = splats[ids]
+        offset = rows_splats[..., :2] - centres[:, None, :]
+        coefs = _exponent_coefficients(rows_splats, offset) * LOG2E
+        gaussian = torch.exp2(coefs @ basis)
         alpha = F.threshold(gaussian, ALPHA_MIN, 0.0).clamp_max_(ALPHA_MAX)
         one_minus = 1.0 - alpha
         after = torch.cumprod(one_minus, dim=1).mul_(carried["transmittance"][:, None, :])
         carried["transmittance"].copy_(after[:, -1])
         kept_after = F.threshold(after, TRANSMITTANCE_MIN, 0.0)
         before = kept_after / one_minus
-        yield _Block(carried, index, feats[index], alpha, kept_after, before, alpha * before)
+        feats = torch.cat([rows_splats[..., 6:], torch.ones_like(rows_splats[..., :1])], -1)
+        yield _Block(carried, ids, rows_splats, offset, feats, alpha, kept_after, before, alpha * before)
 
 
 class CompositeTiles(torch.autograd.Function):
-    """(P + 1, 6) pair coefficients (log2 units, last row a dummy) and (P + 1, 5) pair features
-    -> (n_tiles, 5, px) tile images."""
+    """(R, 10) splat table -> (n_tiles, 5, px) tile images (r, g, b, depth numerator, alpha)."""
 
     @staticmethod
-    def forward(ctx, coefs: torch.Tensor, feats: torch.Tensor, layout: Layout) -> torch.Tensor:
-        out = coefs.new_zeros(layout.tile_counts.numel(), N_FEATURES, layout.basis.shape[1])
+    def forward(ctx, splats: torch.Tensor, layout: Layout) -> torch.Tensor:
+        out = splats.new_zeros(layout.tile_counts.numel(), N_FEATURES, layout.basis.shape[1])
+        padded = _pad(splats)
         for chunk in layout.chunks:
             def retire(rows, carried, tiles=chunk.tiles):
                 out[tiles[rows]] = carried["image"]
 
             image = out.new_zeros(len(chunk.tiles), N_FEATURES, layout.basis.shape[1])
-            for step in _depth_blocks(coefs, feats, layout, chunk, {"image": image}, retire):
+            for step in _depth_blocks(padded, layout, chunk, {"image": image}, retire):
                 step.carried["image"].baddbmm_(step.feats.transpose(1, 2), step.weights)
-        ctx.save_for_backward(coefs, feats, out)
+        ctx.save_for_backward(splats, out)
         ctx.layout = layout
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        coefs, feats, out = ctx.saved_tensors
+        splats, out = ctx.saved_tensors
         layout: Layout = ctx.layout
         grad_out = grad_out.contiguous()
-        grad_coefs, grad_feats = torch.zeros_like(coefs), torch.zeros_like(feats)
+        padded = _pad(splats)
+        grad_splats = torch.zeros_like(padded)
         pixels = layout.basis.shape[1]
         for chunk in layout.chunks:
             grad = grad_out[chunk.tiles]  # (nt, 5, px)
             carried = {"grad": grad, "total": (grad * out[chunk.tiles]).sum(1),  # sum_k w_k v_k
                        "in_front": grad.new_zeros(len(chunk.tiles), pixels)}  # over earlier blocks
-            for step in _depth_blocks(coefs, feats, layout, chunk, carried):
+            for step in _depth_blocks(padded, layout, chunk, carried):
                 grad_rows, in_front = step.carried["grad"], step.carried["in_front"]
                 v = step.feats @ grad_rows  # (na, Kb, px)
                 through = torch.cumsum(step.weights * v, dim=1).add_(in_front[:, None, :])
                 in_front.copy_(through[:, -1])
                 behind = torch.sub(step.carried["total"][:, None, :], through, out=through)
                 grad_alpha = (step.before * v).sub_(behind.div_(1.0 - step.alpha))
-                # d alpha / d exponent = alpha ln 2 where kept, unclamped and above 1/255; else 0.
+                # d alpha / d E = alpha where kept, unclamped and above 1/255; else 0.
                 live = F.threshold(-step.alpha, -ALPHA_MAX, 0.0).mul_(torch.sign(step.kept_after))
-                grad_exponent = grad_alpha.mul_(live).mul_(-LN2)
-                index = step.index.reshape(-1)
-                grad_coefs[index] = grad_exponent.reshape(-1, pixels) @ layout.basis.T
-                grad_feats[index] = (grad_rows @ step.weights.transpose(1, 2)).transpose(1, 2).reshape(
-                    -1, N_FEATURES)
-        grad_coefs[-1] = 0
-        grad_feats[-1] = 0
-        return grad_coefs, grad_feats, None
+                grad_exponent = grad_alpha.mul_(live).neg_()
+                grad_coefs = (grad_exponent.reshape(-1, pixels) @ layout.basis.T).view(*step.ids.shape, 6)
+                grad_feats = (grad_rows @ step.weights.transpose(1, 2)).transpose(1, 2)
+                grad_rows_splats = _splat_gradients(grad_coefs, grad_feats, step.splats, step.offset)
+                grad_splats.index_add_(0, step.ids.reshape(-1), grad_rows_splats.reshape(-1, N_SPLAT))
+        return grad_splats[:-1], None
+
+
+def _pad(splats: torch.Tensor) -> torch.Tensor:
+    """Append the dummy row that padding slots point at: log-opacity -1e4, so alpha is 0."""
+    dummy = splats.new_zeros(1, N_SPLAT)
+    dummy[0, 5] = -1e4
+    return torch.cat([splats, dummy])

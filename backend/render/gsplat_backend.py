@@ -51,6 +51,8 @@ def render_gsplat(gaussians: Gaussians, cameras: Cameras, background: torch.Tens
         int(cameras.height), sh_degree=sh_degree, packed=False, tile_size=tile_size,
         backgrounds=background, render_mode="RGB+ED")
     info = dict(info)
+    if info["means2d"].requires_grad:
+        info["means2d"].retain_grad()  # as the torch backend; DefaultStrategy also asks for it
     info["backend"] = "gsplat"
     info.setdefault("packed", False)
     return RenderOutput(colors[..., :3], alphas, colors[..., 3:4], info)

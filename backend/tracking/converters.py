@@ -95,6 +95,14 @@ def metrical_frame_params(frame: dict, path: str) -> dict:
             "frame_id": int(np.asarray(frame.get("frame_id", -1)).reshape(-1)[0])}
 
 
+def _head_model_record(spec: str) -> dict:
+    """``head_model`` of a converted tracking; ``path`` tells the trainer which FLAME file to load."""
+    record = {"kind": "flame", "spec": spec}
+    if spec not in ("flame", "builtin"):
+        record["path"] = os.path.abspath(spec)
+    return record
+
+
 def convert_metrical(folder: str, out: str, head_model: str = "flame", progress=None,
                      size: int | None = None, fps: float = 25.0) -> tracking_format.Tracking:
     """An INSTA / metrical-tracker folder -> prepared-data folder (frames, masks, tracking.npz).
@@ -124,7 +132,7 @@ def convert_metrical(folder: str, out: str, head_model: str = "flame", progress=
         translation=np.zeros((len(params), 3)), intrinsics=intrinsics,
         extrinsics=np.stack([p["extrinsic"] for p in params]), valid=np.ones(len(params), bool),
         shape=params[0]["shape"], expression_names=[f"expr{i:02d}" for i in range(k)],
-        head_model={"kind": "flame", "spec": head_model},
+        head_model=_head_model_record(head_model),
         source={"kind": "metrical-tracker", "path": os.path.abspath(folder)})
     tracking_format.write(os.path.join(out, "tracking.npz"), track)
     _report(out, folder, "metrical-tracker", track, progress)
@@ -175,7 +183,7 @@ def convert_vhap(folder: str, out: str, head_model: str = "flame", progress=None
         expressions=expression[:, :k], joint_rotations=rotations, translation=translation,
         intrinsics=intrinsics, extrinsics=extrinsics, valid=np.ones(len(frames), bool),
         shape=shape, expression_names=[f"expr{i:02d}" for i in range(k)],
-        head_model={"kind": "flame", "spec": head_model},
+        head_model=_head_model_record(head_model),
         source={"kind": "vhap", "path": os.path.abspath(folder)},
         vertex_offsets=None if offsets is None else np.asarray(offsets).reshape(-1, 3))
     tracking_format.write(os.path.join(out, "tracking.npz"), track)

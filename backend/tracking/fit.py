@@ -5,10 +5,14 @@ jaw, eyes) and translation, and one focal-length factor shared by all frames. Th
 it looks at the head from +Z at distance ``depth`` (world -> camera = diag(1, -1, -1) plus
 (0, 0, depth)); the head moves in front of it with its root joint and translation.
 
-Every frame's parameters are optimised together (full-batch L-BFGS), after a closed-form start:
-per-frame PnP of the neutral head's landmarks (cv2.solvePnP) gives rotation and translation.
-Loss: region-weighted robust 2D landmark error (pixels at 512), temporal smoothness (second
-differences), and Gaussian priors on shape, expression, jaw, neck, eyes and the focal factor.
+The start is closed form: per-frame PnP of the neutral head's landmarks (cv2.solvePnP) gives
+rotation and translation. Then Levenberg-Marquardt (``solver.py``) with the exact Jacobian of the
+projected landmarks (``LandmarkHead.jacobian``): per-frame blocks, a Schur complement for the
+shared unknowns, conjugate gradients for the time coupling. A few rigid steps (root pose,
+translation, shape, focal) come first, then everything.
+Loss: region-weighted robust (Charbonnier, by IRLS) 2D landmark error in pixels at 512, temporal
+smoothness (second differences) and Gaussian priors on shape, expression, jaw, neck, eyes and the
+focal factor.
 """
 
 from __future__ import annotations
@@ -23,28 +27,32 @@ import torch
 from ..errors import InputError
 from .landmark_head import LandmarkHead, neutral_landmarks
 from .regions import landmark_weights
+from .solver import LevenbergMarquardt, NormalBlocks, Regularizer
 
 log = logging.getLogger("toonsplat")
 CAMERA_ROTATION = np.diag([1.0, -1.0, -1.0])  # head space (+Y up, +Z to the camera) -> OpenCV
+CHUNK_FRAMES = 64  # frames per Jacobian chunk (bounds memory)
 
 
 @dataclass
 class FitConfig:
-    """Weights and schedule of the landmark fit."""
+    """Weights and schedule of the landmark fit (loss in pixels at 512, per frame)."""
 
-    rigid_iterations: int = 30       # L-BFGS steps on root pose, translation, focal, shape
-    iterations: int = 100            # L-BFGS steps on everything
+    rigid_iterations: int = 3        # Levenberg-Marquardt steps on root pose, translation, shape, focal
+    iterations: int = 12             # most steps on everything (stops earlier when converged)
     n_shape: int = 100               # identity coefficients fitted (the rest stay zero)
     fit_focal: bool = True           # optimise one focal factor shared by all frames
     temporal: bool = True            # smoothness over time (False for unrelated images)
-    shape_prior: float = 0.002       # weight of |shape|^2
-    expression_prior: float = 0.002  # weight of |expression|^2 per frame
-    jaw_prior: float = 0.2           # weight of |jaw|^2 (radians)
+    shape_prior: float = 0.0005      # weight of |shape|^2 (summed once, not per frame)
+    expression_prior: float = 0.001  # weight of |expression|^2 per frame
+    jaw_prior: float = 0.05          # weight of |jaw|^2 (radians)
     neck_prior: float = 100.0        # the neck and the root both turn the head; prefer the root
-    eye_prior: float = 0.5           # weight of |eye rotation|^2 (radians)
+    eye_prior: float = 0.02          # weight of |eye rotation|^2 (radians)
     focal_prior: float = 2.0         # weight of log(focal factor)^2
-    smooth_pose: float = 200.0       # second differences of rotations (rad) and translation (dm)
-    smooth_expression: float = 0.5   # second differences of expressions
+    smooth_pose: float = 50.0        # second differences of root, neck (rad) and translation (dm)
+    smooth_jaw: float = 2.0          # second differences of the jaw rotation (rad)
+    smooth_eyes: float = 0.2         # second differences of the eye rotations (saccades are fast)
+    smooth_expression: float = 0.1   # second differences of expressions
     robust_px: float = 2.0           # Charbonnier scale of the landmark residual, pixels at 512
 
 
@@ -86,7 +94,9 @@ def fit_landmarks(model, observed: np.ndarray, valid: np.ndarray, intrinsics: np
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(model, observed, valid, intrinsics, image_size, config or FitConfig(), progress)
+        with torch.no_grad():
+            return _fit(model, observed, valid, intrinsics, image_size, config or FitConfig(),
+                        progress)
     finally:
         torch.set_num_threads(threads)
 
@@ -104,15 +114,28 @@ def _fit(model, observed, valid, intrinsics, image_size: int, config: FitConfig,
     target = observed[:, ids]
     rotations, translation, depth = initial_poses(head, target, valid, intrinsics)
     timings = {"init_s": time.perf_counter() - started}
-    problem = _Problem(head, target, valid, intrinsics, image_size, depth, config)
-    problem.set_initial(rotations, translation)
+    problem = LandmarkProblem(head, target, valid, intrinsics, image_size, depth, config)
+    x_frames, x_shared = problem.initial(rotations, translation)
     started = time.perf_counter()
-    # Few frames are cheap per step: spend more steps on them (a portrait gets 8x).
-    boost = int(np.clip(32 // max(len(target), 1), 1, 8))
-    problem.optimise(rigid=True, iterations=config.rigid_iterations * boost, progress=progress)
-    problem.optimise(rigid=False, iterations=config.iterations * boost, progress=progress)
+    total = config.rigid_iterations + config.iterations
+
+    def report(offset):
+        def callback(step, loss):
+            if progress is not None:
+                progress.progress(min(offset + step, total), total, "fit")
+        return callback
+
+    steps = 0
+    for rigid, iterations in ((True, config.rigid_iterations), (False, config.iterations)):
+        if iterations <= 0:
+            continue
+        solver = LevenbergMarquardt(problem.linearize, problem.regularizer(rigid))
+        x_frames, x_shared, loss, taken = solver.run(x_frames, x_shared, iterations,
+                                                     callback=report(steps))
+        steps += taken
     timings["optimise_s"] = time.perf_counter() - started
-    return problem.result(ids, timings)
+    timings["steps"] = steps
+    return problem.result(x_frames, x_shared, ids, timings)
 
 
 def initial_poses(head: LandmarkHead, target: np.ndarray, valid: np.ndarray,
@@ -174,129 +197,148 @@ def project(points: torch.Tensor, intrinsics: torch.Tensor, depth: float) -> tor
     return torch.stack([u, v], dim=-1)
 
 
-class _Problem:
-    """The parameters, the loss and the L-BFGS loop of one fit.
+class LandmarkProblem:
+    """The landmark fit as a Levenberg-Marquardt problem.
 
-    Scaling matters for L-BFGS: the loss is a sum over frames, translations are optimised in
-    decimetres, and the shared unknowns (shape, focal factor) are divided by sqrt(frames) so that
-    their curvature is comparable to that of one frame's unknowns.
+    Per-frame unknowns (P = K + 18): expression (K), joint rotations (15, axis-angle, joint-major),
+    translation in decimetres (3). Shared unknowns: the first ``n_shape`` identity coefficients,
+    then log(focal factor) when the focal length is fitted.
     """
 
     def __init__(self, head: LandmarkHead, target: np.ndarray, valid: np.ndarray,
                  intrinsics: np.ndarray, image_size: int, depth: float, config: FitConfig):
         self.head, self.config, self.depth = head, config, depth
-        frames = len(target)
         self.pixel_scale = 512.0 / image_size
         self.target = torch.as_tensor(target, dtype=torch.float32)
         self.frame_weight = torch.as_tensor(np.asarray(valid, dtype=np.float32))
-        self.shared_scale = 1.0 / float(np.sqrt(max(1.0, float(np.sum(valid)))))
         weights = torch.as_tensor(landmark_weights(head.ids.numpy()))
         self.landmark_weight = weights / weights.sum()
         self.intrinsics = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
-        self.shape_u = torch.zeros(min(config.n_shape, head.n_shape))
-        self.expression = torch.zeros(frames, head.n_expressions)
-        self.rotations = torch.zeros(frames, 5, 3)
-        self.translation_dm = torch.zeros(frames, 3)
-        self.focal_u = torch.zeros(1)
+        self.n_fit_shape = min(config.n_shape, head.n_shape)
+        self.n_expressions = head.n_expressions
+        self.n_frame = head.n_expressions + 18
+        self.n_shared = self.n_fit_shape + int(config.fit_focal)
 
-    def set_initial(self, root: np.ndarray, translation: np.ndarray) -> None:
-        self.rotations[:, 0] = torch.as_tensor(root, dtype=torch.float32)
-        self.translation_dm[:] = torch.as_tensor(translation, dtype=torch.float32) * 10.0
+    def initial(self, root: np.ndarray, translation: np.ndarray) -> tuple:
+        """(T, P) and (S,) float64 unknowns at the PnP start."""
+        x_frames = torch.zeros(len(root), self.n_frame, dtype=torch.float64)
+        k = self.n_expressions
+        x_frames[:, k:k + 3] = torch.as_tensor(root)
+        x_frames[:, k + 15:] = torch.as_tensor(translation) * 10.0
+        return x_frames, torch.zeros(self.n_shared, dtype=torch.float64)
 
-    @property
-    def translation(self) -> torch.Tensor:
-        return self.translation_dm * 0.1
+    def regularizer(self, rigid: bool) -> Regularizer:
+        config, k = self.config, self.n_expressions
+        prior = torch.zeros(self.n_frame, dtype=torch.float64)
+        prior[:k] = config.expression_prior
+        prior[k + 3:k + 6] = config.neck_prior
+        prior[k + 6:k + 9] = config.jaw_prior
+        prior[k + 9:k + 15] = config.eye_prior
+        shared = torch.full((self.n_shared,), config.shape_prior, dtype=torch.float64)
+        if config.fit_focal:
+            shared[-1] = config.focal_prior
+        smooth = torch.zeros(self.n_frame, dtype=torch.float64)
+        if config.temporal:
+            smooth[:k] = config.smooth_expression
+            smooth[k:] = config.smooth_pose
+            smooth[k + 6:k + 9] = config.smooth_jaw
+            smooth[k + 9:k + 15] = config.smooth_eyes
+        free = torch.ones(self.n_frame, dtype=torch.float64)
+        if rigid:  # root rotation and translation only
+            free[:k] = 0.0
+            free[k + 3:k + 15] = 0.0
+        return Regularizer(prior, shared, smooth, free, torch.ones(self.n_shared, dtype=torch.float64))
 
-    @property
-    def log_focal(self) -> torch.Tensor:
-        return self.focal_u * self.shared_scale
+    def unpack(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> tuple:
+        """Model inputs: shape (n_shape,), expression (T, K), rotations (T, 5, 3),
+        translation (T, 3) metres, log focal factor (scalar tensor)."""
+        k = self.n_expressions
+        shape = torch.zeros(self.head.n_shape, dtype=torch.float32)
+        shape[: self.n_fit_shape] = x_shared[: self.n_fit_shape].float()
+        log_focal = x_shared[-1].float() if self.config.fit_focal else torch.zeros(())
+        frames = x_frames.float()
+        return (shape, frames[:, :k], frames[:, k:k + 15].reshape(-1, 5, 3),
+                frames[:, k + 15:] * 0.1, log_focal)
 
-    def full_shape(self) -> torch.Tensor:
-        shape = self.shape_u * self.shared_scale
-        pad = self.head.n_shape - shape.shape[0]
-        return torch.cat([shape, shape.new_zeros(pad)]) if pad else shape
-
-    def scaled_intrinsics(self) -> torch.Tensor:
+    def scaled_intrinsics(self, log_focal: torch.Tensor) -> torch.Tensor:
         """(T, 3, 3) intrinsics with the shared focal factor applied to fx and fy."""
-        focal_entries = torch.zeros(3, 3)
-        focal_entries[0, 0] = focal_entries[1, 1] = 1.0
-        return self.intrinsics * (1.0 + (torch.exp(self.log_focal) - 1.0) * focal_entries)
+        scaled = self.intrinsics.clone()
+        scaled[:, :2, :2] = scaled[:, :2, :2] * torch.exp(log_focal)
+        return scaled
 
-    def projected(self) -> torch.Tensor:
-        points = self.head(self.full_shape(), self.expression, self.rotations, self.translation)
-        return project(points, self.scaled_intrinsics(), self.depth)
+    def linearize(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> NormalBlocks:
+        """Robust loss and normal equations of the data term, frames in chunks."""
+        shape, expression, rotations, translation, log_focal = self.unpack(x_frames, x_shared)
+        intrinsics = self.scaled_intrinsics(log_focal)
+        frames, p, s = x_frames.shape[0], self.n_frame, self.n_shared
+        out = NormalBlocks(0.0, torch.zeros(frames, p, p), torch.zeros(frames, p, s),
+                           torch.zeros(s, s, dtype=torch.float64), torch.zeros(frames, p),
+                           torch.zeros(s, dtype=torch.float64))
+        for start in range(0, frames, CHUNK_FRAMES):
+            part = slice(start, min(start + CHUNK_FRAMES, frames))
+            coefficients = torch.cat([shape.expand(part.stop - start, -1), expression[part]], 1)
+            self._chunk(part, coefficients, rotations[part], translation[part], intrinsics[part], out)
+        return out
 
-    def loss(self, rigid: bool) -> torch.Tensor:
-        config = self.config
-        residual = (self.projected() - self.target) * self.pixel_scale
-        robust = torch.sqrt((residual ** 2).sum(-1) + config.robust_px ** 2) - config.robust_px
-        data = ((robust * self.landmark_weight).sum(-1) * self.frame_weight).sum()
-        priors = (config.shape_prior * self.full_shape().pow(2).sum()
-                  + config.focal_prior * self.log_focal.pow(2).sum())
-        if not rigid:
-            rot = self.rotations
-            priors = priors + (config.expression_prior * self.expression.pow(2).sum()
-                               + config.jaw_prior * rot[:, 2].pow(2).sum()
-                               + config.neck_prior * rot[:, 1].pow(2).sum()
-                               + config.eye_prior * rot[:, 3:].pow(2).sum())
-        return data + priors + self._temporal(rigid)
-
-    def _temporal(self, rigid: bool) -> torch.Tensor:
-        config = self.config
-        if not config.temporal or self.rotations.shape[0] < 3:
-            return self.rotations.new_zeros(())
-        second = lambda x: (x[2:] - 2 * x[1:-1] + x[:-2]).pow(2).sum()
-        total = config.smooth_pose * (second(self.rotations) + second(self.translation_dm))
-        if not rigid:
-            total = total + config.smooth_expression * second(self.expression)
-        return total
-
-    def optimise(self, rigid: bool, iterations: int, progress=None) -> None:
-        if iterations <= 0:
-            return
-        variables = [self.rotations, self.translation_dm, self.shape_u]
+    def _chunk(self, part: slice, coefficients, rotations, translation, intrinsics,
+               out: NormalBlocks) -> None:
+        head, scale, radius = self.head, self.pixel_scale, self.config.robust_px
+        posed = head.pose(coefficients, rotations, translation)
+        pixels, jacobian = _project_with_jacobian(posed.points, intrinsics, self.depth)
+        residual = (pixels - self.target[part]) * scale                      # (B, L, 2)
+        outer = jacobian * scale                                              # (B, L, 2, 3)
+        d_coefficients, d_rotations = head.jacobian(posed, outer)
+        # One matrix per frame: [frame unknowns | shared unknowns | residual] columns, so a
+        # single Gram product gives the frame block, the coupling, the shared block and both
+        # gradients.
+        k, p, s = self.n_expressions, self.n_frame, self.n_shared
+        columns = torch.empty(*residual.shape, p + s + 1)                     # (B, L, 2, W)
+        columns[..., :k] = d_coefficients[..., head.n_shape:]
+        columns[..., k:k + 15] = d_rotations
+        columns[..., k + 15:p] = outer * 0.1
+        columns[..., p:p + self.n_fit_shape] = d_coefficients[..., : self.n_fit_shape]
         if self.config.fit_focal:
-            variables.append(self.focal_u)
-        if not rigid:
-            variables.append(self.expression)
-        for tensor in (self.rotations, self.translation_dm, self.shape_u, self.focal_u, self.expression):
-            tensor.requires_grad_(any(tensor is v for v in variables))
-        optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=iterations, history_size=40,
-                                      line_search_fn="strong_wolfe", tolerance_grad=1e-9,
-                                      tolerance_change=1e-12)
-        mask = None
-        if rigid:  # only the root rotation moves in the rigid stage
-            mask = torch.zeros_like(self.rotations)
-            mask[:, 0] = 1.0
-        count = [0]
+            columns[..., p + s - 1] = (pixels - intrinsics[:, None, :2, 2]) * scale
+        columns[..., -1] = residual
+        # IRLS weights of the Charbonnier loss: the same gradient, a Gauss-Newton curvature.
+        soft = torch.sqrt((residual ** 2).sum(-1) + radius ** 2)              # (B, L)
+        weight = self.landmark_weight * self.frame_weight[part, None]
+        out.loss += float((weight * (soft - radius)).sum())
+        columns.mul_(torch.sqrt(weight / soft)[..., None, None])
+        flat = columns.flatten(1, 2)                                          # (B, 2L, W)
+        gram = flat.transpose(1, 2) @ flat                                    # (B, W, W)
+        out.frames[part] = gram[:, :p, :p]
+        out.coupling[part] = gram[:, :p, p:p + s]
+        out.gradient_frames[part] = gram[:, :p, -1]
+        out.shared += gram[:, p:p + s, p:p + s].sum(0).double()
+        out.gradient_shared += gram[:, p:p + s, -1].sum(0).double()
 
-        def closure():
-            optimiser.zero_grad()
-            loss = self.loss(rigid)
-            loss.backward()
-            if mask is not None:
-                self.rotations.grad.mul_(mask)
-            count[0] += 1
-            if progress is not None:
-                progress.progress(min(count[0], iterations), iterations,
-                                  "rigid fit" if rigid else "full fit")
-            return loss
-
-        optimiser.step(closure)
-        with torch.no_grad():
-            log.debug("fit (%s): %d evaluations, loss %.4f", "rigid" if rigid else "full", count[0],
-                      float(self.loss(rigid)))
-
-    @torch.no_grad()
-    def result(self, ids: np.ndarray, timings: dict) -> FitResult:
-        projected = self.projected()
-        distance = (projected - self.target).norm(dim=-1)            # (T, L) pixels of the crop
+    def result(self, x_frames: torch.Tensor, x_shared: torch.Tensor, ids: np.ndarray,
+               timings: dict) -> FitResult:
+        shape, expression, rotations, translation, log_focal = self.unpack(x_frames, x_shared)
+        intrinsics = self.scaled_intrinsics(log_focal)
+        points = self.head(shape, expression, rotations, translation)
+        projected = project(points, intrinsics, self.depth)
+        distance = (projected - self.target).norm(dim=-1)                    # (T, L) pixels of the crop
         errors = distance[:, : self.head.n_model_landmarks].mean(-1)
         frames = self.target.shape[0]
         return FitResult(
-            shape=self.full_shape().numpy().copy(), expressions=self.expression.numpy().copy(),
-            joint_rotations=self.rotations.numpy().copy(), translation=self.translation.numpy().copy(),
-            intrinsics=self.scaled_intrinsics().numpy().copy(),
+            shape=shape.numpy().copy(), expressions=expression.numpy().copy(),
+            joint_rotations=rotations.numpy().copy(), translation=translation.numpy().copy(),
+            intrinsics=intrinsics.numpy().copy(),
             extrinsics=np.repeat(extrinsic_matrix(self.depth)[None], frames, axis=0),
             landmark_ids=ids, projected=projected.numpy().copy(), errors_px=errors.numpy().copy(),
-            focal_factor=float(torch.exp(self.log_focal)), timings=timings)
+            focal_factor=float(torch.exp(log_focal)), timings=timings)
+
+
+def _project_with_jacobian(points: torch.Tensor, intrinsics: torch.Tensor, depth: float) -> tuple:
+    """``project`` and its derivative by the points. Returns (T, N, 2) and (T, N, 2, 3)."""
+    x, y = points[..., 0], -points[..., 1]
+    z = (depth - points[..., 2]).clamp_min(1e-3)
+    fx, fy = intrinsics[:, None, 0, 0], intrinsics[:, None, 1, 1]
+    u = fx * x / z + intrinsics[:, None, 0, 2]
+    v = fy * y / z + intrinsics[:, None, 1, 2]
+    zero = torch.zeros_like(x)
+    row_u = torch.stack([fx / z, zero, fx * x / z ** 2], dim=-1)
+    row_v = torch.stack([zero, -fy / z, fy * y / z ** 2], dim=-1)
+    return torch.stack([u, v], dim=-1), torch.stack([row_u, row_v], dim=-2)

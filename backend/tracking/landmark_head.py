@@ -13,6 +13,8 @@ bound to the eye joint, so iris detections drive the eye rotations (gaze).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -71,6 +73,9 @@ class LandmarkHead(torch.nn.Module):
         self.register_buffer("joint_template", joint_template)
         self.register_buffer("joint_dirs_t", joint_dirs.reshape(15, -1).T.contiguous())  # (C, 15)
         self.register_buffer("ids", ids)
+        self.register_buffer("dirs", dirs.contiguous())                              # (L, 3, C)
+        self.register_buffer("joint_dirs", joint_dirs.contiguous())                  # (5, 3, C)
+        self.register_buffer("descendants", _descendants(self.parents))              # (5, 5)
 
     def forward(self, shape: torch.Tensor, expression: torch.Tensor, joint_rotations: torch.Tensor,
                 translation: torch.Tensor) -> torch.Tensor:
@@ -80,7 +85,7 @@ class LandmarkHead(torch.nn.Module):
         vertex or its corners share weights, and within a fraction of a millimetre elsewhere.
 
         Args:
-            shape: (S,) identity coefficients shared by the batch.
+            shape: (S,) identity coefficients shared by the batch, or (B, S) one per frame.
             expression: (B, K).
             joint_rotations: (B, 5, 3) axis-angle.
             translation: (B, 3).
@@ -89,19 +94,153 @@ class LandmarkHead(torch.nn.Module):
             (B, L, 3).
         """
         batch = expression.shape[0]
-        coefficients = torch.cat([shape[None].expand(batch, -1), expression], dim=1)
+        shape = shape.expand(batch, -1) if shape.dim() == 2 else shape[None].expand(batch, -1)
+        return self.points(torch.cat([shape, expression], dim=1), joint_rotations, translation)
+
+    def points(self, coefficients: torch.Tensor, joint_rotations: torch.Tensor,
+               translation: torch.Tensor) -> torch.Tensor:
+        """``forward`` on stacked coefficients, written without in-place writes (``torch.func``).
+
+        Args:
+            coefficients: (B, S + K) shape then expression coefficients.
+            joint_rotations: (B, 5, 3) axis-angle.
+            translation: (B, 3).
+
+        Returns:
+            (B, L, 3).
+        """
+        batch = coefficients.shape[0]
         # 1. Shaped rest points and joints (joints are linear in the coefficients).
         shaped = self.template + (coefficients @ self.dirs_t).view(batch, -1, 3)
         rest_joints = self.joint_template + (coefficients @ self.joint_dirs_t).view(batch, 5, 3)
-        # 2. Pose correctives and the rigid chain.
-        rotations = lbs.batch_rodrigues(joint_rotations.reshape(-1, 3)).view(batch, -1, 3, 3)
+        # 2. Pose correctives, then the rigid chain: world rotations and posed joints.
+        rotations = lbs.batch_rodrigues(joint_rotations.reshape(-1, 3)).view(batch, 5, 3, 3)
         corrected = shaped + (lbs.pose_features(rotations) @ self.posedirs).view(batch, -1, 3)
-        _, transforms = lbs.batch_rigid_transform(rotations, rest_joints, self.parents)
+        world_rotations, posed_joints = _chain(rotations, rest_joints, self.parents)
+        shift = posed_joints - (world_rotations @ rest_joints[..., None])[..., 0]
+        transforms = torch.cat([world_rotations, shift[..., None]], dim=3)  # (B, 5, 3, 4)
         # 3. Linear blend skinning as one matmul over joints: (L, 5) x (B, 5, 12) -> (B, L, 3, 4).
-        blended = torch.matmul(self.weights, transforms[:, :, :3, :].reshape(batch, 5, 12))
-        blended = blended.view(batch, -1, 3, 4)
-        posed = (blended[..., :3] * corrected[:, :, None, :]).sum(-1) + blended[..., 3]
-        return posed + translation[:, None]
+        blended = torch.matmul(self.weights, transforms.reshape(batch, 5, 12)).view(batch, -1, 3, 4)
+        posed_points = (blended[..., :3] * corrected[:, :, None, :]).sum(-1) + blended[..., 3]
+        return posed_points + translation[:, None]
+
+
+    def pose(self, coefficients: torch.Tensor, joint_rotations: torch.Tensor,
+             translation: torch.Tensor) -> PosedLandmarks:
+        """``points`` plus what ``jacobian`` needs. Shapes as in ``points``."""
+        batch = coefficients.shape[0]
+        shaped = self.template + (coefficients @ self.dirs_t).view(batch, -1, 3)
+        rest_joints = self.joint_template + (coefficients @ self.joint_dirs_t).view(batch, 5, 3)
+        rotations = lbs.batch_rodrigues(joint_rotations.reshape(-1, 3)).view(batch, 5, 3, 3)
+        corrected = shaped + (lbs.pose_features(rotations) @ self.posedirs).view(batch, -1, 3)
+        world, posed = _chain(rotations, rest_joints, self.parents)
+        shift = posed - (world @ rest_joints[..., None])[..., 0]
+        per_joint = torch.einsum("bjac,blc->blja", world, corrected) + shift[:, None]  # (B, L, 5, 3)
+        points = torch.einsum("lj,blja->bla", self.weights, per_joint) + translation[:, None]
+        return PosedLandmarks(points, joint_rotations, rotations, world, posed, per_joint)
+
+    def jacobian(self, posed: PosedLandmarks, outer: torch.Tensor) -> tuple:
+        """Exact derivatives of ``outer @ points`` (chain rule), in closed form for the fit.
+
+        The derivative by the translation is ``outer`` itself.
+
+        Args:
+            posed: from ``pose``.
+            outer: (B, L, R, 3) derivative of R quantities per landmark by its point (e.g. the
+                projection's 2 x 3 Jacobian; the identity gives the points' own Jacobian).
+
+        Returns:
+            d_coefficients (B, L, R, C); d_rotations (B, L, R, 15) by each joint's axis-angle
+            components (joint-major).
+        """
+        batch, world = outer.shape[0], posed.world
+        blended = torch.einsum("lj,bjac->blac", self.weights, world)                # (B, L, 3, 3)
+        through = outer @ blended                                                      # (B, L, R, 3)
+        # 1. Coefficients move the rest points and the rest joints (hence every joint's shift).
+        d_coefficients = torch.einsum("blra,lan->blrn", through, self.dirs)
+        d_posed, dirs = [], self.joint_dirs
+        for j, parent in enumerate(self.parents):
+            d_posed.append(dirs[j].expand(batch, -1, -1) if parent < 0 else
+                           d_posed[parent] + world[:, parent] @ (dirs[j] - dirs[parent]))
+        d_shift = torch.stack(d_posed, dim=1) - world @ self.joint_dirs               # (B, 5, 3, C)
+        weighted = torch.einsum("lj,blra->blrja", self.weights, outer).flatten(3)     # (B, L, R, 15)
+        d_coefficients = d_coefficients + (weighted.flatten(1, 2) @ d_shift.flatten(1, 2)).view_as(
+            d_coefficients)
+        # 2. Turning joint j by w (world axes) turns everything below it about its posed joint:
+        #    outer . (w x arm) = w . (arm x outer).
+        reach = self.weights @ self.descendants.T                                      # (L, 5)
+        below = torch.einsum("kj,lj,blja->blka", self.descendants, self.weights, posed.per_joint)
+        arm = (below - reach[None, :, :, None] * posed.posed_joints[:, None])[:, :, None]  # (B,L,1,5,3)
+        rows = outer[:, :, :, None, :]                                                 # (B,L,R,1,3)
+        d_world = torch.stack([arm[..., 1] * rows[..., 2] - arm[..., 2] * rows[..., 1],
+                               arm[..., 2] * rows[..., 0] - arm[..., 0] * rows[..., 2],
+                               arm[..., 0] * rows[..., 1] - arm[..., 1] * rows[..., 0]], dim=-1)
+        # 3. ... and changes the pose correctives of joints 1..4: the local rotation R becomes
+        #    R exp([W' w]x), so d(R - I) = R [W' e_i]x along world axis i.
+        generators = _GENERATORS.to(world)
+        local_axes = torch.einsum("bjia,axy->bjixy", world[:, 1:], generators)        # (B,4,3,3,3)
+        d_features = (posed.rotations[:, 1:, None] @ local_axes).flatten(3)            # (B,4,3,9)
+        d_points = d_features.transpose(0, 1).reshape(4, -1, 9) @ self.posedirs.view(4, 9, -1)
+        d_points = d_points.view(4, batch, 3, -1, 3).permute(1, 3, 4, 0, 2).flatten(3)  # (B,L,3,12)
+        d_corrective = (through @ d_points).unflatten(3, (4, 3))
+        d_world = torch.cat([d_world[:, :, :, :1], d_world[:, :, :, 1:] + d_corrective], dim=3)
+        # 4. World increments from axis-angle increments: w = W_j J_r(a_j) da_j (right Jacobian).
+        right = _right_jacobian(posed.joint_rotations.reshape(-1, 3)).view(batch, 5, 3, 3)
+        d_rotations = torch.einsum("blrjk,bjki->blrji", d_world, world @ right)
+        return d_coefficients, d_rotations.flatten(3)
+
+
+@dataclass
+class PosedLandmarks:
+    """The landmark forward pass with the intermediates of its Jacobian."""
+
+    points: torch.Tensor           # (B, L, 3) posed landmarks, translation included
+    joint_rotations: torch.Tensor  # (B, 5, 3) axis-angle
+    rotations: torch.Tensor        # (B, 5, 3, 3) local rotation matrices
+    world: torch.Tensor            # (B, 5, 3, 3) world rotations
+    posed_joints: torch.Tensor     # (B, 5, 3) without the translation
+    per_joint: torch.Tensor        # (B, L, 5, 3) each landmark moved by each joint alone
+
+
+_GENERATORS = torch.tensor([[[0.0, 0, 0], [0, 0, -1], [0, 1, 0]],
+                            [[0.0, 0, 1], [0, 0, 0], [-1, 0, 0]],
+                            [[0.0, -1, 0], [1, 0, 0], [0, 0, 0]]])  # [e_i]x for i = x, y, z
+
+
+def _chain(rotations: torch.Tensor, rest_joints: torch.Tensor, parents) -> tuple:
+    """World rotations (B, J, 3, 3) and posed joints (B, J, 3) down the kinematic tree."""
+    world, posed = [], []
+    for j, parent in enumerate(parents):
+        if parent < 0:
+            world.append(rotations[:, j])
+            posed.append(rest_joints[:, j])
+        else:
+            offset = rest_joints[:, j] - rest_joints[:, parent]
+            world.append(world[parent] @ rotations[:, j])
+            posed.append(posed[parent] + (world[parent] @ offset[..., None])[..., 0])
+    return torch.stack(world, dim=1), torch.stack(posed, dim=1)
+
+
+def _descendants(parents) -> torch.Tensor:
+    """(J, J) with [j, k] = 1 where joint k is j or below j in the tree."""
+    table = torch.eye(len(parents))
+    for k in range(len(parents)):
+        parent = parents[k]
+        while parent >= 0:
+            table[parent, k] = 1.0
+            parent = parents[parent]
+    return table
+
+
+def _right_jacobian(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Right Jacobian of SO(3): R(a + d) = R(a) exp([J_r(a) d]x) to first order. (N, 3) -> (N, 3, 3)."""
+    angle = axis_angle.norm(dim=1)[:, None, None]
+    skew = torch.einsum("ni,ijk->njk", axis_angle, _GENERATORS.to(axis_angle))
+    small = angle < 1e-4
+    safe = torch.where(small, torch.ones_like(angle), angle)
+    first = torch.where(small, 0.5 - angle ** 2 / 24, (1 - torch.cos(safe)) / safe ** 2)
+    second = torch.where(small, 1 / 6 - angle ** 2 / 120, (safe - torch.sin(safe)) / safe ** 3)
+    return torch.eye(3, dtype=axis_angle.dtype) - first * skew + second * (skew @ skew)
 
 
 def _pupil_offset(model, joint: int, joint_rest: torch.Tensor) -> torch.Tensor:

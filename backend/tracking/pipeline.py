@@ -7,18 +7,37 @@ import os
 
 import numpy as np
 
+from ..errors import InputError
 from ..formats import tracking as tracking_format
 from .fit import FitConfig, FitResult, fit_landmarks
+from .landmarks import N_LANDMARKS
 
 log = logging.getLogger("toonsplat")
 FLAG_ERROR_PX = 12.0  # frames whose fitted landmarks miss by more (pixels at 512) are flagged
 
 
-def load_model(spec: str, n_expressions: int = 50):
-    """The head model named on the command line (``builtin`` or a FLAME file)."""
+def load_model(spec: str, n_expressions: int = 50, landmark_embedding: str | None = None):
+    """The head model named on the command line (``builtin`` or a FLAME file), checked for fitting.
+
+    Raises:
+        InputError: the model has no MediaPipe landmarks to fit (a FLAME file without, or with a
+            68-point, landmark embedding).
+    """
     from ..headmodel import load_head_model
 
-    return load_head_model(spec=spec, n_expressions=n_expressions)
+    model = load_head_model(spec=spec, n_expressions=n_expressions,
+                            landmark_embedding=landmark_embedding)
+    ids = model.landmark_ids.numpy()
+    if len(ids) == 0:
+        raise InputError(f"the head model {spec} has no landmark correspondence, so it cannot be "
+                         "fitted to video; pass --landmark-embedding mediapipe_landmark_embedding.npz "
+                         "(the file that comes with FLAME trackers such as metrical-tracker)")
+    if (ids >= N_LANDMARKS).any() or len(ids) < 40:
+        raise InputError(f"the landmark embedding {landmark_embedding} has {len(ids)} points "
+                         f"{'with' if (ids >= N_LANDMARKS).any() else 'and no'} non-MediaPipe ids; "
+                         "the tracker fits MediaPipe FaceMesh landmarks and needs at least 40 of them: "
+                         "use mediapipe_landmark_embedding.npz, not the 68-point landmark_embedding.npy")
+    return model
 
 
 def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: np.ndarray,
@@ -38,8 +57,10 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
     Returns:
         a summary for prepare.json: errors, flagged frames, focal factor, timings.
     """
-    model = load_model(options.head_model, options.n_expressions)
-    config = FitConfig(iterations=options.fit_iterations, temporal=not single_image)
+    model = load_model(options.head_model, options.n_expressions, options.landmark_embedding)
+    config = FitConfig(temporal=not single_image)
+    if options.fit_iterations is not None:
+        config.iterations = options.fit_iterations
     result = fit_landmarks(model, landmarks.points[..., :2], landmarks.valid, intrinsics,
                            options.size, config, progress)
     scale = 512.0 / options.size
@@ -48,7 +69,8 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
     if flagged.any():
         log.warning("%d frames fit badly (landmark error > %.0f px at 512): flagged invalid "
                     "(extreme head turn or occlusion?)", int(flagged.sum()), FLAG_ERROR_PX)
-    track = to_tracking(model, result, frames, valid, options.size, info)
+    track = to_tracking(model, result, frames, valid, options.size, info,
+                        options.landmark_embedding)
     tracking_format.write(os.path.join(out, "tracking.npz"), track)
     qa_paths = []
     if options.qa:
@@ -69,10 +91,14 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
 
 
 def to_tracking(model, result: FitResult, frames: dict, valid: np.ndarray, size: int,
-                info) -> tracking_format.Tracking:
-    """The tracking-file record of a fit."""
+                info, landmark_embedding: str | None = None) -> tracking_format.Tracking:
+    """The tracking-file record of a fit (``head_model.path``: the FLAME file, for the trainer)."""
     head_model = {"kind": model.kind, "source": str(getattr(model, "source", "")),
                   "n_shape": int(model.n_shape), "n_expressions": int(model.n_expressions)}
+    if model.kind != "builtin":
+        head_model["path"] = os.path.abspath(str(getattr(model, "source", "")))
+    if landmark_embedding:
+        head_model["landmark_embedding"] = os.path.abspath(landmark_embedding)
     return tracking_format.Tracking(
         fps=float(info.fps), frame_ids=np.asarray(frames["indices"], np.int32),
         timestamps=np.asarray(frames["timestamps"], np.float64),

@@ -27,7 +27,10 @@ IRIS_CENTRE_RIGHT = 468
 
 # Weight of each region in the landmark loss. The face oval is a silhouette (it slides over the
 # surface as the head turns), so it counts less than points fixed on the surface.
-REGION_WEIGHTS = {"lips": 2.0, "eyes": 2.0, "brows": 1.0, "nose": 1.5, "oval": 0.3, "iris": 5.0}
+# The iris centres drive gaze; the rim points count less, since models draw the iris outline
+# differently (the built-in model's iris is flatter than mediapipe's circle).
+REGION_WEIGHTS = {"lips": 2.0, "eyes": 2.0, "brows": 1.0, "nose": 1.5, "oval": 0.3, "iris": 1.0,
+                  "iris_centre": 6.0}
 
 
 def landmark_weights(ids: np.ndarray) -> np.ndarray:
@@ -37,6 +40,7 @@ def landmark_weights(ids: np.ndarray) -> np.ndarray:
               "nose": NOSE, "oval": FACE_OVAL, "iris": IRIS_LEFT + IRIS_RIGHT}
     for name, members in groups.items():
         table[list(members)] = REGION_WEIGHTS[name]
+    table[[IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT]] = REGION_WEIGHTS["iris_centre"]
     return table[np.asarray(ids, dtype=np.int64)]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import polar_rotation, quat_multiply, matrix_to_quat
+from .geometry import matrix_to_quat, polar_rotation, quat_multiply
 
 
 def _frames(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

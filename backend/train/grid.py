@@ -32,7 +32,7 @@ class SurfaceGrid:
 
     @classmethod
     def build(cls, vertices: torch.Tensor, faces: torch.Tensor, resolution: int = 64,
-              padding: float = 0.15, band_cells: float = 3.0) -> "SurfaceGrid":
+              padding: float = 0.15, band_cells: float = 3.0) -> SurfaceGrid:
         """Build the grid for mesh (V, 3), (F, 3) at ``resolution`` nodes per axis."""
         from scipy.spatial import cKDTree
 
@@ -108,5 +108,5 @@ class SurfaceGrid:
                 "bary": self.bary}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "SurfaceGrid":
+    def from_state_dict(cls, state: dict) -> SurfaceGrid:
         return cls(state["origin"], float(state["cell"]), state["face_ids"], state["bary"])

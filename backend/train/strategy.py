@@ -15,8 +15,8 @@ threshold, and prune transparent or huge ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
