@@ -32,6 +32,11 @@ status=0
 } > "$RESULTS_DIR/environment.txt" 2>&1
 cat "$RESULTS_DIR/environment.txt"
 
+if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "error: $PYTHON's torch sees no CUDA device; run this on a lent GPU machine" >&2
+    exit 2
+fi
+
 # --- 1. install gsplat offline ---------------------------------------------------------------
 shopt -s nullglob
 packages=("$WHEELS_DIR"/gsplat-1.5.3*)

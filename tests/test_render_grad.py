@@ -124,3 +124,29 @@ def test_float32_gradients_agree_with_float64():
         grads[dtype] = [p.grad.double() for p in params]
     for field, a, b in zip(FIELDS, grads[torch.float32], grads[torch.float64]):
         assert (a - b).norm() / b.norm() < 1e-3, field
+
+
+@pytest.mark.parametrize("budget, n_stored", [(0, 0), (70_000, 1)])
+def test_recomputed_blocks_give_the_same_gradients(monkeypatch, budget, n_stored):
+    """The backward reuses blocks the forward stored; with no (or a partial) budget it recomputes."""
+    from backend.render import composite, torch_backend
+
+    g, cameras = make_scene(30, seed=7, opacity_range=(0.2, 0.9)), make_cameras(40, 28)
+    grads, memos = [], []
+    walk = composite._depth_blocks
+
+    def spying_walk(*args, memo=None, **kwargs):
+        memos.append(memo)
+        yield from walk(*args, memo=memo, **kwargs)
+
+    monkeypatch.setattr(composite, "_depth_blocks", spying_walk)
+    for store in (torch_backend.STORE_BUDGET, budget):
+        monkeypatch.setattr(torch_backend, "STORE_BUDGET", store)
+        params = [getattr(g, f).clone().requires_grad_(True) for f in FIELDS]
+        out = render(Gaussians(**dict(zip(FIELDS, params))), cameras)
+        stored = 0 if memos[-1] is None else len(memos[-1]) - 1  # less the "budget" entry
+        (out.rgb.sum() + out.depth.sum() + out.alpha.sum()).backward()
+        grads.append([p.grad for p in params])
+    assert stored == n_stored  # 70k: the first block (32 tiles x 16 pairs x 64 px) only
+    for field, a, b in zip(FIELDS, *grads):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14), field

@@ -50,8 +50,8 @@ def test_single_portrait_matches_mediapipe(tmp_path):
     inner = ~np.isin(ids, FACE_OVAL)   # the oval is a silhouette, not points fixed on the face
     print(f"astronaut: mean landmark distance {distance.mean() * 100:.2f}% of the inter-ocular "
           f"distance ({interocular:.0f} px), {distance[inner].mean() * 100:.2f}% without the oval")
-    # Acceptance asks for 3% over all landmarks; the built-in model reaches ~3.0% (see the report).
-    assert distance.mean() < 0.035 and distance[inner].mean() < 0.03
+    # Acceptance: within 3% of the inter-ocular distance over all landmarks (~2.7% measured).
+    assert distance.mean() <= 0.03 and distance[inner].mean() <= 0.03
     mask = read_png(out / "masks" / "000000.png", gray=True)
     assert mask[256, 256] > 128 and mask.shape == (512, 512)
     assert (out / "qa" / "landmarks.png").exists()
@@ -61,7 +61,7 @@ def test_video_prepares_frames_masks_and_tracking(tmp_path):
     video = write_video(tmp_path / "face.mp4", face_frames(8, 256, 4), fps=10)
     out = tmp_path / "prepared"
     assert main(["prepare", "--video", str(video), "--out", str(out), "--size", "128",
-                 "--stride", "2", "--fit-iterations", "30", "--progress", "quiet"]) == 0
+                 "--stride", "2", "--fit-iterations", "8", "--progress", "quiet"]) == 0
     track = tracking_format.read(out / "tracking.npz")
     assert list(track.frame_ids) == [0, 2, 4, 6]
     np.testing.assert_allclose(track.timestamps, [0, 0.2, 0.4, 0.6], atol=1e-6)
@@ -95,7 +95,7 @@ def test_occluded_and_missing_faces_are_flagged_not_fatal(tmp_path):
     video = write_video(tmp_path / "gaps.mp4", frames, fps=10)
     out = tmp_path / "prepared"
     assert main(["prepare", "--video", str(video), "--out", str(out), "--size", "128",
-                 "--fit-iterations", "30", "--progress", "quiet"]) == 0
+                 "--fit-iterations", "8", "--progress", "quiet"]) == 0
     track = tracking_format.read(out / "tracking.npz")
     assert track.n_frames == 10 and not track.valid[3] and not track.valid[4]
     assert np.isfinite(track.joint_rotations).all() and track.valid[[0, 1, 2, 5, 6, 8, 9]].all()

@@ -158,8 +158,11 @@ def test_blend_and_skin_match_the_numpy_reference():
     expected = animate.posed_means(avatar, expressions, rotations, translation)
     posed = model.skin(model.blend(torch.tensor(expressions).float()), transforms)
     assert np.abs(posed.means.detach().numpy() - expected).max() < 1e-5
-    fast = Animator.from_avatar(avatar).frame(torch.tensor(expressions).float(), transforms)
+    animator = Animator.from_avatar(avatar)
+    fast = animator.frame(torch.tensor(expressions).float(), transforms)
     assert np.abs(fast["means"].numpy() - expected).max() < 1e-5
+    positions = animator.positions(torch.tensor(expressions).float(), transforms)
+    assert np.abs(positions.numpy() - expected).max() < 1e-5
     fast_rotation = geometry.quat_to_matrix(fast["quats"])
     same_rotation = fast_rotation @ geometry.quat_to_matrix(posed.quats).transpose(1, 2)
     assert torch.allclose(same_rotation, torch.eye(3).expand_as(same_rotation), atol=1e-4)

@@ -2,7 +2,8 @@
 
 The deltas of every blended property are packed into one (K, N*14) matrix
 (3 position + 3 log-scale + 4 rotation + 1 opacity + 3 colour per Gaussian), so blending K
-blendshapes is a single vector-matrix product; skinning is an (N, J) x (J, 16) product.
+blendshapes is a vector-matrix product per property block; skinning is an (N, J) x (J, 12)
+product.
 This is what ``bench animate`` measures and what ``render`` could use at scale.
 """
 
@@ -20,6 +21,9 @@ LAYOUT = (("means", 3), ("log_scales", 3), ("quats", 4), ("opacity_logits", 1), 
 class Animator:
     """Packed avatar for per-frame blending and skinning.
 
+    The delta matrix holds one contiguous column block per property (all positions first), so
+    blending positions alone reads only that block.
+
     Args:
         base: neutral properties {name: (N, width)} for the names of LAYOUT.
         deltas: blendshape deltas {name: (K, N, width)}.
@@ -29,10 +33,14 @@ class Animator:
     def __init__(self, base: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor],
                  lbs_weights: torch.Tensor):
         n = base["means"].shape[0]
-        self.base = torch.cat([base[name].reshape(n, width) for name, width in LAYOUT], dim=1).contiguous()
         k = deltas["means"].shape[0]
-        self.deltas = torch.cat([deltas[name].reshape(k, n, width) for name, width in LAYOUT],
-                                dim=2).reshape(k, -1).contiguous()
+        self.base = {name: base[name].reshape(n, width).contiguous() for name, width in LAYOUT}
+        self.deltas = torch.cat([deltas[name].reshape(k, n * width) for name, width in LAYOUT],
+                                dim=1).contiguous()
+        self.blocks, start = {}, 0
+        for name, width in LAYOUT:
+            self.blocks[name] = (start, start + n * width, width)
+            start += n * width
         self.lbs_weights = lbs_weights.contiguous()
         self.n = n
 
@@ -47,19 +55,29 @@ class Animator:
                   "sh_dc": t(avatar.delta_sh[:, :, 0]).reshape(k, n, 3)}
         return cls(base, deltas, t(avatar.lbs_weights))
 
-    def blend(self, expressions: torch.Tensor) -> torch.Tensor:
-        """(K,) -> packed (N, 14) blended properties."""
-        return self.base + (expressions @ self.deltas).view(self.n, -1)
+    def blend(self, expressions: torch.Tensor, names=tuple(name for name, _ in LAYOUT)) -> dict:
+        """(K,) -> {name: (N, width)} blended properties (Eq. 1), only for ``names``."""
+        out = {}
+        for name in names:
+            start, stop, width = self.blocks[name]
+            out[name] = self.base[name] + (expressions @ self.deltas[:, start:stop]).view(self.n, width)
+        return out
 
-    def skin(self, packed: torch.Tensor, transforms: torch.Tensor) -> dict[str, torch.Tensor]:
-        """LBS of packed properties with (J, 4, 4) transforms -> posed means and rotations."""
+    def skin(self, blended: dict, transforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """LBS of blended properties with (J, 4, 4) transforms: posed means (and rotations)."""
         per_gaussian = (self.lbs_weights @ transforms[:, :3, :].reshape(-1, 12)).view(-1, 3, 4)
-        means = torch.einsum("nab,nb->na", per_gaussian[:, :, :3], packed[:, :3]) + per_gaussian[:, :, 3]
-        quats = packed[:, 6:10]
-        quats = quats / quats.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        rotation = skinning_quats(self.lbs_weights, transforms)
-        return {"means": means, "quats": quat_multiply(rotation, quats),
-                "log_scales": packed[:, 3:6], "opacity_logits": packed[:, 10], "sh_dc": packed[:, 11:14]}
+        out = dict(blended)
+        out["means"] = torch.einsum("nab,nb->na", per_gaussian[:, :, :3], blended["means"]) \
+            + per_gaussian[:, :, 3]
+        if "quats" in blended:
+            quats = blended["quats"] / blended["quats"].norm(dim=1, keepdim=True).clamp_min(1e-12)
+            out["quats"] = quat_multiply(skinning_quats(self.lbs_weights, transforms), quats)
+        return out
 
     def frame(self, expressions: torch.Tensor, transforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every property of one frame, posed."""
         return self.skin(self.blend(expressions), transforms)
+
+    def positions(self, expressions: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+        """Posed Gaussian centres only (what Blender's shape keys + armature compute). (N, 3)."""
+        return self.skin(self.blend(expressions, ("means",)), transforms)["means"]

@@ -57,10 +57,10 @@ def run(args) -> Iterator[BenchRecord]:
         else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else \
         f"{cpu_device_name()}, {torch.get_num_threads()} torch threads"
-    repeats, warmup = (1, 1) if args.quick else (3, 1)
+    repeats, warmup = (1, 1) if args.quick else (5, 1)
     cases = QUICK_CASES if args.quick else CASES + (((70_000, 512),) if device == "cuda" else ())
     for n, size in cases:
-        yield from _bench_case(n, size, device, name, repeats * (10 if device == "cuda" else 1), warmup)
+        yield from _bench_case(n, size, device, name, repeats * (4 if device == "cuda" else 1), warmup)
 
 
 def _bench_case(n: int, size: int, device: str, name: str, repeats: int,

@@ -13,7 +13,8 @@ sequential early stop. A pair's exponent E = log(o) - sigma is a quadratic in th
 basis evaluates a whole tile. Pairs are visited ``block`` deep at a time and a tile stops once all
 its pixels are done, so only the pairs in front of the early stop are ever touched.
 
-Backward (recomputing each block, so nothing per-pixel is stored): with v_i = g . f_i,
+Backward, block by block (blocks the forward stored within a memory budget are reused, the others
+recomputed, so memory stays bounded): with v_i = g . f_i,
 
     dL/dalpha_i = T_i v_i - (sum_{k>i} w_k v_k) / (1 - alpha_i),   dL/dE_i = alpha_i dL/dalpha_i,
 
@@ -57,6 +58,8 @@ class Layout:
         tile_centres: (n_tiles, 2) pixel coordinates of each tile's centre.
         basis: (6, tile_size^2) [1, x, y, x^2, xy, y^2] of pixel centres relative to the tile centre.
         block: pairs per tile composited per step.
+        store_budget: elements of per-pixel state the forward may keep for the backward (two
+            tensors per block); 0 when no backward will run. Blocks beyond it are recomputed.
     """
 
     chunks: list[Chunk]
@@ -66,6 +69,7 @@ class Layout:
     tile_centres: torch.Tensor
     basis: torch.Tensor
     block: int = 16
+    store_budget: int = 0
 
 
 def pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -133,18 +137,22 @@ def _splat_gradients(grad_coefs: torch.Tensor, grad_feats: torch.Tensor, splats:
                       grad_feats[..., :4]], -1)
 
 
-def _depth_blocks(splats: torch.Tensor, layout: Layout, chunk: Chunk, carried: dict, retire=None):
+def _depth_blocks(splats: torch.Tensor, layout: Layout, chunk: Chunk, carried: dict, retire=None,
+                  memo: dict | None = None):
     """Walk a chunk's tiles front to back, ``layout.block`` pairs at a time, yielding ``_Block``s.
 
     Tiles leave the walk when their pairs run out or every pixel's transmittance is below 1e-4
     (in batches: a finished tile composites zeros until then); ``retire(chunk_rows, carried)`` then
-    receives their carried tensors. Masks are arithmetic
-    (``threshold``, ``sign``): several times faster than ``where`` and boolean masks on CPU.
+    receives their carried tensors. Masks are arithmetic (``threshold``, ``sign``): several times
+    faster than ``where`` and boolean masks on CPU.
 
     Args:
         splats: (R + 1, 10) splat table, last row the dummy (alpha 0).
         layout, chunk: the tiling. carried: name -> (nt, ...) per-tile tensors to compact along.
         retire: optional callback for tiles that leave the walk.
+        memo: the forward's stored blocks, keyed (id of the chunk, first pair); a block found there
+            is not recomputed, one missing is computed and, while ``memo["budget"]`` elements remain,
+            stored.
     """
     basis, block = layout.basis, layout.block
     starts, counts = layout.tile_starts[chunk.tiles], layout.tile_counts[chunk.tiles]
@@ -165,17 +173,27 @@ def _depth_blocks(splats: torch.Tensor, layout: Layout, chunk: Chunk, carried: d
             carried = {name: value[keep] for name, value in carried.items()}
         if rows.numel() == 0:
             return
-        index = torch.where(first + slots < counts[:, None], starts[:, None] + first + slots, -1)
-        ids = flat_ids[index]
-        rows_splats = splats[ids]
-        offset = rows_splats[..., :2] - centres[:, None, :]
-        coefs = _exponent_coefficients(rows_splats, offset) * LOG2E
-        gaussian = torch.exp2(coefs @ basis)
-        alpha = F.threshold(gaussian, ALPHA_MIN, 0.0).clamp_max_(ALPHA_MAX)
-        one_minus = 1.0 - alpha
-        after = torch.cumprod(one_minus, dim=1).mul_(carried["transmittance"][:, None, :])
-        carried["transmittance"].copy_(after[:, -1])
-        kept_after = F.threshold(after, TRANSMITTANCE_MIN, 0.0)
+        key = (id(chunk), first)
+        if memo is not None and key in memo:
+            ids, alpha, kept_after, last = memo[key]
+            rows_splats = splats[ids]
+            offset = rows_splats[..., :2] - centres[:, None, :]
+            one_minus = 1.0 - alpha
+        else:
+            index = torch.where(first + slots < counts[:, None], starts[:, None] + first + slots, -1)
+            ids = flat_ids[index]
+            rows_splats = splats[ids]
+            offset = rows_splats[..., :2] - centres[:, None, :]
+            coefs = _exponent_coefficients(rows_splats, offset) * LOG2E
+            alpha = F.threshold(torch.exp2(coefs @ basis), ALPHA_MIN, 0.0).clamp_max_(ALPHA_MAX)
+            one_minus = 1.0 - alpha
+            after = torch.cumprod(one_minus, dim=1).mul_(carried["transmittance"][:, None, :])
+            last = after[:, -1].clone()
+            kept_after = F.threshold(after, TRANSMITTANCE_MIN, 0.0)
+            if memo is not None and memo["budget"] >= 2 * alpha.numel():
+                memo["budget"] -= 2 * alpha.numel()
+                memo[key] = (ids, alpha, kept_after, last)
+        carried["transmittance"].copy_(last)
         before = kept_after / one_minus
         feats = torch.cat([rows_splats[..., 6:], torch.ones_like(rows_splats[..., :1])], -1)
         yield _Block(carried, ids, rows_splats, offset, feats, alpha, kept_after, before, alpha * before)
@@ -188,15 +206,16 @@ class CompositeTiles(torch.autograd.Function):
     def forward(ctx, splats: torch.Tensor, layout: Layout) -> torch.Tensor:
         out = splats.new_zeros(layout.tile_counts.numel(), N_FEATURES, layout.basis.shape[1])
         padded = _pad(splats)
+        memo = {"budget": layout.store_budget} if layout.store_budget > 0 else None
         for chunk in layout.chunks:
             def retire(rows, carried, tiles=chunk.tiles):
                 out[tiles[rows]] = carried["image"]
 
             image = out.new_zeros(len(chunk.tiles), N_FEATURES, layout.basis.shape[1])
-            for step in _depth_blocks(padded, layout, chunk, {"image": image}, retire):
+            for step in _depth_blocks(padded, layout, chunk, {"image": image}, retire, memo=memo):
                 step.carried["image"].baddbmm_(step.feats.transpose(1, 2), step.weights)
         ctx.save_for_backward(splats, out)
-        ctx.layout = layout
+        ctx.layout, ctx.memo = layout, memo
         return out
 
     @staticmethod
@@ -211,7 +230,7 @@ class CompositeTiles(torch.autograd.Function):
             grad = grad_out[chunk.tiles]  # (nt, 5, px)
             carried = {"grad": grad, "total": (grad * out[chunk.tiles]).sum(1),  # sum_k w_k v_k
                        "in_front": grad.new_zeros(len(chunk.tiles), pixels)}  # over earlier blocks
-            for step in _depth_blocks(padded, layout, chunk, carried):
+            for step in _depth_blocks(padded, layout, chunk, carried, memo=ctx.memo):
                 grad_rows, in_front = step.carried["grad"], step.carried["in_front"]
                 v = step.feats @ grad_rows  # (na, Kb, px)
                 through = torch.cumsum(step.weights * v, dim=1).add_(in_front[:, None, :])
@@ -225,6 +244,7 @@ class CompositeTiles(torch.autograd.Function):
                 grad_feats = (grad_rows @ step.weights.transpose(1, 2)).transpose(1, 2)
                 grad_rows_splats = _splat_gradients(grad_coefs, grad_feats, step.splats, step.offset)
                 grad_splats.index_add_(0, step.ids.reshape(-1), grad_rows_splats.reshape(-1, N_SPLAT))
+        ctx.memo = None  # free the stored blocks; a second backward recomputes them
         return grad_splats[:-1], None
 
 

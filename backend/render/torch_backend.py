@@ -12,6 +12,7 @@ from .types import Cameras, Gaussians, RenderOutput
 
 CHUNK_BUDGET = 1 << 20  # (tile, pair, pixel) elements composited at once: 4 MB per fp32 buffer
 DEPTH_BLOCK = 16  # pairs per tile per compositing step
+STORE_BUDGET = 1 << 26  # per-pixel elements the forward keeps for the backward: 256 MB in fp32
 
 
 def render_torch(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, sh_degree: int,
@@ -38,9 +39,10 @@ def render_torch(gaussians: Gaussians, cameras: Cameras, background: torch.Tenso
                             width, height, tile_size)
     splats = _splat_table(projected, gaussians.opacities, colors)
     basis = pixel_basis(tile_size, splats.dtype, splats.device)
+    store = STORE_BUDGET if torch.is_grad_enabled() and splats.requires_grad else 0
     layout = Layout(make_chunks(pairs, tile_size, DEPTH_BLOCK, CHUNK_BUDGET), pairs.flat_ids,
                     pairs.tile_starts, pairs.tile_counts, _tile_centres(pairs, tile_size, splats.dtype),
-                    basis, DEPTH_BLOCK)
+                    basis, DEPTH_BLOCK, store)
     tiles = CompositeTiles.apply(splats, layout)
     image = _untile(tiles, len(cameras), pairs, tile_size, width, height)
     alpha = image[..., 4:5]

@@ -31,14 +31,14 @@ from .solver import LevenbergMarquardt, NormalBlocks, Regularizer
 
 log = logging.getLogger("toonsplat")
 CAMERA_ROTATION = np.diag([1.0, -1.0, -1.0])  # head space (+Y up, +Z to the camera) -> OpenCV
-CHUNK_FRAMES = 64  # frames per Jacobian chunk (bounds memory)
+CHUNK_FRAMES = 64   # frames per Jacobian chunk (bounds memory)
 
 
 @dataclass
 class FitConfig:
     """Weights and schedule of the landmark fit (loss in pixels at 512, per frame)."""
 
-    rigid_iterations: int = 3        # Levenberg-Marquardt steps on root pose, translation, shape, focal
+    rigid_iterations: int = 0        # first steps on root pose, translation, shape, focal only
     iterations: int = 12             # most steps on everything (stops earlier when converged)
     n_shape: int = 100               # identity coefficients fitted (the rest stay zero)
     fit_focal: bool = True           # optimise one focal factor shared by all frames
@@ -129,7 +129,7 @@ def _fit(model, observed, valid, intrinsics, image_size: int, config: FitConfig,
     for rigid, iterations in ((True, config.rigid_iterations), (False, config.iterations)):
         if iterations <= 0:
             continue
-        solver = LevenbergMarquardt(problem.linearize, problem.regularizer(rigid))
+        solver = LevenbergMarquardt(problem.linearize, problem.regularizer(rigid), problem.loss)
         x_frames, x_shared, loss, taken = solver.run(x_frames, x_shared, iterations,
                                                      callback=report(steps))
         steps += taken
@@ -279,6 +279,15 @@ class LandmarkProblem:
             coefficients = torch.cat([shape.expand(part.stop - start, -1), expression[part]], 1)
             self._chunk(part, coefficients, rotations[part], translation[part], intrinsics[part], out)
         return out
+
+    def loss(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> float:
+        """The robust data loss alone (no Jacobian): how Levenberg-Marquardt judges a step."""
+        shape, expression, rotations, translation, log_focal = self.unpack(x_frames, x_shared)
+        points = self.head(shape, expression, rotations, translation)
+        residual = (project(points, self.scaled_intrinsics(log_focal), self.depth) - self.target)
+        radius = self.config.robust_px
+        soft = torch.sqrt(((residual * self.pixel_scale) ** 2).sum(-1) + radius ** 2)
+        return float(((soft - radius) * self.landmark_weight * self.frame_weight[:, None]).sum())
 
     def _chunk(self, part: slice, coefficients, rotations, translation, intrinsics,
                out: NormalBlocks) -> None:

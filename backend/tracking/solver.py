@@ -103,43 +103,54 @@ class LevenbergMarquardt:
         regularizer: the quadratic terms.
     """
 
-    def __init__(self, linearize, regularizer: Regularizer):
+    def __init__(self, linearize, regularizer: Regularizer, evaluate=None):
         self.linearize, self.reg = linearize, regularizer
+        self.evaluate = evaluate or (lambda x_frames, x_shared: linearize(x_frames, x_shared).loss)
 
     def run(self, x_frames: torch.Tensor, x_shared: torch.Tensor, iterations: int,
-            tolerance: float = 1e-4, callback=None) -> tuple:
-        """Iterate from the given point. Returns (x_frames, x_shared, loss, steps taken)."""
+            tolerance: float = 1e-3, callback=None) -> tuple:
+        """Iterate from the given point until the loss falls by less than ``tolerance``
+        (relative) in a step. Returns (x_frames, x_shared, loss, steps taken).
+
+        Candidates are judged by ``evaluate`` (the loss alone); the damping follows the ratio
+        of actual to predicted decrease (Nielsen's rule).
+        """
         x_frames, x_shared = x_frames.double(), x_shared.double()
         blocks = self.linearize(x_frames, x_shared)
         loss = blocks.loss + self.reg.loss(x_frames, x_shared)
-        damping, steps = 1e-3, 0
+        damping, growth, steps = 1e-3, 2.0, 0
         for _ in range(iterations):
             accepted = False
-            for _attempt in range(8):
-                step_frames, step_shared = self.solve(blocks, x_frames, x_shared, damping)
+            for _attempt in range(10):
+                step_frames, step_shared, predicted = self.solve(blocks, x_frames, x_shared, damping)
                 new_frames, new_shared = x_frames + step_frames, x_shared + step_shared
-                new_blocks = self.linearize(new_frames, new_shared)
-                new_loss = new_blocks.loss + self.reg.loss(new_frames, new_shared)
-                if new_loss <= loss:
-                    accepted = True
+                new_loss = self.evaluate(new_frames, new_shared) + self.reg.loss(new_frames, new_shared)
+                if new_loss < loss:
+                    gain = (loss - new_loss) / max(predicted, 1e-30)
+                    damping = max(damping * max(1 / 3, 1 - (2 * min(gain, 1.0) - 1) ** 3), 1e-9)
+                    accepted, growth = True, 2.0
                     break
-                damping *= 6.0
+                damping, growth = damping * growth, growth * 2
             if not accepted:
                 break
             steps += 1
             decrease = loss - new_loss
-            x_frames, x_shared, blocks, loss = new_frames, new_shared, new_blocks, new_loss
-            damping = max(damping / 4.0, 1e-7)
+            x_frames, x_shared, loss = new_frames, new_shared, new_loss
             if callback is not None:
                 callback(steps, loss)
             if decrease <= tolerance * max(loss, 1e-12):
                 break
+            blocks = self.linearize(x_frames, x_shared)
         log.debug("Levenberg-Marquardt: %d steps, loss %.6f", steps, loss)
         return x_frames, x_shared, loss, steps
 
     def solve(self, blocks: NormalBlocks, x_frames: torch.Tensor, x_shared: torch.Tensor,
               damping: float) -> tuple:
-        """One damped Gauss-Newton step, solved exactly. Returns (step_frames, step_shared)."""
+        """One damped Gauss-Newton step, solved exactly.
+
+        Returns:
+            step_frames (T, P), step_shared (S,), and the decrease the quadratic model predicts.
+        """
         reg, frames = self.reg, x_frames.shape[0]
         free_f, free_s = reg.free_frames.double(), reg.free_shared.double()
         grad_f, grad_s = reg.gradient(x_frames, x_shared)
@@ -151,17 +162,21 @@ class LevenbergMarquardt:
         chain = reg.chain_diagonal(frames)
         diag_f = 2 * reg.prior_frames + chain + torch.diagonal(a, dim1=1, dim2=2)
         diag_s = 2 * reg.prior_shared + torch.diagonal(c)
-        extra_f = 2 * reg.prior_frames + chain + damping * (diag_f + 1e-6 * diag_f.mean() + 1e-9)
-        extra_s = 2 * reg.prior_shared + damping * (diag_s + 1e-6 * diag_s.mean().clamp_min(1e-6)
-                                                    + 1e-9)
+        damp_f = damping * (diag_f + 1e-6 * diag_f.mean() + 1e-9) * free_f
+        damp_s = damping * (diag_s + 1e-6 * diag_s.mean().clamp_min(1e-6) + 1e-9) * free_s
+        extra_f = 2 * reg.prior_frames + chain + damp_f
+        extra_s = 2 * reg.prior_shared + damp_s
         # Held unknowns: rows and columns removed (identity in their place).
         a = a * (free_f[:, None] * free_f[None, :]) + torch.diag_embed(
             (1 - free_f).expand(frames, -1) + extra_f * free_f)
         b = blocks.coupling.double() * free_f[:, None] * free_s[None, :]
         c = c * (free_s[:, None] * free_s[None, :]) + torch.diag(1 - free_s + extra_s * free_s)
         near, far = reg.chain_off_diagonals(frames)
-        solver = _Schur(a, b, c, near * free_f, far * free_f)
-        return solver(rhs_f, rhs_s)
+        step_f, step_s = _Schur(a, b, c, near * free_f, far * free_f)(rhs_f, rhs_s)
+        # Model decrease: -g.d - d'Hd/2 with (H + damping) d = -g.
+        predicted = 0.5 * float((rhs_f * step_f).sum() + (rhs_s * step_s).sum()
+                                + (damp_f * step_f ** 2).sum() + (damp_s * step_s ** 2).sum())
+        return step_f, step_s, predicted
 
 
 class _Schur:
