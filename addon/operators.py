@@ -190,10 +190,10 @@ class TOONSPLAT_OT_export(bpy.types.Operator):
     def execute(self, context):
         settings, prefs = context.scene.toonsplat, preferences.get(context)
         try:
-            arguments = pipeline.export_arguments(
+            command, arguments = pipeline.export_arguments(
                 bpy.path.abspath(settings.avatar_path), bpy.path.abspath(settings.export_path),
                 settings.export_format, bpy.path.abspath(settings.tracking_path))
-            argv = runner.backend_argv(prefs.backend_python(), "export", arguments)
+            argv = runner.backend_argv(prefs.backend_python(), command, arguments)
             jobs.start("export", [argv], "Export", _log_path(prefs.work(), "export"))
         except ToonSplatError as exc:
             self.report({"ERROR"}, str(exc))

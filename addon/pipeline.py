@@ -42,16 +42,21 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
 
 
 def export_arguments(avatar_path: str, out_path: str, export_format: str,
-                     tracking_path: str = "") -> list[str]:
-    """Arguments of ``python -m backend export``."""
+                     tracking_path: str = "") -> tuple[str, list[str]]:
+    """The backend command and its arguments for an export: ``export`` (3DGS PLY, posed by the
+    tracking's first frame when given) or ``render`` (a reenactment video of the tracking)."""
     if not avatar_path or not os.path.isfile(avatar_path):
         raise ToonSplatError(f"avatar file not found: {avatar_path!r}; set it in the Avatar panel")
     if not out_path:
         raise ToonSplatError("choose an output path in the Export panel")
-    arguments = ["--avatar", avatar_path, "--out", out_path, "--format", export_format]
+    if export_format == "video":
+        if not tracking_path or not os.path.isfile(tracking_path):
+            raise ToonSplatError("a reenactment video needs a tracking file; set it in the Avatar panel")
+        return "render", ["--avatar", avatar_path, "--tracking", tracking_path, "--out", out_path]
+    arguments = ["--avatar", avatar_path, "--out", out_path]
     if tracking_path:
         arguments += ["--tracking", tracking_path]
-    return arguments
+    return "export", arguments
 
 
 def result_files(state: runner.RunState, out_dir: str) -> tuple[str, str]:

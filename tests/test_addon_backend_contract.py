@@ -1,0 +1,61 @@
+"""The add-on builds argument lists for backend commands; they must parse with the backend's own
+parsers, so a renamed flag fails here and not in a user's Blender."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from backend.cli.main import build_parser
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def addon_pipeline():
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from toonsplat_package import load_toonsplat
+
+    load_toonsplat()
+    from toonsplat.addon import pipeline
+
+    return pipeline
+
+
+def _parse(command: str, arguments: list[str]):
+    return build_parser().parse_args([command, *arguments])
+
+
+@pytest.mark.parametrize("style, extra", [
+    ("toon", {}), ("exemplar", {"exemplar": "IMAGE"}), ("model", {"style_model": "IMAGE"}),
+    ("folder", {"stylized_folder": "FOLDER"}), ("none", {}),
+])
+def test_build_arguments_parse_with_the_backend(addon_pipeline, tmp_path, style, extra):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not decoded here")
+    extra = {k: str(tmp_path) for k in extra}
+    arguments = addon_pipeline.build_arguments(
+        str(video), str(tmp_path / "out"), style=style, style_strength=0.5, preset="default",
+        iterations=100, device="cpu", frame_start=3, frame_end=50, frame_stride=2, size=256,
+        head_model=["--head-model", "builtin"], **extra)
+    args = _parse("build", arguments)
+    assert args.video == str(video) and args.iters == 100 and args.size == 256
+    assert (args.frame_start, args.frame_end, args.frame_stride) == (3, 50, 2)
+    from backend.pipeline.cli import style_spec
+
+    spec = style_spec(args)
+    assert spec == style or spec.endswith(":" + str(tmp_path))
+
+
+@pytest.mark.parametrize("export_format, command", [("ply", "export"), ("video", "render")])
+def test_export_arguments_parse_with_the_backend(addon_pipeline, tmp_path, export_format, command):
+    avatar, tracking = tmp_path / "a.npz", tmp_path / "t.npz"
+    avatar.write_bytes(b"x")
+    tracking.write_bytes(b"x")
+    chosen, arguments = addon_pipeline.export_arguments(str(avatar), str(tmp_path / "o"), export_format,
+                                                        str(tracking))
+    assert chosen == command
+    args = _parse(chosen, arguments)
+    assert args.avatar == str(avatar) and args.tracking == str(tracking)
