@@ -67,8 +67,7 @@ def call_command(name: str, argv: list[str], progress) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed what was wrong
         raise InputError(f"invalid arguments for the {name} stage: {' '.join(argv)}") from exc
-    args.progress = progress.mode
-    args.log_level = "info"
+    args.command, args.progress, args.log_level = name, progress.mode, "info"
     return int(module.run(args, progress) or 0)
 
 

@@ -61,5 +61,5 @@ def _picture_rows(ctx: BuildContext) -> list[list[tuple[str, str]]]:
                      ("stylized", os.path.join(ctx.data, "stylized", name))])
     if os.path.isdir(eval_dir):
         pictures = sorted(n for n in os.listdir(eval_dir) if n.endswith(".png"))[:3]
-        rows += [[("held-out: target | avatar", os.path.join(eval_dir, n))] for n in pictures]
+        rows += [[("held-out: target | avatar | error", os.path.join(eval_dir, n))] for n in pictures]
     return rows
