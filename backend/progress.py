@@ -175,6 +175,7 @@ class PipelineProgress(Progress):
         self.done_weight = 0.0
         self.current_weight = 0.0
         self._run_start: tuple[float, float] | None = None  # (time, overall) when work began
+        self._last_overall = 0.0
 
     def begin(self, name: str, weight: float) -> None:
         """A pipeline stage starts; its own ``stage``/``progress`` calls follow."""
@@ -190,12 +191,15 @@ class PipelineProgress(Progress):
     def end(self) -> None:
         self.done_weight += self.current_weight
         self.current_weight = 0.0
+        self._last_overall = max(self._last_overall, self.done_weight / self.total_weight)
 
     def _emit(self, event: str, **fields: Any) -> None:
         if event == "progress" and fields.get("total"):
             fraction = min(fields["step"] / fields["total"], 1.0)
             overall = (self.done_weight + self.current_weight * fraction) / self.total_weight
-            fields["overall"] = round(min(overall, 1.0), 4)
+            # A stage may report several sub-steps that each count from zero: never go back.
+            overall = self._last_overall = min(max(overall, self._last_overall), 1.0)
+            fields["overall"] = round(overall, 4)
             if self._run_start is not None:
                 elapsed = time.monotonic() - self._run_start[0]
                 done_here = overall - self._run_start[1]

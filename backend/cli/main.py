@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 import traceback
 
@@ -86,6 +87,10 @@ def _setup_logging(progress: Progress, level: str) -> None:
     log.propagate = False
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -94,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     progress = Progress(args.progress)
     _setup_logging(progress, args.log_level)
+    # A cancel from the Blender add-on or a batch system is SIGTERM: treat it like Ctrl-C, so
+    # every stage gets the chance to keep what is finished (e.g. a training checkpoint).
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     module = _load(args.command)
     try:
         code = module.run(args, progress)

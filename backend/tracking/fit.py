@@ -43,7 +43,8 @@ class FitConfig:
     n_shape: int = 100               # identity coefficients fitted (the rest stay zero)
     fit_focal: bool = True           # optimise one focal factor shared by all frames
     temporal: bool = True            # smoothness over time (False for unrelated images)
-    shape_prior: float = 0.0005      # weight of |shape|^2 (summed once, not per frame)
+    shape_prior: float = 0.001       # weight of |shape|^2 per valid frame (identity errors of
+                                     # real detections are systematic: they do not average out)
     expression_prior: float = 0.001  # weight of |expression|^2 per frame
     jaw_prior: float = 0.05          # weight of |jaw|^2 (radians)
     neck_prior: float = 100.0        # the neck and the root both turn the head; prefer the root
@@ -234,7 +235,8 @@ class LandmarkProblem:
         prior[k + 3:k + 6] = config.neck_prior
         prior[k + 6:k + 9] = config.jaw_prior
         prior[k + 9:k + 15] = config.eye_prior
-        shared = torch.full((self.n_shared,), config.shape_prior, dtype=torch.float64)
+        valid_frames = max(float(self.frame_weight.sum()), 1.0)
+        shared = torch.full((self.n_shared,), config.shape_prior * valid_frames, dtype=torch.float64)
         if config.fit_focal:
             shared[-1] = config.focal_prior
         smooth = torch.zeros(self.n_frame, dtype=torch.float64)

@@ -83,6 +83,23 @@ class Phase:
     images: str = "frames"           # "frames" or "stylized" (folder of the prepared data)
     max_abs_yaw: float | None = None  # keep frames with |head yaw| below this (radians)
     trainable: tuple[str, ...] = tuple(GROUPS)  # keys of GROUPS
+    densify: bool = True             # False: no clone/split/prune in this phase (the set stays fixed)
+
+
+@dataclass
+class OneShotConfig:
+    """One-shot mode (a single portrait, the LAM seed's setting); see backend/train/oneshot.py."""
+
+    enabled: bool = False            # set automatically for single-frame data (session.py)
+    init_opacity: float = 0.9        # opaque from the start, so the face hides the back of the head
+    init_scale: float = 0.5          # multiplies the initial (nearest-neighbour) scales: less blur
+    blur_sigma: float = 0.6          # photo blur before colour sampling, in pixels at 256 px
+    depth_tolerance: float = 0.01    # metres: a Gaussian this far behind the mesh's depth is hidden
+    min_facing: float = 0.1          # cos of the angle between normal and view ray to count as visible
+    fill_neighbours: int = 8         # hidden Gaussians average this many visible neighbours' colours
+    anchor: float = 1e4              # rest-state prior: weight of mean squared drift of B0 positions (m^2)
+    region_dilation: float = 0.01    # the target mask is limited to the head silhouette grown by this
+    #                                  fraction of the image size (the torso is not part of the avatar)
 
 
 @dataclass
@@ -93,6 +110,7 @@ class TrainConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     phases: list[Phase] = field(default_factory=lambda: [Phase()])
+    oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # GT frames are composited on it
     seed: int = 0
     render_backend: str = "auto"     # backend.render backend
@@ -128,6 +146,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "preview_every": 100, "checkpoint_every": 50, "log_every": 10, "eval_max_frames": 8,
         "crop_to_mask": True,
     },
+    # One portrait: no densification, no blendshape training (dB stays dB_init), small position
+    # rates with a rest-state prior; a couple of minutes at 256 px on a 2-core CPU.
+    "oneshot": {
+        "iterations": 300,
+        "model": {"n_face_gaussians": 6000, "n_mouth_gaussians": 400, "sh_degree": 0,
+                  "grid_resolution": 32},
+        "optim": {"means": 2e-5, "means_final": 2e-6, "log_scales": 2e-3, "quats": 5e-4,
+                  "opacity_logits": 0.02, "sh_dc": 5e-3},
+        "densify": {"start": 10 ** 9, "stop": 0},
+        "oneshot": {"enabled": True},
+        "phases": [{"name": "oneshot", "images": "frames", "trainable": ["geometry", "texture"]}],
+        "preview_every": 100, "checkpoint_every": 100, "log_every": 20, "crop_to_mask": True,
+        "time_budget_s": 240.0,
+    },
+}
+
+# What one-shot mode changes on top of any preset when the data has a single frame.
+ONESHOT_OVERRIDES: dict[str, Any] = {
+    "densify": {"start": 10 ** 9, "stop": 0},
+    "oneshot": {"enabled": True},
+    "optim": PRESETS["oneshot"]["optim"],
 }
 
 
@@ -150,7 +189,8 @@ def _merge(base: dict, extra: dict) -> dict:
 def from_dict(values: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from ``to_dict`` output (or a partial dict)."""
     values = dict(values)
-    subs = {"model": ModelConfig, "optim": OptimConfig, "densify": DensifyConfig, "loss": LossConfig}
+    subs = {"model": ModelConfig, "optim": OptimConfig, "densify": DensifyConfig, "loss": LossConfig,
+            "oneshot": OneShotConfig}
     for key, cls in subs.items():
         values[key] = cls(**_tuples(values.get(key, {})))
     if "phases" in values:

@@ -19,10 +19,16 @@ TEST_FRAMES = 350  # 3DGB/INSTA hold out the last 350 frames
 
 
 def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test frame indices: the last 350 frames, or the last 10% of short videos."""
+    """Train and test frame indices: the last 350 frames, or the last 10% of short videos.
+
+    A single frame (one-shot mode) has no held-out split: it is both the training and the
+    evaluation frame (``FrameData.held_out`` is False then).
+    """
+    if n_frames < 1:
+        raise InputError("the tracking file has no frames; re-run `python -m backend prepare`")
+    if n_frames == 1:
+        return np.zeros(1, np.int64), np.zeros(1, np.int64)
     n_test = min(TEST_FRAMES, max(1, math.ceil(0.1 * n_frames)))
-    if n_frames < 2:
-        raise InputError(f"training needs at least 2 frames, found {n_frames}")
     return np.arange(n_frames - n_test), np.arange(n_frames - n_test, n_frames)
 
 
@@ -31,9 +37,13 @@ class FrameData:
 
     Attributes:
         tracking: the tracking file; n_frames; width, height; train, test: index arrays.
+        held_out: False when the test frames are training frames (one frame only).
+        region_fn: None, or ``index -> (H, W, 1)`` map in [0, 1] that limits the frame's mask
+            (one-shot mode: the head's silhouette, so the torso of a portrait is not a target).
     """
 
-    def __init__(self, folder: str, images: str = "frames", device: str | torch.device = "cpu"):
+    def __init__(self, folder: str, images: str | tuple[str, ...] = "frames",
+                 device: str | torch.device = "cpu"):
         self.folder = folder
         self.device = torch.device(device)
         path = os.path.join(folder, "tracking.npz")
@@ -44,10 +54,19 @@ class FrameData:
         self.n_frames = self.tracking.n_frames
         self.width, self.height = (int(v) for v in self.tracking.image_size)
         self.train, self.test = split_frames(self.n_frames)
+        self.held_out = self.n_frames > 1
+        self.region_fn = None
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
-        self.images = images
-        self._check_folder(images)
-        self._check_folder("masks")
+        kinds = (images,) if isinstance(images, str) else tuple(images)
+        self.images = kinds[0]
+        for kind in dict.fromkeys(kinds + ("masks",)):
+            self._check_folder(kind)
+
+    def use_first_frame_only(self) -> None:
+        """One-shot training on frame 0; the other frames (if any) are held out."""
+        self.train = np.zeros(1, np.int64)
+        if self.n_frames > 1:
+            self.test = np.arange(1, self.n_frames)
 
     def _check_folder(self, name: str) -> None:
         first = self.image_path(name, 0)
@@ -82,7 +101,14 @@ class FrameData:
         """Ground truth of frame ``index``: RGB (H, W, 3) on ``background`` and mask (H, W, 1)."""
         rgb = self._load(images or self.images, index).to(self.device).float() / 255
         mask = self._load("masks", index).to(self.device).float()[..., None] / 255
+        if self.region_fn is not None:
+            mask = mask * self.region_fn(index)
         return rgb * mask + background * (1 - mask), mask
+
+    def photo(self, index: int, images: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame ``index`` as it is: RGB (H, W, 3) in [0, 1] and the full mask (H, W, 1)."""
+        rgb = self._load(images or self.images, index).to(self.device).float() / 255
+        return rgb, self._load("masks", index).to(self.device).float()[..., None] / 255
 
     def camera(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """viewmat (4, 4) world-to-camera and K (3, 3) of frame ``index``."""

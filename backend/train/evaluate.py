@@ -23,8 +23,12 @@ def _to_u8(image: torch.Tensor) -> np.ndarray:
 def evaluate(trainer, out_dir: str, max_frames: int | None = None, n_pictures: int = 6) -> dict:
     """Render every held-out frame; write report.json and side-by-sides [truth | render | error].
 
+    With a single frame (one-shot mode) there is no held-out frame: the training view is
+    evaluated and ``split`` says "training-view".
+
     Returns:
-        {"psnr", "ssim", "baseline_psnr", "frames", "per_frame": [...]} (means over frames).
+        {"psnr", "ssim", "baseline_psnr", "psnr_mask", "baseline_psnr_mask", "split", "frames",
+        "per_frame": [...]} (means over frames; ``*_mask``: within the frame's mask only).
     """
     ensure_writable_folder(out_dir)
     data = trainer.data
@@ -36,13 +40,18 @@ def evaluate(trainer, out_dir: str, max_frames: int | None = None, n_pictures: i
     rows, pictures = [], set(test[np.linspace(0, len(test) - 1, min(n_pictures, len(test)))
                                   .round().astype(int)].tolist())
     for index in test.tolist():
-        target, _ = data.target(index, trainer.background)
+        target, mask = data.target(index, trainer.background)
         out, _ = trainer.render_frame(index)
         image = out.rgb[0].clamp(0, 1)
         value = float(psnr(image, target))
         structural = float(ssim(image.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], valid_only=True))
         base = float(psnr(baseline.expand_as(target), target))
-        rows.append({"frame": index, "psnr": value, "ssim": structural, "baseline_psnr": base})
+        inside = mask[..., 0] > 0.5
+        masked = float(psnr(image[inside], target[inside])) if inside.any() else float("nan")
+        masked_base = float(psnr(target[inside].mean(dim=0).expand_as(target[inside]), target[inside])) \
+            if inside.any() else float("nan")
+        rows.append({"frame": index, "psnr": value, "ssim": structural, "baseline_psnr": base,
+                     "psnr_mask": masked, "baseline_psnr_mask": masked_base})
         if index in pictures:
             error = (image - target).abs().mean(dim=-1, keepdim=True).expand_as(image) * 4
             write_image(os.path.join(out_dir, f"{index:06d}.png"),
@@ -51,6 +60,9 @@ def evaluate(trainer, out_dir: str, max_frames: int | None = None, n_pictures: i
         "psnr": float(np.mean([r["psnr"] for r in rows])),
         "ssim": float(np.mean([r["ssim"] for r in rows])),
         "baseline_psnr": float(np.mean([r["baseline_psnr"] for r in rows])),
+        "psnr_mask": float(np.mean([r["psnr_mask"] for r in rows])),
+        "baseline_psnr_mask": float(np.mean([r["baseline_psnr_mask"] for r in rows])),
+        "split": "held-out" if data.held_out else "training-view",
         "frames": len(rows), "held_out": [int(data.test[0]), int(data.test[-1])],
         "step": trainer.step, "n_gaussians": trainer.model.n_gaussians,
         "lpips": None, "per_frame": rows,

@@ -8,6 +8,7 @@ import os
 from ..fileio import ensure_writable_folder
 from .config import make_config
 from .data import FrameData
+from .oneshot import is_oneshot, oneshot_settings
 from .trainer import CHECKPOINT, Trainer
 
 log = logging.getLogger("toonsplat")
@@ -34,6 +35,9 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
                      resume: bool = False, head_model: str | None = None, progress=None) -> dict:
     """Train (or resume), then evaluate on the held-out frames and write the avatar file.
 
+    Single-frame data (or ``prepare --image`` data, or ``preset="oneshot"``) trains in one-shot
+    mode (oneshot.py); its evaluation is on the training view, which the report says.
+
     Returns:
         {"avatar": path, "report": eval report dict, "eval_dir": path, "trainer": Trainer}.
     """
@@ -42,8 +46,12 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
 
     ensure_writable_folder(out)
     config = make_config(preset, **overrides)
-    images = config.phases[0].images
-    data = FrameData(data_dir, images=images, device=device)
+    data = FrameData(data_dir, images=tuple(p.images for p in config.phases), device=device)
+    if config.oneshot.enabled or is_oneshot(data_dir, data.n_frames):
+        preset, overrides = oneshot_settings(preset, overrides)
+        config = make_config(preset, **overrides)
+        log.info("one-shot mode (%d frame%s): preset %s, %d iterations", data.n_frames,
+                 "" if data.n_frames == 1 else "s, training on the first", preset, config.iterations)
     head = load_head_for(data, head_model, device)
     trainer = Trainer(data, out, config, head, progress)
     checkpoint = os.path.join(out, CHECKPOINT)
@@ -60,12 +68,14 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
     trainer.run(on_step=_previewer(out, progress))
     write_loss_curve(os.path.join(out, "loss.png"), trainer.history)
     if progress is not None:
-        progress.stage("evaluate", f"{len(data.test)} held-out frames")
+        what = "held-out" if data.held_out else "training-view (no held-out frame)"
+        progress.stage("evaluate", f"{len(data.test)} {what} frames")
     report = evaluate(trainer, os.path.join(out, "eval"))
     avatar_path = os.path.join(out, "avatar.npz")
     write_avatar(avatar_path, trainer, head, data.tracking.expression_names,
                  training={"preset": preset, "steps": trainer.step, "psnr": report["psnr"],
-                           "ssim": report["ssim"]})
+                           "ssim": report["ssim"], "split": report["split"],
+                           "oneshot": trainer.oneshot is not None})
     return {"avatar": avatar_path, "report": report, "eval_dir": os.path.join(out, "eval"),
             "trainer": trainer}
 

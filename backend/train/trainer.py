@@ -40,6 +40,7 @@ class Trainer:
         self.device = data.device
         self.background = torch.tensor(config.background, device=self.device)
         self.step = 0
+        self.oneshot = None  # OneShotState in one-shot mode (oneshot.py)
         self._started: float | None = None
         self.history: list[tuple[int, float]] = []
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -80,6 +81,10 @@ class Trainer:
         self.model, self.grid, self.volume = initialize_avatar(
             self.mesh, self.head, cfg.model, tuple(self.head.parents), color=color, seed=cfg.seed)
         self.model.to(self.device)
+        if cfg.oneshot.enabled:
+            from . import oneshot
+
+            self.oneshot = oneshot.prepare(self)
         self.optimizer = self._make_optimizer()
         self.strategy = DensityStrategy(cfg.densify)
         log.info("initialized %d Gaussians (%d mouth), K=%d", self.model.n_gaussians,
@@ -194,11 +199,20 @@ class Trainer:
         loss = loss + cfg.loss.alpha * alpha_loss(out.alpha[0], mask)
         mouth_means = self.model.params["means"][self.model.mouth]
         loss = loss + cfg.loss.mouth * mouth_loss(mouth_means, self.volume)
+        if self.oneshot is not None:
+            from .oneshot import anchor_loss
+
+            loss = loss + anchor_loss(self.model, self.oneshot, cfg.oneshot.anchor)
         loss.backward()
         self.step += 1
-        refresh = self._refresh if cfg.model.grid_resolution else None
-        self.strategy.step_post_backward(self.model, self.optimizer, out.info, self.step,
-                                         refresh=refresh, generator=self.generator)
+        if self.oneshot is not None:
+            from .oneshot import freeze_hidden
+
+            freeze_hidden(self.model, self.oneshot)  # and no densification: N stays fixed
+        elif phase.densify:
+            refresh = self._refresh if cfg.model.grid_resolution else None
+            self.strategy.step_post_backward(self.model, self.optimizer, out.info, self.step,
+                                             refresh=refresh, generator=self.generator)
         self._update_lr()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -270,6 +284,7 @@ class Trainer:
                              "half_length": self.volume.half_length},
             "history": [list(item) for item in self.history],
             "generator": self.generator.get_state(),
+            "oneshot": None if self.oneshot is None else self.oneshot.state_dict(),
         }
 
     def save_checkpoint(self) -> str:
@@ -293,6 +308,12 @@ class Trainer:
         self.history = [(int(s), float(v)) for s, v in state["history"]]
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
+        if state.get("oneshot") is not None:
+            from . import oneshot
+
+            self.oneshot = oneshot.OneShotState.from_state_dict(state["oneshot"])
+            self.data.use_first_frame_only()
+            self.data.region_fn = oneshot.region_function(self)
 
 
 def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
