@@ -84,6 +84,15 @@ def test_failed_stage_names_itself_and_keeps_earlier_outputs(tmp_path):
     assert rec.runs == ["prepare", "train", "train"]  # prepare was complete and is not redone
 
 
+def _mount_tmpfs(folder, options: str):
+    import subprocess
+
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("no permission to mount a small tmpfs for this test")
+
+
 @pytest.fixture
 def read_only_folder(tmp_path):
     """A folder nobody may write to: chmod for ordinary users; root ignores permissions, so for
@@ -97,12 +106,42 @@ def read_only_folder(tmp_path):
         yield folder
         folder.chmod(0o755)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("running as root without permission to mount a read-only folder")
+    _mount_tmpfs(folder, "ro,size=1m")
     yield folder
     subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a 256 KiB tmpfs: writes beyond that fail with ENOSPC (root only)."""
+    import subprocess
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    _mount_tmpfs(folder, "size=256k")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_full_disk_gives_a_clear_error_and_no_partial_file(full_disk):
+    from backend.formats import avatar
+
+    big = examples.random_avatar(n_gaussians=20_000, n_expressions=4)
+    with pytest.raises(OSError, match="No space left"):
+        avatar.write(full_disk / "avatar.npz", big)
+    assert list(full_disk.iterdir()) == []
+
+
+def test_full_disk_in_a_command_is_one_clear_line(full_disk):
+    from .conftest import run_backend
+
+    out = run_backend("synth", "--out", str(full_disk / "subject"), "--frames", "40", "--size", "96",
+                      "--no-video")
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: synth failed: No space left on device"), last
 
 
 def test_read_only_output_folder_is_a_clear_error(read_only_folder):

@@ -33,6 +33,7 @@ class BuildContext:
     source: list[str]            # prepare's input arguments, e.g. ["--video", "clip.mp4"]
     style: str = "toon"
     head_model: str = "builtin"
+    landmark_embedding: str | None = None
     preset: str = "cpu-fast"
     iters: int | None = None
     size: int = 512
@@ -77,8 +78,10 @@ def _count_pngs(folder: str) -> int:
 
 
 def _prepare(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
-    call_command("prepare", [*ctx.source, "--out", ctx.data, "--head-model", ctx.head_model,
-                             "--size", str(ctx.size)], progress)
+    argv = [*ctx.source, "--out", ctx.data, "--head-model", ctx.head_model, "--size", str(ctx.size)]
+    if ctx.landmark_embedding:
+        argv += ["--landmark-embedding", ctx.landmark_embedding]
+    call_command("prepare", argv, progress)
     report = _read_json_or_empty(os.path.join(ctx.data, "prepare.json"))
     metrics = {"frames": _count_pngs(os.path.join(ctx.data, "frames"))}
     metrics.update({k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "frames"})
@@ -175,7 +178,7 @@ def make_stages(ctx: BuildContext, progress):
     stylized = ctx.style != "none"
     stages = [
         Stage("prepare", lambda c: _prepare(c, progress), _validate_prepare,
-              params("source", "head_model", "size"), weight=1.0,
+              params("source", "head_model", "landmark_embedding", "size"), weight=1.0,
               hint="check the input video/images (a visible, unobstructed face) and re-run"),
         Stage("stylize", lambda c: _stylize(c, progress), _validate_stylize,
               params("style", "style_strength"), weight=0.5,

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stylized-folder", help="already-stylized frames for --style folder")
     parser.add_argument("--style-strength", type=float, default=None, help="0..1 (style's default)")
     parser.add_argument("--head-model", default="builtin", help="builtin or a FLAME file")
+    parser.add_argument("--landmark-embedding", default=None,
+                        help="with a FLAME --head-model: its mediapipe_landmark_embedding.npz")
     parser.add_argument("--preset", default="default", choices=PRESETS,
                         help="training preset; default: gpu-paper on CUDA, cpu-fast otherwise")
     parser.add_argument("--iters", type=int, default=None, help="training iterations (preset's if unset)")
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace, progress) -> int:
         cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
         preset = "gpu-paper" if cuda else "cpu-fast"
     result = run_build(source_arguments(args), args.out, style=style_spec(args),
-                       head_model=args.head_model, preset=preset, iters=args.iters, size=args.size,
+                       head_model=args.head_model, landmark_embedding=args.landmark_embedding,
+                       preset=preset, iters=args.iters, size=args.size,
                        device=args.device, style_strength=args.style_strength,
                        force=set(args.force), progress_mode=progress.mode)
     progress.result("build finished", path=result["out"], avatar=result["avatar"],

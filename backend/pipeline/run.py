@@ -17,8 +17,9 @@ log = logging.getLogger("toonsplat")
 
 
 def run_build(source: list[str], out: str, style: str = "toon", head_model: str = "builtin",
-              preset: str = "cpu-fast", iters: int | None = None, size: int = 512,
-              device: str = "auto", style_strength: float | None = None,
+              landmark_embedding: str | None = None, preset: str = "cpu-fast",
+              iters: int | None = None, size: int = 512, device: str = "auto",
+              style_strength: float | None = None,
               force: set[str] | None = None, progress_mode: str = "human") -> dict[str, Any]:
     """Build an avatar from ``source`` (prepare's input arguments) into ``out``; resumable.
 
@@ -26,7 +27,8 @@ def run_build(source: list[str], out: str, style: str = "toon", head_model: str 
     """
     out = os.path.abspath(ensure_writable_folder(out))
     ctx = BuildContext(out=out, source=[_absolute_if_path(a) for a in source], style=style,
-                       head_model=head_model, preset=preset, iters=iters, size=size,
+                       head_model=head_model, landmark_embedding=landmark_embedding,
+                       preset=preset, iters=iters, size=size,
                        device=device, style_strength=style_strength)
     progress = PipelineProgress(progress_mode)
     stages = make_stages(ctx, progress)
