@@ -14,20 +14,9 @@ import os
 
 import numpy as np
 
+from ..formats.animate import rodrigues
+
 DEFAULT_MAX_YAW = 0.2   # radians
-
-
-def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:
-    """Rodrigues' formula. (..., 3) axis-angle -> (..., 3, 3) rotation matrices."""
-    axis_angle = np.asarray(axis_angle, dtype=np.float64)
-    angle = np.linalg.norm(axis_angle, axis=-1, keepdims=True)
-    axis = axis_angle / np.maximum(angle, 1e-12)
-    x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
-    zero = np.zeros_like(x)
-    cross = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=-1).reshape(axis.shape[:-1] + (3, 3))
-    sin, cos = np.sin(angle)[..., None], np.cos(angle)[..., None]
-    identity = np.eye(3)
-    return identity + sin * cross + (1 - cos) * (cross @ cross)
 
 
 def head_yaw(joint_rotations: np.ndarray) -> np.ndarray:
@@ -41,7 +30,7 @@ def head_yaw(joint_rotations: np.ndarray) -> np.ndarray:
     """
     rotations = np.asarray(joint_rotations)
     root = rotations[:, 0] if rotations.ndim == 3 else rotations
-    forward = axis_angle_to_matrix(root)[..., :, 2]      # the rotated +Z axis, (T, 3)
+    forward = rodrigues(root)[..., :, 2]      # the rotated +Z axis, (T, 3)
     return np.arctan2(forward[:, 0], forward[:, 2])
 
 
