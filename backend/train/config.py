@@ -149,7 +149,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # One portrait: no densification, no blendshape training (dB stays dB_init), small position
     # rates with a rest-state prior; a couple of minutes at 256 px on a 2-core CPU.
     "oneshot": {
-        "iterations": 300,
+        "iterations": 200,
         "model": {"n_face_gaussians": 6000, "n_mouth_gaussians": 400, "sh_degree": 0,
                   "grid_resolution": 32},
         "optim": {"means": 2e-5, "means_final": 2e-6, "log_scales": 2e-3, "quats": 5e-4,
@@ -157,8 +157,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "densify": {"start": 10 ** 9, "stop": 0},
         "oneshot": {"enabled": True},
         "phases": [{"name": "oneshot", "images": "frames", "trainable": ["geometry", "texture"]}],
-        "preview_every": 100, "checkpoint_every": 100, "log_every": 20, "crop_to_mask": True,
-        "time_budget_s": 240.0,
+        "preview_every": 100, "checkpoint_every": 50, "log_every": 20, "crop_to_mask": True,
+        "resolution_schedule": ((0.0, 0.5), (0.6, 1.0)), "time_budget_s": 150.0,
     },
 }
 

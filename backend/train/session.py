@@ -32,7 +32,8 @@ def load_head_for(data: FrameData, head_model: str | None, device):
 
 
 def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, device="cpu",
-                     resume: bool = False, head_model: str | None = None, progress=None) -> dict:
+                     resume: bool = False, head_model: str | None = None, progress=None,
+                     on_step=None) -> dict:
     """Train (or resume), then evaluate on the held-out frames and write the avatar file.
 
     Single-frame data (or ``prepare --image`` data, or ``preset="oneshot"``) trains in one-shot
@@ -65,7 +66,7 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
     if progress is not None:
         progress.stage("train", f"{trainer.config.iterations} iterations on {len(data.train)} frames "
                        f"({device})", total=trainer.config.iterations)
-    trainer.run(on_step=_previewer(out, progress))
+    trainer.run(on_step=_previewer(out, progress, on_step))
     write_loss_curve(os.path.join(out, "loss.png"), trainer.history)
     if progress is not None:
         what = "held-out" if data.held_out else "training-view (no held-out frame)"
@@ -80,8 +81,9 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
             "trainer": trainer}
 
 
-def _previewer(out: str, progress):
-    """on_step callback: a preview image and the loss curve every ``preview_every`` steps."""
+def _previewer(out: str, progress, then=None):
+    """on_step callback: a preview image and the loss curve every ``preview_every`` steps, then
+    ``then(trainer, loss)`` if given."""
     from .evaluate import save_preview, write_loss_curve
 
     def on_step(trainer: Trainer, loss: float) -> None:
@@ -91,6 +93,8 @@ def _previewer(out: str, progress):
             write_loss_curve(os.path.join(out, "loss.png"), trainer.history)
             if progress is not None:
                 progress.preview(path, f"step {trainer.step}")
+        if then is not None:
+            then(trainer, loss)
 
     return on_step
 
