@@ -22,10 +22,21 @@ MODIFIER = "Splat Preview"
 SIGMAS = 2.5  # the ellipsoid's radius in standard deviations
 
 
-def add_preview(obj: bpy.types.Object) -> bpy.types.Modifier:
-    """Add the splat preview modifier (after the Armature modifier) to a points object."""
+TRANSPARENT_BOUNCES = 256
+
+
+def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None) -> bpy.types.Modifier:
+    """Add the splat preview modifier (after the Armature modifier) to a points object.
+
+    Splats overlap many layers deep: with Cycles' default of 8 transparent bounces, rays stop
+    inside the head and render black speckles, so the scene's limit is raised (never lowered).
+    """
     modifier = obj.modifiers.new(MODIFIER, "NODES")
     modifier.node_group = splat_node_group()
+    scene = scene or bpy.context.scene
+    if scene is not None and hasattr(scene, "cycles"):
+        scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces,
+                                                   TRANSPARENT_BOUNCES)
     return modifier
 
 
