@@ -212,3 +212,39 @@ def test_nothing_visible_renders_the_background(n):
     assert out.alpha.abs().max() == 0 and out.depth.abs().max() == 0 and out.info["n_pairs"] == 0
     out.rgb.sum().backward()
     assert g.means.grad.shape == (n, 3) and (g.means.grad == 0).all()
+
+
+def test_culled_pairs_never_reach_the_alpha_cut_and_most_corners_go():
+    """``cull_pairs`` against every pixel centre of every tile: a dropped pair's alpha stays <= 1/255
+    on its whole tile (so dropping it cannot change an image), and most pairs that never reach it
+    (the corners of elongated footprints' boxes) are dropped."""
+    from backend.render.projection import ALPHA_MIN, project_gaussians
+    from backend.render.tiles import cull_pairs, intersect_tiles
+
+    g, cameras = make_scene(60, seed=11), make_cameras(48, 40)
+    g.scales[:, 0] *= 4.0  # elongated footprints: many box tiles the ellipse misses
+    width, height, tile = cameras.width, cameras.height, 8
+    p = project_gaussians(g.means, g.quats, g.scales, g.opacities, cameras.viewmats, cameras.Ks, width,
+                          height)
+    pairs = intersect_tiles(p.means2d, p.extents, p.depths, width, height, tile)
+    footprints = torch.cat([p.means2d.reshape(-1, 2), p.conics.reshape(-1, 3),
+                            g.opacities.log().repeat(len(cameras))[:, None]], 1)
+    culled = cull_pairs(pairs, footprints, tile, float(np.log(ALPHA_MIN)))
+    kept = set(zip(culled.tile_ids.tolist(), culled.flat_ids.tolist()))
+    offsets = np.arange(tile) + 0.5
+    n_never, n_never_dropped = 0, 0
+    for tile_id, row in zip(pairs.tile_ids.tolist(), pairs.flat_ids.tolist()):
+        local = tile_id % (pairs.tiles_x * pairs.tiles_y)
+        ys, xs = np.meshgrid(local // pairs.tiles_x * tile + offsets, local % pairs.tiles_x * tile + offsets,
+                             indexing="ij")
+        (mx, my), (a, b, c) = footprints[row, :2].numpy(), footprints[row, 2:5].numpy()
+        dx, dy = xs - mx, ys - my
+        peak = np.exp(footprints[row, 5].item() - 0.5 * (a * dx**2 + 2 * b * dx * dy + c * dy**2)).max()
+        if (tile_id, row) not in kept:
+            assert peak <= ALPHA_MIN, (tile_id, row, peak)
+        if peak <= ALPHA_MIN:
+            n_never += 1
+            n_never_dropped += (tile_id, row) not in kept
+    assert n_never > 20 and n_never_dropped >= 0.9 * n_never
+    assert culled.tile_counts.sum() == culled.flat_ids.numel() < pairs.flat_ids.numel()
+    assert torch.equal(culled.tile_starts, torch.cumsum(culled.tile_counts, 0) - culled.tile_counts)

@@ -82,6 +82,7 @@ def _head_region(folder) -> np.ndarray:
     return mask & np.isfinite(depth.numpy())
 
 
+@pytest.mark.slow  # the fixture runs prepare and train (~30 s of CPU)
 def test_avatar_is_valid_and_reports_the_training_view(oneshot):
     folder, stdout = oneshot
     avatar = avatar_format.read(folder / "run" / "avatar.npz")
@@ -95,6 +96,21 @@ def test_avatar_is_valid_and_reports_the_training_view(oneshot):
     assert np.abs(avatar.delta_means[avatar.expression_names.index("smile_L")]).max() > 1e-3
 
 
+@pytest.mark.slow  # the fixture runs prepare and train (~30 s of CPU)
+def test_unseen_gaussians_stay_frozen_and_blendshapes_stay_at_init(oneshot):
+    folder, _ = oneshot
+    state = torch.load(folder / "run" / "checkpoint.pt", weights_only=True)
+    trained, anchor = state["oneshot"]["visible"], state["oneshot"]["anchor"]
+    tensors = state["tensors"]
+    assert 0.1 < trained.float().mean() < 0.6  # the photo sees a part of the head
+    assert torch.equal(tensors["means"][~trained], anchor[~trained])
+    drift = (tensors["means"][trained] - anchor[trained]).norm(dim=1)
+    assert 0 < drift.max() < 0.005  # trained, but held near the fitted surface (metres)
+    for name in ("delta_means", "delta_log_scales", "delta_quats", "delta_opacity_logits", "delta_sh"):
+        assert not tensors[name].any(), name
+
+
+@pytest.mark.slow  # the fixture runs prepare and train (~30 s of CPU)
 def test_front_view_resembles_the_photo(oneshot):
     """The avatar's render against the photo inside the head region, compared with the best
     constant colour there (its mean, the mean-colour baseline): +6 dB is an error 4x smaller
@@ -116,6 +132,7 @@ def test_front_view_resembles_the_photo(oneshot):
     assert mse < 0.7 * mirrored
 
 
+@pytest.mark.slow  # the fixture runs prepare and train (~30 s of CPU)
 def test_expressions_change_the_render_around_the_mouth(oneshot):
     """Taking the smile away (the astronaut smiles: tracked smile_L/R > 1) and opening the jaw
     change the lower face; the forehead and hair stay put. Rendered at 3x the photo's pixels so
@@ -143,6 +160,7 @@ def test_expressions_change_the_render_around_the_mouth(oneshot):
         assert diff[upper].mean() < 0.1 * diff[mouth].mean(), (name, diff[upper].mean(), diff[mouth].mean())
 
 
+@pytest.mark.slow  # the fixture runs prepare and train (~30 s of CPU)
 def test_hidden_side_is_covered_and_coloured_from_the_photo(oneshot):
     """Seen from behind, the head is opaque and its colours come from the photo's palette (the
     nearest visible hair and skin), not from the uniform initial colour."""

@@ -18,8 +18,11 @@ recomputed, so memory stays bounded): with v_i = g . f_i,
 
     dL/dalpha_i = T_i v_i - (sum_{k>i} w_k v_k) / (1 - alpha_i),   dL/dE_i = alpha_i dL/dalpha_i,
 
-then through E's coefficients to each Gaussian's screen mean, conic, log-opacity, colour and depth
-(``_splat_gradients``), summed with ``index_add_``.
+where alpha_i is live (not clamped, not cut, pair kept); the forward prepares -w_i and
+-alpha_i / (1 - alpha_i) where live, 0 elsewhere, so dL/dE is a few in-place passes. Each visited
+pair's dL/d (coefficients, features) is kept, and once all blocks are done it is chained through
+E's coefficients to each Gaussian's screen mean, conic, log-opacity, colour and depth
+(``_splat_gradients``, one vectorized pass) and summed with ``index_add_``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ TRANSMITTANCE_MIN = 1e-4
 N_FEATURES = 5  # r, g, b, depth, 1
 COMPACT_BELOW = 0.875  # drop finished tiles once fewer than this fraction is unfinished
 LOG2E = 1.0 / math.log(2.0)
+SCAN_LOOP_MIN = 128  # tiles in a block from which ``_scan`` loops over depth slices
+TINY = 1e-30  # added to a transmittance that is either 0 or >= 1e-4: changes no kept value
 
 
 # Columns of the per-Gaussian "splats" table the compositor reads, one row per (camera, Gaussian).
@@ -54,16 +59,18 @@ class Layout:
     Attributes:
         chunks: tile batches from ``tiles.make_chunks``.
         flat_ids: (P,) splat row of each pair, sorted by (tile, depth).
+        pair_tiles: (P,) tile of each pair.
         tile_starts: (n_tiles,) first pair of each tile. tile_counts: (n_tiles,) pairs per tile.
         tile_centres: (n_tiles, 2) pixel coordinates of each tile's centre.
         basis: (6, tile_size^2) [1, x, y, x^2, xy, y^2] of pixel centres relative to the tile centre.
         block: pairs per tile composited per step.
-        store_budget: elements of per-pixel state the forward may keep for the backward (two
+        store_budget: elements of per-pixel state the forward may keep for the backward (three
             tensors per block); 0 when no backward will run. Blocks beyond it are recomputed.
     """
 
     chunks: list[Chunk]
     flat_ids: torch.Tensor
+    pair_tiles: torch.Tensor
     tile_starts: torch.Tensor
     tile_counts: torch.Tensor
     tile_centres: torch.Tensor
@@ -88,22 +95,19 @@ class _Block:
     the caller updates them in place without indexing.
     """
 
-    carried: dict             # name -> (na, ...) per-tile tensors of the active tiles
-    ids: torch.Tensor         # (na, Kb) splat rows, the dummy row where past a tile's end
-    splats: torch.Tensor      # (na, Kb, 10) gathered splat rows
-    offset: torch.Tensor      # (na, Kb, 2) splat mean minus tile centre
-    feats: torch.Tensor       # (na, Kb, 5) r, g, b, depth, 1
-    alpha: torch.Tensor       # (na, Kb, px) clamped to 0.99, 0 below 1/255
-    kept_after: torch.Tensor  # (na, Kb, px) transmittance behind each pair where kept, else 0
-    before: torch.Tensor      # (na, Kb, px) transmittance in front of each pair where kept, else 0
-    weights: torch.Tensor     # (na, Kb, px) alpha * before
+    carried: dict                        # name -> (na, ...) per-tile tensors of the active tiles
+    pairs: torch.Tensor                  # (na, Kb) pair index, -1 (the dummy) past a tile's end
+    feats: torch.Tensor                  # (na, Kb, 5) r, g, b, depth, 1
+    weights: torch.Tensor                # (na, Kb, px) alpha T where kept, else 0
+    live_weights: torch.Tensor | None    # (na, Kb, px) -weights where alpha < 0.99, else 0
+    live_ratio: torch.Tensor | None      # (na, Kb, px) -alpha / (1 - alpha) there and kept, else 0
 
 
 def _exponent_coefficients(splats: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """E = log o - 0.5 (a dx^2 + 2 b dx dy + c dy^2), dx = x - mx, as coefficients of [1, x, y, x^2, xy, y^2].
 
     Args:
-        splats: (..., 10) rows of the splat table. offset: (..., 2) mean relative to the tile centre.
+        splats: (..., 10+) rows of the splat table. offset: (..., 2) mean relative to the tile centre.
 
     Returns:
         (..., 6) coefficients.
@@ -120,7 +124,7 @@ def _splat_gradients(grad_coefs: torch.Tensor, grad_feats: torch.Tensor, splats:
 
     Args:
         grad_coefs: (..., 6) dL/d coefficients. grad_feats: (..., 5) dL/d (r, g, b, depth, 1).
-        splats: (..., 10). offset: (..., 2).
+        splats: (..., 10+). offset: (..., 2).
 
     Returns:
         (..., 10) dL/d splat row.
@@ -137,66 +141,112 @@ def _splat_gradients(grad_coefs: torch.Tensor, grad_feats: torch.Tensor, splats:
                       grad_feats[..., :4]], -1)
 
 
+def _alphas_and_weights(coefs: torch.Tensor, basis: torch.Tensor, transmittance: torch.Tensor,
+                        factors: bool):
+    """Composite one block: alphas, transmittances and weights, with few full-size passes.
+
+    Masks are arithmetic (``threshold`` in place): several times faster than ``where`` and boolean
+    masks on CPU; every (na, Kb, px) op but one reuses a buffer.
+
+    Args:
+        coefs: (na, Kb, 6) exponent coefficients in log2 units. basis: (6, px).
+        transmittance: (na, px) in front of the block. factors: also return the backward's factors.
+
+    Returns:
+        weights (na, Kb, px); transmittance behind the block (na, px) (not masked by the early
+        stop); live_weights and live_ratio (see ``_Block``) or None, None.
+    """
+    alpha = torch.matmul(coefs, basis).exp2_().clamp_max_(ALPHA_MAX)
+    F.threshold(alpha, ALPHA_MIN, 0.0, inplace=True)
+    one_minus = torch.rsub(alpha, 1.0)
+    kept_after = _scan(one_minus, transmittance, torch.mul)
+    last = kept_after[:, -1].clone()
+    F.threshold(kept_after, TRANSMITTANCE_MIN, 0.0, inplace=True)  # the early stop
+    before = torch.div(kept_after, one_minus, out=one_minus)
+    if not factors:
+        return alpha.mul_(before), last, None, None
+    weights = alpha * before
+    # -alpha where unclamped (d alpha / d E = alpha there, 0 where clamped or below 1/255) ...
+    live_weights = F.threshold(alpha.neg_(), -ALPHA_MAX, 0.0, inplace=True).mul_(before)
+    # ... and -alpha / (1 - alpha) = -live weight / T behind; 0 where not kept (T behind = 0).
+    live_ratio = torch.div(live_weights, kept_after.add_(TINY), out=before)
+    return weights, last, live_weights, live_ratio
+
+
+def _scan(values: torch.Tensor, start: torch.Tensor, op) -> torch.Tensor:
+    """Inclusive scan along dim 1 seeded with ``start``: op(start, cumulative op of values).
+
+    Args:
+        values: (na, Kb, px). start: (na, px). op: ``torch.mul`` (cumprod) or ``torch.add`` (cumsum).
+
+    Returns:
+        (na, Kb, px) new tensor. Wide blocks loop over the Kb slices (each streams two (na, px)
+        rows, ~1.6x faster than ``cumprod``/``cumsum`` along a middle dimension on CPU, and the seed
+        costs no extra pass); narrow ones use the builtin, whose per-call overhead is lower.
+    """
+    if values.shape[0] < SCAN_LOOP_MIN:
+        scanned = torch.cumprod(values, 1) if op is torch.mul else torch.cumsum(values, 1)
+        return op(scanned, start[:, None, :], out=scanned)
+    scanned = torch.empty_like(values)
+    op(start, values[:, 0], out=scanned[:, 0])
+    for k in range(1, values.shape[1]):
+        op(scanned[:, k - 1], values[:, k], out=scanned[:, k])
+    return scanned
+
+
 def _depth_blocks(splats: torch.Tensor, layout: Layout, chunk: Chunk, carried: dict, retire=None,
-                  memo: dict | None = None):
+                  memo: dict | None = None, factors: bool = False):
     """Walk a chunk's tiles front to back, ``layout.block`` pairs at a time, yielding ``_Block``s.
 
     Tiles leave the walk when their pairs run out or every pixel's transmittance is below 1e-4
     (in batches: a finished tile composites zeros until then); ``retire(chunk_rows, carried)`` then
-    receives their carried tensors. Masks are arithmetic (``threshold``, ``sign``): several times
-    faster than ``where`` and boolean masks on CPU.
+    receives their carried tensors.
 
     Args:
-        splats: (R + 1, 10) splat table, last row the dummy (alpha 0).
+        splats: (R + 1, 11) padded splat table (``_pad``), last row the dummy (alpha 0).
         layout, chunk: the tiling. carried: name -> (nt, ...) per-tile tensors to compact along.
         retire: optional callback for tiles that leave the walk.
         memo: the forward's stored blocks, keyed (id of the chunk, first pair); a block found there
             is not recomputed, one missing is computed and, while ``memo["budget"]`` elements remain,
             stored.
+        factors: compute the backward's factors (always when ``memo`` is given).
     """
-    basis, block = layout.basis, layout.block
+    basis, block, dummy = layout.basis, layout.block, layout.flat_ids.numel()
     starts, counts = layout.tile_starts[chunk.tiles], layout.tile_counts[chunk.tiles]
     centres = layout.tile_centres[chunk.tiles]
     carried = {"transmittance": splats.new_ones(len(chunk.tiles), basis.shape[1]), **carried}
     rows = torch.arange(len(chunk.tiles), device=splats.device)
     slots = torch.arange(block, device=splats.device)
-    dummy = torch.full((1,), splats.shape[0] - 1, dtype=layout.flat_ids.dtype, device=splats.device)
-    flat_ids = torch.cat([layout.flat_ids, dummy])
+    flat_ids = torch.cat([layout.flat_ids, layout.flat_ids.new_full((1,), splats.shape[0] - 1)])
+    factors = factors or memo is not None
     for first in itertools.count(0, block):  # ends when no tile is left
         keep = (counts > first) & (carried["transmittance"].amax(1) >= TRANSMITTANCE_MIN)
         n_keep = int(keep.sum())
         # Finished tiles stay until an eighth of them can go at once: they only add zeros.
         if n_keep == 0 or n_keep < COMPACT_BELOW * len(keep):
+            kept, gone = torch.nonzero(keep).flatten(), torch.nonzero(~keep).flatten()
             if retire is not None:
-                retire(rows[~keep], {name: value[~keep] for name, value in carried.items()})
-            rows, starts, counts, centres = rows[keep], starts[keep], counts[keep], centres[keep]
-            carried = {name: value[keep] for name, value in carried.items()}
+                retire(rows[gone], {name: value[gone] for name, value in carried.items()})
+            rows, starts, counts, centres = rows[kept], starts[kept], counts[kept], centres[kept]
+            carried = {name: value[kept] for name, value in carried.items()}
         if rows.numel() == 0:
             return
         key = (id(chunk), first)
-        if memo is not None and key in memo:
-            ids, alpha, kept_after, last = memo[key]
-            rows_splats = splats[ids]
-            offset = rows_splats[..., :2] - centres[:, None, :]
-            one_minus = 1.0 - alpha
+        stored = memo.get(key) if memo is not None else None
+        if stored is None:
+            pairs = torch.where(first + slots < counts[:, None], starts[:, None] + first + slots, dummy)
         else:
-            index = torch.where(first + slots < counts[:, None], starts[:, None] + first + slots, -1)
-            ids = flat_ids[index]
-            rows_splats = splats[ids]
-            offset = rows_splats[..., :2] - centres[:, None, :]
-            coefs = _exponent_coefficients(rows_splats, offset) * LOG2E
-            alpha = F.threshold(torch.exp2(coefs @ basis), ALPHA_MIN, 0.0).clamp_max_(ALPHA_MAX)
-            one_minus = 1.0 - alpha
-            after = torch.cumprod(one_minus, dim=1).mul_(carried["transmittance"][:, None, :])
-            last = after[:, -1].clone()
-            kept_after = F.threshold(after, TRANSMITTANCE_MIN, 0.0)
-            if memo is not None and memo["budget"] >= 2 * alpha.numel():
-                memo["budget"] -= 2 * alpha.numel()
-                memo[key] = (ids, alpha, kept_after, last)
+            pairs, weights, live_weights, live_ratio, last = stored
+        gathered = splats.index_select(0, flat_ids[pairs.flatten()]).view(*pairs.shape, splats.shape[1])
+        if stored is None:
+            coefs = _exponent_coefficients(gathered, gathered[..., :2] - centres[:, None, :])
+            weights, last, live_weights, live_ratio = _alphas_and_weights(
+                coefs.mul_(LOG2E), basis, carried["transmittance"], factors)
+            if memo is not None and memo["budget"] >= 3 * weights.numel():
+                memo["budget"] -= 3 * weights.numel()
+                memo[key] = (pairs, weights, live_weights, live_ratio, last)
         carried["transmittance"].copy_(last)
-        before = kept_after / one_minus
-        feats = torch.cat([rows_splats[..., 6:], torch.ones_like(rows_splats[..., :1])], -1)
-        yield _Block(carried, ids, rows_splats, offset, feats, alpha, kept_after, before, alpha * before)
+        yield _Block(carried, pairs, gathered[..., 6:], weights, live_weights, live_ratio)
 
 
 class CompositeTiles(torch.autograd.Function):
@@ -224,32 +274,63 @@ class CompositeTiles(torch.autograd.Function):
         layout: Layout = ctx.layout
         grad_out = grad_out.contiguous()
         padded = _pad(splats)
-        grad_splats = torch.zeros_like(padded)
         pixels = layout.basis.shape[1]
+        minus_basis_t = -layout.basis.T
+        visited, grads = [], []  # per visited pair slot: dL/d (6 coefficients, 5 features)
         for chunk in layout.chunks:
             grad = grad_out[chunk.tiles]  # (nt, 5, px)
             carried = {"grad": grad, "total": (grad * out[chunk.tiles]).sum(1),  # sum_k w_k v_k
                        "in_front": grad.new_zeros(len(chunk.tiles), pixels)}  # over earlier blocks
-            for step in _depth_blocks(padded, layout, chunk, carried, memo=ctx.memo):
+            for step in _depth_blocks(padded, layout, chunk, carried, memo=ctx.memo, factors=True):
                 grad_rows, in_front = step.carried["grad"], step.carried["in_front"]
-                v = step.feats @ grad_rows  # (na, Kb, px)
-                through = torch.cumsum(step.weights * v, dim=1).add_(in_front[:, None, :])
+                v = torch.bmm(step.feats, grad_rows)  # (na, Kb, px) g . f_i
+                through = _scan(step.weights * v, in_front, torch.add)
                 in_front.copy_(through[:, -1])
                 behind = torch.sub(step.carried["total"][:, None, :], through, out=through)
-                grad_alpha = (step.before * v).sub_(behind.div_(1.0 - step.alpha))
-                # d alpha / d E = alpha where kept, unclamped and above 1/255; else 0.
-                live = F.threshold(-step.alpha, -ALPHA_MAX, 0.0).mul_(torch.sign(step.kept_after))
-                grad_exponent = grad_alpha.mul_(live).neg_()
-                grad_coefs = (grad_exponent.reshape(-1, pixels) @ layout.basis.T).view(*step.ids.shape, 6)
-                grad_feats = (grad_rows @ step.weights.transpose(1, 2)).transpose(1, 2)
-                grad_rows_splats = _splat_gradients(grad_coefs, grad_feats, step.splats, step.offset)
-                grad_splats.index_add_(0, step.ids.reshape(-1), grad_rows_splats.reshape(-1, N_SPLAT))
+                # -dL/dE = -(live alpha) (T v - behind / (1 - alpha)) = live_weights v - live_ratio behind
+                minus_grad_exponent = v.mul_(step.live_weights).sub_(behind.mul_(step.live_ratio))
+                visited.append(step.pairs.flatten())
+                grads.append(torch.cat([minus_grad_exponent.view(-1, pixels) @ minus_basis_t,
+                                        torch.bmm(grad_rows, step.weights.transpose(1, 2))
+                                        .transpose(1, 2).reshape(-1, N_FEATURES)], 1))
         ctx.memo = None  # free the stored blocks; a second backward recomputes them
-        return grad_splats[:-1], None
+        return _pair_gradients_to_splats(visited, grads, splats, layout), None
 
 
 def _pad(splats: torch.Tensor) -> torch.Tensor:
-    """Append the dummy row that padding slots point at: log-opacity -1e4, so alpha is 0."""
-    dummy = splats.new_zeros(1, N_SPLAT)
-    dummy[0, 5] = -1e4
-    return torch.cat([splats, dummy])
+    """(R, 10) -> (R + 1, 11): a column of ones (the alpha feature, so the features r, g, b, depth, 1
+    are a view) and the dummy row that padding slots point at: log-opacity -1e4, so alpha is 0."""
+    padded = splats.new_ones(splats.shape[0] + 1, N_SPLAT + 1)
+    padded[:-1, :N_SPLAT] = splats
+    padded[-1, :N_SPLAT] = 0.0
+    padded[-1, 5] = -1e4
+    return padded
+
+
+def _pair_gradients_to_splats(visited: list[torch.Tensor], grads: list[torch.Tensor], splats: torch.Tensor,
+                              layout: Layout, slice_size: int = 1 << 20) -> torch.Tensor:
+    """Chain dL/d (coefficients, features) of the visited pairs back to the splat table, at once.
+
+    Args:
+        visited: per block, (na * Kb,) pair indices (P where a padding slot).
+        grads: per block, (na * Kb, 11) dL/d (6 exponent coefficients, r, g, b, depth, 1).
+        splats: (R, 10). layout: the tiling.
+        slice_size: pairs chained per step, to bound the temporaries.
+
+    Returns:
+        (R, 10) dL/d splat table.
+    """
+    grad_splats = torch.zeros_like(splats)
+    if not visited:
+        return grad_splats
+    pairs, grads = torch.cat(visited), torch.cat(grads)
+    real = torch.nonzero(pairs < layout.flat_ids.numel()).flatten()
+    pairs, grads = pairs[real], grads[real]
+    for first in range(0, pairs.numel(), slice_size):
+        part = pairs[first:first + slice_size]
+        ids = layout.flat_ids[part]
+        rows = splats.index_select(0, ids)
+        offset = rows[:, :2] - layout.tile_centres.index_select(0, layout.pair_tiles[part])
+        grad = grads[first:first + slice_size]
+        grad_splats.index_add_(0, ids, _splat_gradients(grad[:, :6], grad[:, 6:], rows, offset))
+    return grad_splats

@@ -50,7 +50,7 @@ def render(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | No
             raise NotAvailableError("backend='gsplat' needs CUDA and gsplat==1.5.3; this machine "
                                     f"has CUDA={torch.cuda.is_available()}; use backend='torch' or 'auto'")
         return render_gsplat(gaussians, cameras, background, sh_degree, tile_size or 16)
-    return render_torch(gaussians, cameras, background, sh_degree, tile_size or 8)
+    return render_torch(gaussians, cameras, background, sh_degree, tile_size)
 
 
 def _background(background: torch.Tensor | None, n_cameras: int, like: torch.Tensor) -> torch.Tensor:

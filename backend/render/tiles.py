@@ -2,6 +2,8 @@
 
 1. Every visible (camera, Gaussian) whose alpha >= 1/255 box overlaps a tile gives one pair
    (gsplat calls them intersections). Pairs are ordered by tile, then by depth, front first.
+   ``cull_pairs`` then drops the pairs whose Gaussian stays below 1/255 on the whole tile (the box
+   corners of an elongated or round footprint): exactly, from the conic's minimum over the tile.
 2. Tiles with pairs are sorted by pair count and cut into chunks of at most ``budget`` / (block *
    tile_size^2) tiles; compositing walks a chunk ``block`` pairs deep at a time, so memory stays
    bounded whatever N and the image size.
@@ -92,6 +94,52 @@ def intersect_tiles(means2d: torch.Tensor, extents: torch.Tensor, depths: torch.
     tile_counts = torch.bincount(tile_ids, minlength=n_tiles)
     tile_starts = torch.cumsum(tile_counts, 0) - tile_counts
     return TilePairs(flat_ids, tile_ids, tile_starts, tile_counts, tiles_x, tiles_y)
+
+
+@torch.no_grad()
+def cull_pairs(pairs: TilePairs, footprints: torch.Tensor, tile_size: int, log_alpha_min: float,
+               margin: float = 1e-2) -> TilePairs:
+    """Drop the pairs whose alpha stays below the 1/255 cut at every pixel centre of their tile.
+
+    The exponent ln o - q/2, q = d^T Sigma^-1 d, peaks over the tile where q is least over the
+    rectangle of pixel centres (a convex quadratic: 0 inside, else on an edge, at the clamped
+    1D minimum of each edge). Pairs whose peak is below ``log_alpha_min - margin`` composite
+    exact zeros (values and gradients), so dropping them changes nothing; ``margin`` absorbs the
+    compositor's rounding.
+
+    Args:
+        pairs: from ``intersect_tiles``.
+        footprints: (B * N, 6) mean x, mean y, conic a, b, c (d^T Sigma^-1 d = a dx^2 + 2 b dx dy
+            + c dy^2), ln opacity.
+        tile_size: pixels per tile side. log_alpha_min: ln of the alpha cut.
+
+    Returns:
+        ``TilePairs`` with the kept pairs, in the same order.
+    """
+    mx, my, a, b, c, log_opacity = footprints.index_select(0, pairs.flat_ids).unbind(-1)
+    local = pairs.tile_ids % (pairs.tiles_x * pairs.tiles_y)
+    row = local // pairs.tiles_x
+    x0 = ((local - row * pairs.tiles_x) * tile_size).to(mx.dtype).sub_(mx).add_(0.5)
+    y0 = (row * tile_size).to(mx.dtype).sub_(my).add_(0.5)  # nearest pixel centre minus the mean
+    x1, y1 = x0 + (tile_size - 1), y0 + (tile_size - 1)
+    q = _edge_minimum(a, b, c, x0, y0, y1)
+    q = torch.minimum(q, _edge_minimum(a, b, c, x1, y0, y1))
+    q = torch.minimum(q, _edge_minimum(c, b, a, y0, x0, x1))
+    q = torch.minimum(q, _edge_minimum(c, b, a, y1, x0, x1))
+    outside = (x0 > 0) | (x1 < 0) | (y0 > 0) | (y1 < 0)
+    q.mul_(outside)  # 0 where the mean lies inside the rectangle
+    kept = torch.nonzero(log_opacity - 0.5 * q >= log_alpha_min - margin).flatten()
+    flat_ids, tile_ids = pairs.flat_ids[kept], pairs.tile_ids[kept]
+    tile_counts = torch.bincount(tile_ids, minlength=pairs.tile_counts.numel())
+    tile_starts = torch.cumsum(tile_counts, 0) - tile_counts
+    return TilePairs(flat_ids, tile_ids, tile_starts, tile_counts, pairs.tiles_x, pairs.tiles_y)
+
+
+def _edge_minimum(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, u: torch.Tensor, v0: torch.Tensor,
+                  v1: torch.Tensor) -> torch.Tensor:
+    """min over v in [v0, v1] of a u^2 + 2 b u v + c v^2 (c > 0), all (P,): one edge of a rectangle."""
+    v = torch.clamp(-b * u / c, min=v0, max=v1)
+    return (a * u + 2 * b * v).mul_(u).add_(c * v * v)
 
 
 @torch.no_grad()

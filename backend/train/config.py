@@ -96,6 +96,8 @@ class OneShotConfig:
     blur_sigma: float = 0.6          # photo blur before colour sampling, in pixels at 256 px
     depth_tolerance: float = 0.01    # metres: a Gaussian this far behind the mesh's depth is hidden
     min_facing: float = 0.1          # cos of the angle between normal and view ray to count as visible
+    train_facing: float = 0.1        # visible Gaussians more side-on than this are frozen too (0.35
+    #                                  cost 3 dB on the photo's view and did not look better from the side)
     fill_neighbours: int = 8         # hidden Gaussians average this many visible neighbours' colours
     anchor: float = 1e4              # rest-state prior: weight of mean squared drift of B0 positions (m^2)
     region_dilation: float = 0.01    # the target mask is limited to the head silhouette grown by this

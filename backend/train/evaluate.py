@@ -36,11 +36,12 @@ def evaluate(trainer, out_dir: str, max_frames: int | None = None, n_pictures: i
     limit = max_frames if max_frames is not None else trainer.config.eval_max_frames
     if limit and len(test) > limit:
         test = test[np.linspace(0, len(test) - 1, limit).round().astype(int)]
-    baseline = _mean_color(trainer)
+    images = trainer.config.phases[-1].images  # what the avatar was last fitted to
+    baseline = _mean_color(trainer, images)
     rows, pictures = [], set(test[np.linspace(0, len(test) - 1, min(n_pictures, len(test)))
                                   .round().astype(int)].tolist())
     for index in test.tolist():
-        target, mask = data.target(index, trainer.background)
+        target, mask = data.target(index, trainer.background, images)
         out, _ = trainer.render_frame(index)
         image = out.rgb[0].clamp(0, 1)
         value = float(psnr(image, target))
@@ -62,7 +63,7 @@ def evaluate(trainer, out_dir: str, max_frames: int | None = None, n_pictures: i
         "baseline_psnr": float(np.mean([r["baseline_psnr"] for r in rows])),
         "psnr_mask": float(np.mean([r["psnr_mask"] for r in rows])),
         "baseline_psnr_mask": float(np.mean([r["baseline_psnr_mask"] for r in rows])),
-        "split": "held-out" if data.held_out else "training-view",
+        "split": "held-out" if data.held_out else "training-view", "images": images,
         "frames": len(rows), "held_out": [int(data.test[0]), int(data.test[-1])],
         "step": trainer.step, "n_gaussians": trainer.model.n_gaussians,
         "lpips": None, "per_frame": rows,
@@ -71,11 +72,11 @@ def evaluate(trainer, out_dir: str, max_frames: int | None = None, n_pictures: i
     return report
 
 
-def _mean_color(trainer) -> torch.Tensor:
+def _mean_color(trainer, images: str | None = None) -> torch.Tensor:
     """The mean-colour baseline: one constant RGB, the mean of a few training targets."""
     data = trainer.data
     picks = data.train[:: max(1, len(data.train) // 10)][:10]
-    means = [data.target(int(i), trainer.background)[0].mean(dim=(0, 1)) for i in picks]
+    means = [data.target(int(i), trainer.background, images)[0].mean(dim=(0, 1)) for i in picks]
     return torch.stack(means).mean(dim=0)
 
 
@@ -84,7 +85,7 @@ def save_preview(trainer, folder: str) -> str:
     """Side-by-side [truth | render] of a fixed held-out frame at the current step."""
     ensure_writable_folder(folder)
     index = int(trainer.data.test[len(trainer.data.test) // 2])
-    target, _ = trainer.data.target(index, trainer.background)
+    target, _ = trainer.data.target(index, trainer.background, trainer.phase_at(trainer.step).images)
     out, _ = trainer.render_frame(index)
     path = os.path.join(folder, f"step_{trainer.step:06d}.png")
     write_image(path, _to_u8(torch.cat([target, out.rgb[0]], dim=1)))

@@ -12,9 +12,11 @@ With one photo there is no expression variation and most of the head is never se
    colour of the visible Gaussians at their mirror image (x -> -x in rest space, for a turned
    head) or, failing that, the mean colour of their nearest visible neighbours (back of the head:
    hair or skin of the sides). Hidden teeth keep their ivory.
-4. Training on the single view: hidden Gaussians are frozen (their gradients are zeroed), visible
-   ones train with small rates and a rest-state prior (squared drift of B0 positions), the
-   blendshape variables dG^ do not train (dB = dB_init), and there is no densification.
+4. Training on the single view: hidden and side-on Gaussians are frozen (their gradients are
+   zeroed), the others train with small rates and a rest-state prior (squared drift of B0 positions), the
+   blendshape variables dG^ do not train (dB = dB_init), and there is no densification. The
+   background is a random colour each step, so Gaussians outside the person fit it by turning
+   transparent rather than by taking the background's colour.
 5. The target mask is limited to the head's silhouette, grown a little for hair, so the torso
    of a portrait is not something the head has to explain.
 """
@@ -85,7 +87,7 @@ def _head_only(phase: dict) -> dict:
 class OneShotState:
     """What one-shot training keeps: which Gaussians the photo sees, and their rest positions."""
 
-    visible: torch.Tensor  # (N,) bool, trained; the others are frozen
+    visible: torch.Tensor  # (N,) bool, seen well enough to train; the others are frozen
     anchor: torch.Tensor   # (N, 3) B0 positions at initialization (rest-state prior)
     frame: int = 0         # the photo's frame index
 
@@ -162,7 +164,8 @@ def gaussian_visibility(trainer, index: int) -> tuple[torch.Tensor, torch.Tensor
     """Which Gaussians the camera of frame ``index`` sees, and where.
 
     Returns:
-        visible (N,) bool and pixel coordinates (N, 2) (u, v; pixel centres at +0.5).
+        visible (N,) bool, facing (N,) cosine between surface normal and the ray to the camera
+        (1 for mouth Gaussians) and pixel coordinates (N, 2) (u, v; pixel centres at +0.5).
     """
     from scipy.spatial import cKDTree
 
@@ -191,8 +194,9 @@ def gaussian_visibility(trainer, index: int) -> tuple[torch.Tensor, torch.Tensor
     to_camera = center - means
     to_camera = to_camera / to_camera.norm(dim=1, keepdim=True).clamp_min(1e-12)
     facing = (normals[torch.as_tensor(nearest, device=means.device)] * to_camera).sum(dim=1)
-    visible = inside & in_front & ((facing > cfg.min_facing) | model.mouth)
-    return visible, torch.stack([u, v], dim=1)
+    facing = torch.where(model.mouth, torch.ones_like(facing), facing)
+    visible = inside & in_front & (facing > cfg.min_facing)
+    return visible, facing, torch.stack([u, v], dim=1)
 
 
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -283,7 +287,7 @@ def prepare(trainer) -> OneShotState:
     index = int(data.train[0])
     data.use_first_frame_only()
     data.region_fn = region_function(trainer)
-    visible, pixels = gaussian_visibility(trainer, index)
+    visible, facing, pixels = gaussian_visibility(trainer, index)
     rgb, mask = data.photo(index)
     sigma = cfg.blur_sigma * max(data.width, data.height) / 256
     sampled, coverage = sample_photo(rgb, mask, pixels, sigma)
@@ -304,7 +308,8 @@ def prepare(trainer) -> OneShotState:
     model.params["log_scales"] += float(np.log(cfg.init_scale))
     log.info("one-shot: %d of %d Gaussians seen in frame %d, %d coloured from their neighbours",
              int(seen.sum()), model.n_gaussians, index, int(targets.sum()))
-    return OneShotState(visible.clone(), model.params["means"].detach().clone(), index)
+    trained = visible & (facing > cfg.train_facing)
+    return OneShotState(trained, model.params["means"].detach().clone(), index)
 
 
 # -- training-step hooks ----------------------------------------------------------------------------

@@ -145,7 +145,7 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------------
     def render_frame(self, index: int, sh_degree: int | None = None, scale: float = 1.0,
-                     box: tuple[int, int, int, int] | None = None):
+                     box: tuple[int, int, int, int] | None = None, background: torch.Tensor | None = None):
         """Render tracked frame ``index`` at ``scale``, optionally only the pixel ``box``
         (x0, y0, x1, y1 at that scale). Returns (RenderOutput, posed Blended)."""
         from ..render import Cameras, render
@@ -164,7 +164,7 @@ class Trainer:
             intrinsics[1, 2] -= box[1]
             width, height = box[2] - box[0], box[3] - box[1]
         cameras = Cameras(viewmat[None], intrinsics[None], width, height)
-        out = render(gaussians, cameras, background=self.background,
+        out = render(gaussians, cameras, background=self.background if background is None else background,
                      backend=self.config.render_backend)
         return out, posed
 
@@ -187,14 +187,17 @@ class Trainer:
     def train_step(self, phase: Phase, pool: np.ndarray) -> float:
         cfg = self.config
         index = int(pool[torch.randint(len(pool), (1,), generator=self.generator)])
-        target, mask = self.data.target(index, self.background, phase.images)
+        background = self.background
+        if self.oneshot is not None:  # a random background: transparency, not its colour, fits it
+            background = torch.rand(3, generator=self.generator).to(self.device)
+        target, mask = self.data.target(index, background, phase.images)
         scale = self.scale_at(self.step)
         target, mask = _resize(target, scale), _resize(mask, scale)
         box = _mask_box(mask) if cfg.crop_to_mask else None
         if box is not None:
             target = target[box[1]:box[3], box[0]:box[2]]
             mask = mask[box[1]:box[3], box[0]:box[2]]
-        out, _ = self.render_frame(index, scale=scale, box=box)
+        out, _ = self.render_frame(index, scale=scale, box=box, background=background)
         loss = rgb_loss(out.rgb, target[None], cfg.loss.ssim_lambda)
         loss = loss + cfg.loss.alpha * alpha_loss(out.alpha[0], mask)
         mouth_means = self.model.params["means"][self.model.mouth]
