@@ -18,6 +18,17 @@ from backend.formats import tracking as tracking_format
 from tests.conftest import run_backend
 
 ITERATIONS = 50
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # see single_thread()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One torch thread: at these tiny sizes, two threads on a busy 2-core machine made training
+    3-4x slower (thread hand-offs), one thread is as fast when the machine is idle."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +107,13 @@ def test_render_and_export_commands(trained):
     avatar = folder / "run" / "avatar.npz"
     video = folder / "reenact.mp4"
     result = run_backend("render", "--avatar", str(avatar), "--tracking",
-                         str(folder / "data" / "tracking.npz"), "--out", str(video), "--size", "32")
+                         str(folder / "data" / "tracking.npz"), "--out", str(video), "--size", "32",
+                         env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     assert video.stat().st_size > 500
     ply = folder / "frame.ply"
     result = run_backend("export", "--avatar", str(avatar), "--out", str(ply), "--tracking",
-                         str(folder / "data" / "tracking.npz"), "--frame", "3")
+                         str(folder / "data" / "tracking.npz"), "--frame", "3", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     from backend.export.ply import read_ply
 

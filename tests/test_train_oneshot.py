@@ -17,6 +17,7 @@ from tests.conftest import run_backend
 
 SIZE = 64
 ITERATIONS = 30
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny sizes: 2 threads on a busy 2-core machine were 3x slower
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +26,14 @@ def oneshot(tmp_path_factory):
     folder = tmp_path_factory.mktemp("oneshot")
     Image.fromarray(data.astronaut()).save(folder / "photo.png")
     result = run_backend("prepare", "--image", str(folder / "photo.png"), "--out", str(folder / "data"),
-                         "--size", str(SIZE), "--no-qa", "--progress", "quiet")
+                         "--size", str(SIZE), "--no-qa", "--progress", "quiet", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     # The build's call (train --preset P --images ... --resume --iters N), with the small preset.
     train = ["train", "--data", str(folder / "data"), "--out", str(folder / "run"), "--preset", "tiny",
              "--images", "frames", "--device", "cpu", "--resume", "--progress", "jsonl"]
-    result = run_backend(*train, "--iters", str(ITERATIONS - 5))
+    result = run_backend(*train, "--iters", str(ITERATIONS - 5), env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
-    resumed = run_backend(*train, "--iters", str(ITERATIONS))  # a re-run continues the checkpoint
+    resumed = run_backend(*train, "--iters", str(ITERATIONS), env=ONE_THREAD)  # continues the checkpoint
     assert resumed.returncode == 0, resumed.stderr
     return folder, resumed.stdout
 

@@ -19,6 +19,16 @@ GEOMETRY = ("means", "log_scales", "quats", "opacity_logits", "delta_means", "de
             "delta_quats", "delta_opacity_logits")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One torch thread: at these tiny sizes, two threads on a busy 2-core machine made training
+    3-4x slower (thread hand-offs), one thread is as fast when the machine is idle."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory):
     """16 frames at 32 px whose head turns past 0.2 rad, with a recoloured 'stylized' copy."""
@@ -89,7 +99,7 @@ def test_geometry_phase_uses_near_frontal_training_frames_only(subject):
 def test_train_command_progressive_flag(subject, tmp_path):
     result = run_backend("train", "--data", str(subject), "--out", str(tmp_path / "run"), "--preset", "tiny",
                          "--iters", "6", "--progressive", "--frontal-yaw", "0.15", "--device", "cpu",
-                         "--progress", "quiet")
+                         "--progress", "quiet", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     config = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["config"]
     assert [p["images"] for p in config["phases"]] == ["frames", "stylized", "stylized"]

@@ -198,3 +198,33 @@ def test_presets_roundtrip_and_phases():
     assert [p.name for p in config.phases] == ["photoreal", "geometry", "texture"]
     assert config.phases[1].trainable == ("geometry", "blendshape_geometry")
     assert math.isclose(sum(p.fraction for p in config.phases), 1.0)
+
+
+def test_oneshot_settings_and_detection(tmp_path):
+    from backend.fileio import write_json
+    from backend.train.data import split_frames
+    from backend.train.oneshot import is_oneshot, oneshot_settings
+
+    train, test = split_frames(1)
+    assert train.tolist() == [0] and test.tolist() == [0]  # no held-out frame: the training view
+    assert is_oneshot(str(tmp_path), 1) and not is_oneshot(str(tmp_path), 5)
+    write_json(tmp_path / "prepare.json", {"source": {"kind": "image"}})
+    assert is_oneshot(str(tmp_path), 5)
+    # The build's default preset becomes `oneshot`; blendshape groups never train in one-shot mode.
+    build_overrides = {"phases": [{"name": "photoreal", "images": "stylized"}], "iterations": 600}
+    preset, overrides = oneshot_settings("cpu-fast", build_overrides)
+    config = make_config(preset, **overrides)
+    assert preset == "oneshot" and config.iterations == 600 and config.oneshot.enabled
+    assert config.phases[0].images == "stylized"
+    assert set(config.phases[0].trainable) == {"geometry", "texture"}
+    preset, overrides = oneshot_settings("tiny", {})
+    config = make_config(preset, **overrides)
+    assert config.model.n_face_gaussians == make_config("tiny").model.n_face_gaussians
+    assert config.oneshot.enabled and config.densify.start > config.iterations
+    assert all("blendshape" not in group for phase in config.phases for group in phase.trainable)
+    preset, overrides = oneshot_settings("gpu-paper", {"phases": [
+        {"name": "geometry", "images": "stylized", "max_abs_yaw": 0.2,
+         "trainable": ["geometry", "blendshape_geometry"]}]})
+    config = make_config(preset, **overrides)
+    assert config.iterations == 3000 and config.phases[0].trainable == ("geometry",)
+    assert config.phases[0].max_abs_yaw is None  # one frame: no yaw filter

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="head model: builtin or a FLAME file (default: what the tracking names)")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default: torch's choice; 1 is often faster on a "
-                             "busy machine or at small image sizes)")
+                        help="CPU threads for torch (default 0: one thread when the machine is already "
+                             "busy, i.e. load average >= cores - 1, else torch's choice)")
     parser.add_argument("--progressive", action="store_true",
                         help="3DToonify schedule: fit the real frames, then adapt geometry on near-frontal "
                              "stylized frames, then colours on all stylized frames (needs stylized/)")
@@ -50,8 +50,9 @@ def run(args: argparse.Namespace, progress) -> int:
         raise InputError("--device cuda was asked for but this machine has no CUDA GPU; use --device cpu")
     if args.threads < 0:
         raise InputError(f"--threads {args.threads} must be 0 (torch's default) or a positive count")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or _auto_threads()
+    if threads and device == "cpu":
+        torch.set_num_threads(threads)
     if args.progressive:
         overrides = progressive_overrides(args.frontal_yaw)
     else:
@@ -94,6 +95,23 @@ def progressive_overrides(frontal_yaw: float = 0.2, fractions=(0.5, 0.3, 0.2)) -
              "trainable": ["texture", "blendshape_texture"], "densify": False},
         ],
     }
+
+
+def _auto_threads() -> int:
+    """1 on a busy machine (parallel regions then wait for descheduled siblings and two threads
+    were 2-8x slower than one, docs/BENCHMARKS.md), else 0 (torch's default)."""
+    import logging
+
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return 0
+    if cores > 1 and load >= cores - 1:
+        logging.getLogger("toonsplat").info("load average %.1f on %d cores: training with one thread",
+                                            load, cores)
+        return 1
+    return 0
 
 
 def _raise_interrupt(signum, frame):
