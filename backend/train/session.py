@@ -23,7 +23,9 @@ def load_head_for(data: FrameData, head_model: str | None, device):
     if spec != "builtin" and not os.path.exists(spec):
         raise InputError(f"the tracking was made with head model {spec!r}, which is not on this "
                          "machine; pass --head-model with the file's path")
-    head = load_head_model(spec, n_expressions=data.tracking.n_expressions, device=device)
+    embedding = data.tracking.head_model.get("landmark_embedding") if spec != "builtin" else None
+    head = load_head_model(spec, n_expressions=data.tracking.n_expressions, device=device,
+                           landmark_embedding=embedding)
     if head.exprdirs.shape[-1] != data.tracking.n_expressions:
         raise InputError(f"{data.folder}/tracking.npz has {data.tracking.n_expressions} expressions but "
                          f"the head model {spec!r} has {head.exprdirs.shape[-1]}; pass the --head-model "
