@@ -110,6 +110,14 @@ def render_still(path: str, imported: importer.ImportedAvatar, resolution: int =
     scene.render.resolution_percentage = 100
     scene.render.film_transparent = False
     scene.render.image_settings.file_format = "PNG"
+    # The splats carry display colours: show them as they are (AgX/Filmic would tone-map them),
+    # in front of a light grey backdrop like the backend's renders.
+    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.look = "None"
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new("ToonSplat backdrop")
+    scene.world.color = (0.8, 0.8, 0.8)
+    scene.world.use_nodes = False
     scene.frame_set(frame or scene.frame_start)
     scene.render.filepath = os.path.abspath(path)
     try:

@@ -5,9 +5,10 @@ attribute and scaled by ``SIGMAS`` x ``scale``, and keeps the points themselves 
 mesh still holds the deformed Gaussian centres). The material reads the instance's ``color`` and
 ``opacity`` and fades with the distance between the view ray and the ellipsoid's centre:
 
-    alpha = opacity * exp(-0.5 * SIGMAS^2 * (1 - (N . I)^2)),   back faces transparent,
+    alpha = opacity * exp(-0.5 * SIGMAS^2 * (1 - (p . v)^2)),   back faces transparent,
 
-which is the Gaussian's 1D profile across a unit sphere seen along I. It uses only nodes that EEVEE
+with p the hit point and v the view direction in the instance's own (unit-sphere) space: the
+Gaussian's exact profile across the ellipsoid, whatever its scales and rotation. It uses only nodes that EEVEE
 and Cycles both support. Nothing here runs at register: ``add_preview`` builds the node group and
 material the first time an avatar is imported and reuses them afterwards.
 """
@@ -100,10 +101,19 @@ def splat_material() -> bpy.types.Material:
     color = _instancer_attribute(nodes, "color")
     opacity = _instancer_attribute(nodes, "opacity")
     geometry = nodes.new("ShaderNodeNewGeometry")
+    # In the instance's own space the ellipsoid is the unit sphere and the Gaussian isotropic:
+    # the ray's distance from the centre is sqrt(1 - (p . v)^2) for the hit point p on the
+    # sphere and the unit view direction v, both in object space (exact for any scale/rotation).
+    coords = nodes.new("ShaderNodeTexCoord")
+    point = _vector_math(nodes, links, "NORMALIZE", coords.outputs["Object"])
+    to_object = nodes.new("ShaderNodeVectorTransform")
+    to_object.vector_type, to_object.convert_from, to_object.convert_to = "VECTOR", "WORLD", "OBJECT"
+    links.new(geometry.outputs["Incoming"], to_object.inputs["Vector"])
+    view = _vector_math(nodes, links, "NORMALIZE", to_object.outputs["Vector"])
     facing = nodes.new("ShaderNodeVectorMath")
     facing.operation = "DOT_PRODUCT"
-    links.new(geometry.outputs["Normal"], facing.inputs[0])
-    links.new(geometry.outputs["Incoming"], facing.inputs[1])
+    links.new(point, facing.inputs[0])
+    links.new(view, facing.inputs[1])
     # exponent = -0.5 * SIGMAS^2 * (1 - d^2) = c * d^2 - c with c = 0.5 * SIGMAS^2
     c = 0.5 * SIGMAS * SIGMAS
     squared = _math(nodes, links, "MULTIPLY", facing.outputs["Value"], facing.outputs["Value"])
@@ -128,6 +138,13 @@ def _instancer_attribute(nodes, name: str):
     node.attribute_type = "INSTANCER"
     node.attribute_name = name
     return node
+
+
+def _vector_math(nodes, links, operation: str, vector):
+    node = nodes.new("ShaderNodeVectorMath")
+    node.operation = operation
+    links.new(vector, node.inputs[0])
+    return node.outputs["Vector"]
 
 
 def _math(nodes, links, operation: str, *inputs):
