@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_output", help="results folder (default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="working resolution (default 256)")
-    parser.add_argument("--frames", type=int, default=60, help="synthetic video frames (default 60)")
+    parser.add_argument("--frames", type=int, default=90, help="synthetic video frames (default 90)")
     parser.add_argument("--iters", type=int, default=None, help="training iterations per subject "
                         "(default: a short schedule that keeps the demo under 20 minutes)")
     parser.add_argument("--subjects", default="photo,video",
@@ -91,7 +91,7 @@ def _subject(name: str, source: list[str], out: str, args, performance: str, pro
 def _iters(name: str, args) -> int:
     if args.iters:
         return args.iters
-    return 300 if name == "photo" else 600
+    return 400 if name == "photo" else 2000
 
 
 def _blender(folder: str, avatar_path: str, performance: str, progress) -> dict:
