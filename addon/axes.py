@@ -42,6 +42,24 @@ def quats_to_blender(quats: np.ndarray) -> np.ndarray:
     return out
 
 
+def gaussian_quats_to_blender(quats: np.ndarray) -> np.ndarray:
+    """Gaussian orientations (..., 4) w, x, y, z in head space -> Blender-space quaternions.
+
+    A Gaussian's quaternion maps its own frame (where its ``scale`` is given, unchanged) into head
+    space: Sigma = R S^2 R^T. In Blender the same frame maps by C R, the quaternion q_C * q (not
+    the conjugation C R C^T of ``quats_to_blender``, which would need the scales permuted).
+    """
+    quats = np.asarray(quats)
+    half = np.sqrt(0.5)  # q_C: +90 degrees about X
+    w, x, y, z = (quats[..., i] for i in range(4))
+    out = np.empty_like(quats)
+    out[..., 0] = half * (w - x)
+    out[..., 1] = half * (x + w)
+    out[..., 2] = half * (y - z)
+    out[..., 3] = half * (z + y)
+    return out
+
+
 def axis_angle_to_quats(axis_angle: np.ndarray) -> np.ndarray:
     """Axis-angle vectors (..., 3) -> unit quaternions (..., 4) w, x, y, z (float64)."""
     axis_angle = np.asarray(axis_angle, dtype=np.float64)

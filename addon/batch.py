@@ -114,10 +114,16 @@ def render_still(path: str, imported: importer.ImportedAvatar, resolution: int =
     # in front of a light grey backdrop like the backend's renders.
     scene.view_settings.view_transform = "Standard"
     scene.view_settings.look = "None"
-    if scene.world is None:
-        scene.world = bpy.data.worlds.new("ToonSplat backdrop")
-    scene.world.color = (0.8, 0.8, 0.8)
-    scene.world.use_nodes = False
+    world = bpy.data.worlds.get("ToonSplat backdrop") or bpy.data.worlds.new("ToonSplat backdrop")
+    world.use_nodes = True
+    background = next((n for n in world.node_tree.nodes if n.type == "BACKGROUND"), None)
+    if background is None:
+        background = world.node_tree.nodes.new("ShaderNodeBackground")
+        output = next((n for n in world.node_tree.nodes if n.type == "OUTPUT_WORLD"), None)
+        output = output or world.node_tree.nodes.new("ShaderNodeOutputWorld")
+        world.node_tree.links.new(background.outputs["Background"], output.inputs["Surface"])
+    background.inputs["Color"].default_value = (0.6, 0.6, 0.6, 1.0)
+    scene.world = world
     scene.frame_set(frame or scene.frame_start)
     scene.render.filepath = os.path.abspath(path)
     try:

@@ -149,7 +149,7 @@ def build_points(name: str, data: avatar_format.Avatar,
     quats = data.quats.astype(np.float64)
     quats /= np.maximum(np.linalg.norm(quats, axis=1, keepdims=True), 1e-12)
     _set_attribute(mesh, "rotation", "QUATERNION", "value",
-                   axes.quats_to_blender(quats).astype(np.float32))
+                   axes.gaussian_quats_to_blender(quats).astype(np.float32))
     _set_attribute(mesh, "mouth", "BOOLEAN", "value", data.mouth.astype(bool))
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)

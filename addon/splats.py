@@ -5,10 +5,14 @@ attribute and scaled by ``SIGMAS`` x ``scale``, and keeps the points themselves 
 mesh still holds the deformed Gaussian centres). The material reads the instance's ``color`` and
 ``opacity`` and fades with the distance between the view ray and the ellipsoid's centre:
 
-    alpha = opacity * exp(-0.5 * SIGMAS^2 * (1 - (p . v)^2)),   back faces transparent,
+    alpha = opacity * exp(-0.5 * SIGMAS^2 * (|p|^2 - (p . v)^2)),   back faces transparent,
 
-with p the hit point and v the view direction in the instance's own (unit-sphere) space: the
-Gaussian's exact profile across the ellipsoid, whatever its scales and rotation. It uses only nodes that EEVEE
+with p the hit point and v the unit view direction in the instance's own space (where the
+ellipsoid is a unit sphere): |p|^2 - (p . v)^2 is the squared distance of the view ray from the
+centre, so the Gaussian's profile is exact wherever the ray hits the (faceted) mesh, whatever the
+scales and rotation. Like the backend's rasterizer (0.3 px^2 added to every projected covariance),
+each Gaussian is widened by a small isotropic low-pass, sigma^2 + LOW_PASS^2 per axis (a modifier
+input), so thin splats keep the width they were trained with. It uses only nodes that EEVEE
 and Cycles both support. Nothing here runs at register: ``add_preview`` builds the node group and
 material the first time an avatar is imported and reuses them afterwards.
 """
@@ -20,10 +24,14 @@ import bpy
 NODE_GROUP = "ToonSplat Splats"
 MATERIAL = "ToonSplat Splat"
 MODIFIER = "Splat Preview"
-SIGMAS = 2.5  # the ellipsoid's radius in standard deviations
-
+SIGMAS = 2.5  # the ellipsoid's inner radius in standard deviations
+LOW_PASS = 0.001  # metres: the backend's 0.3 px^2 at its training size (~256 px, f ~ 1.2 x size, 0.6 m)
+SUBDIVISIONS = 2
+INRADIUS = 0.9341712  # of the unit icosphere with SUBDIVISIONS: its faces' nearest distance to 0
+LOW_PASS_INPUT = "Low-pass Size"
 
 TRANSPARENT_BOUNCES = 256
+MIN_TRANSPARENT_BOUNCES = 64
 
 
 def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None) -> bpy.types.Modifier:
@@ -36,9 +44,20 @@ def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None) -> 
     modifier.node_group = splat_node_group()
     scene = scene or bpy.context.scene
     if scene is not None and hasattr(scene, "cycles"):
-        scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces,
-                                                   TRANSPARENT_BOUNCES)
+        cycles = scene.cycles
+        cycles.transparent_max_bounces = max(cycles.transparent_max_bounces, TRANSPARENT_BOUNCES)
+        # Russian roulette on the dimming transparent path speckles the splats: keep it off for
+        # the first layers, where nearly all of a pixel's colour is gathered.
+        cycles.min_transparent_bounces = max(cycles.min_transparent_bounces,
+                                             MIN_TRANSPARENT_BOUNCES)
     return modifier
+
+
+def set_low_pass(modifier: bpy.types.Modifier, size: float) -> None:
+    """Set the isotropic low-pass (metres) that widens every Gaussian; 0 draws them unfiltered."""
+    socket = modifier.node_group.interface.items_tree[LOW_PASS_INPUT]
+    modifier[socket.identifier] = float(size)
+    modifier.id_data.update_tag()
 
 
 def splat_node_group() -> bpy.types.NodeTree:
@@ -48,13 +67,16 @@ def splat_node_group() -> bpy.types.NodeTree:
         return group
     group = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
     group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    low_pass = group.interface.new_socket(LOW_PASS_INPUT, in_out="INPUT",
+                                          socket_type="NodeSocketFloat")
+    low_pass.default_value, low_pass.min_value, low_pass.subtype = LOW_PASS, 0.0, "DISTANCE"
     group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
     group_in = nodes.new("NodeGroupInput")
     group_out = nodes.new("NodeGroupOutput")
-    sphere = nodes.new("GeometryNodeMeshIcoSphere")
-    sphere.inputs["Radius"].default_value = 1.0
-    sphere.inputs["Subdivisions"].default_value = 1
+    sphere = nodes.new("GeometryNodeMeshIcoSphere")  # its faces enclose the unit sphere
+    sphere.inputs["Radius"].default_value = 1.0 / INRADIUS
+    sphere.inputs["Subdivisions"].default_value = SUBDIVISIONS
     smooth = nodes.new("GeometryNodeSetShadeSmooth")
     links.new(sphere.outputs["Mesh"], smooth.inputs["Mesh"])
     material = nodes.new("GeometryNodeSetMaterial")
@@ -62,18 +84,28 @@ def splat_node_group() -> bpy.types.NodeTree:
     links.new(smooth.outputs["Mesh"], material.inputs["Geometry"])
     rotation = _named_attribute(nodes, "rotation", "QUATERNION")
     scale = _named_attribute(nodes, "scale", "FLOAT_VECTOR")
+    # sqrt(scale^2 + low_pass^2) per axis: R (S^2 + l^2 I) R^T is Sigma + l^2 I, exactly.
+    variance = _vector_math(nodes, links, "MULTIPLY", scale.outputs["Attribute"],
+                            scale.outputs["Attribute"])
+    low_variance = nodes.new("ShaderNodeMath")
+    low_variance.operation = "MULTIPLY"
+    links.new(group_in.outputs[LOW_PASS_INPUT], low_variance.inputs[0])
+    links.new(group_in.outputs[LOW_PASS_INPUT], low_variance.inputs[1])
+    widened = _vector_math(nodes, links, "ADD", variance, low_variance.outputs["Value"])
     sized = nodes.new("ShaderNodeVectorMath")
-    sized.operation = "SCALE"
-    sized.inputs["Scale"].default_value = SIGMAS
-    links.new(scale.outputs["Attribute"], sized.inputs[0])
+    sized.operation = "POWER"
+    links.new(widened, sized.inputs[0])
+    sized.inputs[1].default_value = (0.5, 0.5, 0.5)
+    sized = _vector_math(nodes, links, "SCALE", sized.outputs["Vector"])
+    sized.node.inputs["Scale"].default_value = SIGMAS
     instance = nodes.new("GeometryNodeInstanceOnPoints")
-    links.new(group_in.outputs[0], instance.inputs["Points"])
+    links.new(group_in.outputs["Geometry"], instance.inputs["Points"])
     links.new(material.outputs["Geometry"], instance.inputs["Instance"])
     links.new(rotation.outputs["Attribute"], instance.inputs["Rotation"])
-    links.new(sized.outputs["Vector"], instance.inputs["Scale"])
+    links.new(sized, instance.inputs["Scale"])
     join = nodes.new("GeometryNodeJoinGeometry")
     links.new(instance.outputs["Instances"], join.inputs["Geometry"])
-    links.new(group_in.outputs[0], join.inputs["Geometry"])
+    links.new(group_in.outputs["Geometry"], join.inputs["Geometry"])
     links.new(join.outputs["Geometry"], group_out.inputs[0])
     return group
 
@@ -102,10 +134,10 @@ def splat_material() -> bpy.types.Material:
     opacity = _instancer_attribute(nodes, "opacity")
     geometry = nodes.new("ShaderNodeNewGeometry")
     # In the instance's own space the ellipsoid is the unit sphere and the Gaussian isotropic:
-    # the ray's distance from the centre is sqrt(1 - (p . v)^2) for the hit point p on the
-    # sphere and the unit view direction v, both in object space (exact for any scale/rotation).
+    # the ray's squared distance from the centre is |p|^2 - (p . v)^2 for any hit point p on
+    # the ray and the unit view direction v, both in object space (exact for any scale/rotation).
     coords = nodes.new("ShaderNodeTexCoord")
-    point = _vector_math(nodes, links, "NORMALIZE", coords.outputs["Object"])
+    point = coords.outputs["Object"]
     to_object = nodes.new("ShaderNodeVectorTransform")
     to_object.vector_type, to_object.convert_from, to_object.convert_to = "VECTOR", "WORLD", "OBJECT"
     links.new(geometry.outputs["Incoming"], to_object.inputs["Vector"])
@@ -114,10 +146,15 @@ def splat_material() -> bpy.types.Material:
     facing.operation = "DOT_PRODUCT"
     links.new(point, facing.inputs[0])
     links.new(view, facing.inputs[1])
-    # exponent = -0.5 * SIGMAS^2 * (1 - d^2) = c * d^2 - c with c = 0.5 * SIGMAS^2
+    radius = nodes.new("ShaderNodeVectorMath")
+    radius.operation = "DOT_PRODUCT"
+    links.new(point, radius.inputs[0])
+    links.new(point, radius.inputs[1])
+    # exponent = -0.5 * SIGMAS^2 * (|p|^2 - (p . v)^2) = c * (p . v)^2 - c * |p|^2
     c = 0.5 * SIGMAS * SIGMAS
     squared = _math(nodes, links, "MULTIPLY", facing.outputs["Value"], facing.outputs["Value"])
-    exponent = _math(nodes, links, "MULTIPLY_ADD", squared, c, -c)
+    distance = _math(nodes, links, "SUBTRACT", squared, radius.outputs["Value"])
+    exponent = _math(nodes, links, "MULTIPLY", distance, c)
     falloff = _math(nodes, links, "EXPONENT", exponent)
     front = _math(nodes, links, "SUBTRACT", 1.0, geometry.outputs["Backfacing"])
     alpha = _math(nodes, links, "MULTIPLY", falloff, opacity.outputs["Fac"])
@@ -140,10 +177,12 @@ def _instancer_attribute(nodes, name: str):
     return node
 
 
-def _vector_math(nodes, links, operation: str, vector):
+def _vector_math(nodes, links, operation: str, *vectors):
+    """A Vector Math node on output sockets; returns its Vector output."""
     node = nodes.new("ShaderNodeVectorMath")
     node.operation = operation
-    links.new(vector, node.inputs[0])
+    for socket, vector in zip(node.inputs, vectors):
+        links.new(vector, socket)
     return node.outputs["Vector"]
 
 

@@ -52,6 +52,13 @@ def test_axes_conversion_is_one_proper_rotation(addon):
     quats = np.random.default_rng(1).normal(size=(5, 4))
     for q, qb in zip(quats, axes.quats_to_blender(quats)):
         assert np.allclose(_quat_matrix(qb), c @ _quat_matrix(q) @ c.T)
+    # A Gaussian's frame (its scales unchanged) maps into Blender by C R: same covariance.
+    scales = np.random.default_rng(3).uniform(0.1, 1.0, size=(5, 3))
+    unit = quats / np.linalg.norm(quats, axis=1, keepdims=True)
+    for q, qb, s in zip(unit, axes.gaussian_quats_to_blender(unit), scales):
+        rs, rs_blender = _quat_matrix(q) * s, _quat_matrix(qb) * s
+        assert np.isclose(np.linalg.norm(qb), 1.0)
+        assert np.allclose(rs_blender @ rs_blender.T, c @ rs @ rs.T @ c.T)
 
 
 def test_pose_bone_quats_reproduce_head_space_rotations(addon):

@@ -7,6 +7,7 @@ rotations are set, and after a tracking file is keyframed; bad inputs give clear
 scripts run headless and write a .blend and a PNG.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -361,3 +362,82 @@ def test_build_script_reports_pipeline_failures(tmp_path):
     assert failed.returncode == 2, failed.stdout + failed.stderr
     assert "error: the backend build failed" in failed.stderr and "build.log" in failed.stderr
     assert not (tmp_path / "a.blend").exists()
+
+
+def _three_gaussians(path) -> avatar.Avatar:
+    """Three anisotropic, rotated Gaussians of different colours and opacities (head space)."""
+    def quat(axis, angle):
+        axis = np.asarray(axis, float) / np.linalg.norm(axis)
+        return np.r_[np.cos(angle / 2), np.sin(angle / 2) * axis]
+
+    data = dataclasses.replace(
+        examples.random_avatar(n_gaussians=3, n_expressions=2, sh_degree=0, n_mouth=0, seed=1),
+        means=np.array([[-0.05, 0.03, 0.0], [0.05, 0.02, 0.02], [0.0, -0.04, -0.01]], np.float32),
+        log_scales=np.log([[0.02, 0.004, 0.008], [0.006, 0.025, 0.003],
+                           [0.03, 0.01, 0.002]]).astype(np.float32),
+        quats=np.stack([quat([0, 0, 1], 0.5), quat([1, 1, 0], 1.0),
+                        quat([1, 0.3, 0.2], 1.2)]).astype(np.float32),
+        sh=np.array([[[1.2, -1, -1]], [[-1, 1.2, -1]], [[-1, -1, 1.4]]], np.float32),
+        opacity_logits=np.array([2.0, 1.0, 3.0], np.float32))
+    avatar.write(path, data)
+    return data
+
+
+def _backend_render(data: avatar.Avatar, size: int, distance: float) -> np.ndarray:
+    """The backend's render (H, W, 3) in [0, 1] from an OpenCV camera at (0, 0, distance)."""
+    torch = pytest.importorskip("torch")
+    from backend.render import Cameras, Gaussians, render
+
+    gaussians = Gaussians(*(torch.tensor(v) for v in (
+        data.means, data.quats, np.exp(data.log_scales), 1 / (1 + np.exp(-data.opacity_logits)), data.sh)))
+    view = torch.tensor(np.diag([1.0, -1.0, -1.0, 1.0]), dtype=torch.float32)[None]
+    view[0, 2, 3] = distance
+    f = 2.1 * size
+    ks = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]], dtype=torch.float32)[None]
+    with torch.no_grad():
+        out = render(gaussians, Cameras(view, ks, size, size), background=torch.tensor([0.3, 0.3, 0.3]))
+    return out.rgb[0].clamp(0, 1).numpy().astype(np.float64)
+
+
+def test_splat_preview_matches_the_backend_render(tmp_path):
+    """Cycles draws rotated, anisotropic splats where and as the backend's rasterizer does."""
+    size, distance = 64, 0.65
+    data = _three_gaussians(tmp_path / "three.npz")
+    # The backend widens by 0.3 px^2: in metres at the splats' depth, the preview's low-pass.
+    low_pass = np.sqrt(0.3) * distance / (2.1 * size)
+    png = tmp_path / "three.png"
+    run_bpy(f"""
+        import mathutils
+        from toonsplat.addon import splats
+        scene = bpy.context.scene
+        imported = importer.import_avatar({str(tmp_path / "three.npz")!r})
+        splats.set_low_pass(imported.points.modifiers[splats.MODIFIER], {low_pass})
+        camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+        scene.collection.objects.link(camera)
+        camera.data.sensor_fit = "HORIZONTAL"
+        camera.data.lens = 2.1 * camera.data.sensor_width
+        head_camera = np.eye(4); head_camera[2, 3] = {distance}  # OpenCV (x, -y, -z) -> Blender's
+        to_blender = np.eye(4); to_blender[:3, :3] = axes.HEAD_TO_BLENDER
+        camera.matrix_world = mathutils.Matrix((to_blender @ head_camera).tolist())
+        scene.camera = camera
+        scene.render.engine = "CYCLES"
+        scene.cycles.samples, scene.cycles.device, scene.cycles.use_denoising = 16, "CPU", False
+        scene.render.resolution_x = scene.render.resolution_y = {size}
+        scene.view_settings.view_transform = "Standard"
+        scene.world = bpy.data.worlds.new("backdrop")
+        grey = float(axes.srgb_to_linear(0.3))
+        scene.world.use_nodes = True
+        scene.world.node_tree.nodes["Background"].inputs[0].default_value = (grey, grey, grey, 1)
+        scene.render.filepath = {str(png)!r}
+        bpy.ops.render.render(write_still=True)
+        print(json.dumps({{}}))
+    """, tmp_path)
+    from PIL import Image
+
+    blender = np.asarray(Image.open(png).convert("RGB"), np.float64) / 255
+    backend = _backend_render(data, size, distance)
+    psnr = 10 * np.log10(1 / np.mean((blender - backend) ** 2))
+    assert psnr > 38, f"the Blender render differs from the backend's: PSNR {psnr:.1f} dB"
+    splat_pixels = np.abs(backend - 0.3).max(axis=2) > 0.05
+    assert splat_pixels.sum() > 50
+    assert np.abs(blender - backend)[splat_pixels].mean() < 0.04, psnr
