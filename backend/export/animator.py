@@ -1,6 +1,7 @@
 """Fast runtime animation of an avatar file: blend (Eq. 1) as one matrix product, then LBS.
 
-The deltas of every blended property are packed into one (K, N*14) matrix
+The deltas of every blended property are packed into one (K, A*14) matrix over the A Gaussians
+that move in some blendshape
 (3 position + 3 log-scale + 4 rotation + 1 opacity + 3 colour per Gaussian), so blending K
 blendshapes is a vector-matrix product per property block; skinning is an (N, J) x (J, 12)
 product.
@@ -35,14 +36,23 @@ class Animator:
         n = base["means"].shape[0]
         k = deltas["means"].shape[0]
         self.base = {name: base[name].reshape(n, width).contiguous() for name, width in LAYOUT}
-        self.deltas = torch.cat([deltas[name].reshape(k, n * width) for name, width in LAYOUT],
-                                dim=1).contiguous()
+        # Blendshapes are local (3DGB Eq. 2 keeps a Gaussian's deltas at their initial value, zero
+        # for a rigid neighbourhood): only Gaussians with some non-zero delta take part in the
+        # product. Exact, and the product shrinks to the moving part of the head.
+        moving = torch.zeros(n, dtype=torch.bool, device=base["means"].device)
+        for name, width in LAYOUT:
+            moving |= deltas[name].reshape(k, n, width).ne(0).any(dim=2).any(dim=0)
+        self.active = None if bool(moving.all()) else moving.nonzero().squeeze(1)
+        a = n if self.active is None else len(self.active)
+        pick = (lambda d: d) if self.active is None else (lambda d: d[:, self.active])
+        self.deltas = torch.cat([pick(deltas[name].reshape(k, n, width)).reshape(k, a * width)
+                                 for name, width in LAYOUT], dim=1).contiguous()
         self.blocks, start = {}, 0
         for name, width in LAYOUT:
-            self.blocks[name] = (start, start + n * width, width)
-            start += n * width
+            self.blocks[name] = (start, start + a * width, width)
+            start += a * width
         self.lbs_weights = lbs_weights.contiguous()
-        self.n = n
+        self.n, self.n_active = n, a
 
     @classmethod
     def from_avatar(cls, avatar, device="cpu") -> Animator:
@@ -53,6 +63,9 @@ class Animator:
         deltas = {"means": t(avatar.delta_means), "log_scales": t(avatar.delta_log_scales),
                   "quats": t(avatar.delta_quats), "opacity_logits": t(avatar.delta_opacity_logits),
                   "sh_dc": t(avatar.delta_sh[:, :, 0]).reshape(k, n, 3)}
+        still = torch.as_tensor(avatar.mouth, device=device)  # mouth interior: never blended
+        deltas = {name: d.masked_fill(still.view(1, n, *([1] * (d.dim() - 2))), 0.0)
+                  for name, d in deltas.items()}
         return cls(base, deltas, t(avatar.lbs_weights))
 
     def blend(self, expressions: torch.Tensor, names=tuple(name for name, _ in LAYOUT)) -> dict:
@@ -60,7 +73,11 @@ class Animator:
         out = {}
         for name in names:
             start, stop, width = self.blocks[name]
-            out[name] = self.base[name] + (expressions @ self.deltas[:, start:stop]).view(self.n, width)
+            offsets = (expressions @ self.deltas[:, start:stop]).view(self.n_active, width)
+            if self.active is None:
+                out[name] = self.base[name] + offsets
+            else:
+                out[name] = self.base[name].index_add(0, self.active, offsets)
         return out
 
     def skin(self, blended: dict, transforms: torch.Tensor) -> dict[str, torch.Tensor]:
