@@ -84,3 +84,15 @@ def test_killed_mid_train_resumes_from_checkpoint(video, tmp_path):
     assert "prepare: complete, skipped" in resumed.stderr
     assert "resumed from" in resumed.stderr
     assert avatar.read(out_dir / "avatar.npz").n_gaussians > 0
+
+
+def test_batch_script_builds_and_imports_a_video(video, tmp_path):
+    """scripts/build_avatar.py with the bpy module: the whole pipeline, then Blender."""
+    blend, picture = tmp_path / "avatar.blend", tmp_path / "avatar.png"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "build_avatar.py"), "--video",
+                           str(video), "--out", str(blend), "--render", str(picture), "--iters", "20",
+                           "--size", "128", "--resolution", "64", "--samples", "4"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert blend.stat().st_size > 100_000 and picture.stat().st_size > 1000
+    assert "keyed 12 frames" in done.stdout
