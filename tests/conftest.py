@@ -22,3 +22,15 @@ def run_backend(*args: str, cwd: Path = REPO, env: dict | None = None,
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """One torch thread: at tiny training sizes, two threads on a busy 2-core machine made
+    training 3-4x slower (thread hand-offs), and one thread is as fast when the machine is idle."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

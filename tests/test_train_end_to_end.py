@@ -22,13 +22,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # see single_thread()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread: at these tiny sizes, two threads on a busy 2-core machine made training
-    3-4x slower (thread hand-offs), one thread is as fast when the machine is idle."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread(torch_single_thread):
+    """Every test here trains tiny avatars: one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
