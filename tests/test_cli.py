@@ -102,17 +102,6 @@ def test_human_progress_goes_to_stderr_only():
     assert "prepare" in err.getvalue() and "5/10" in err.getvalue() and "/x" in err.getvalue()
 
 
-def test_unbuilt_command_says_so_and_fails():
-    from backend.cli.pending import _ISSUES
-
-    if not any(module == ".cli.pending" for module, _ in COMMANDS.values()):
-        pytest.skip("every command is built")
-    name = next(n for n, (module, _) in COMMANDS.items() if module == ".cli.pending")
-    out = run_backend(name)
-    assert out.returncode != 0 and "not built yet" in out.stderr
-    assert name in _ISSUES
-
-
 def test_bench_protocol_lines_parse():
     out = run_backend("bench", "formats", "--quick")
     assert out.returncode == 0, out.stderr

@@ -59,12 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text,
                                         parents=[common])
-        module = _load(name)
-        if hasattr(module, "add_arguments_for"):
-            module.add_arguments_for(name, command_parser)
-        else:
-            module.add_arguments(command_parser)
+        add_command_arguments(name, _load(name), command_parser)
     return parser
+
+
+def add_command_arguments(name: str, module, parser: argparse.ArgumentParser) -> None:
+    """A command module's arguments; a module serving several commands has add_arguments_for."""
+    if hasattr(module, "add_arguments_for"):
+        module.add_arguments_for(name, parser)
+    else:
+        module.add_arguments(parser)
 
 
 def _add_common(parser: argparse.ArgumentParser, progress_default, level_default) -> None:

@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..cli.main import COMMANDS
-from ..errors import InputError, NotAvailableError
+from ..cli.main import COMMANDS, add_command_arguments
+from ..errors import InputError
 
 log = logging.getLogger("toonsplat")
 
@@ -55,15 +55,10 @@ class BuildContext:
 def call_command(name: str, argv: list[str], progress) -> int:
     """Run the ``name`` command in-process with ``argv``, as ``python -m backend name argv``."""
     module_name, _ = COMMANDS[name]
-    if module_name == ".cli.pending":
-        raise NotAvailableError(f"the '{name}' stage is not built yet in this version")
     module = importlib.import_module(module_name, package="backend" if __package__ is None
                                      else __package__.rpartition(".")[0])
     parser = argparse.ArgumentParser(prog=f"build:{name}")
-    if hasattr(module, "add_arguments_for"):
-        module.add_arguments_for(name, parser)
-    else:
-        module.add_arguments(parser)
+    add_command_arguments(name, module, parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed what was wrong
