@@ -71,6 +71,9 @@ def model_from_avatar(avatar: avatar_format.Avatar, device="cpu"):
         "consistency": torch.ones(n, k, device=device), "lbs_weights": t(avatar.lbs_weights),
         "mouth": torch.as_tensor(avatar.mouth, device=device),
     }
+    still = tensors["mouth"]  # the contract: mouth-interior Gaussians are never blended
+    for name in ("delta_means", "delta_log_scales", "delta_quats", "delta_opacity_logits", "delta_sh"):
+        tensors[name][still] = 0.0
     degree = int(round(np.sqrt(n_coeffs))) - 1
     return GaussianBlendshapes(tensors, tuple(int(p) for p in avatar.joint_parents), degree), \
         t(avatar.joint_positions)
