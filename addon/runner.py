@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..backend.errors import ToonSplatError
+from ..backend.progress import format_seconds
 
 EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_GRACE_S = 3.0
@@ -258,14 +259,7 @@ def _kill_if_alive(process: subprocess.Popen) -> None:
 
 def format_eta(seconds: float | None) -> str:
     """``eta 3m05s`` style text, or an empty string."""
-    if seconds is None:
-        return ""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"eta {seconds}s"
-    if seconds < 3600:
-        return f"eta {seconds // 60}m{seconds % 60:02d}s"
-    return f"eta {seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return "" if seconds is None else f"eta {format_seconds(seconds)}"
 
 
 def venv_steps(base_python: str, venv_dir: str, requirements: str) -> list[list[str]]:

@@ -116,7 +116,7 @@ class Progress:
         step, total = fields["step"], max(fields["total"], 1)
         width = 30
         filled = int(width * min(step, total) / total)
-        eta = f" eta {_format_seconds(fields['eta_s'])}" if "eta_s" in fields else ""
+        eta = f" eta {format_seconds(fields['eta_s'])}" if "eta_s" in fields else ""
         text = (f"{fields['stage']:>10} [{'#' * filled}{'.' * (width - filled)}] "
                 f"{step}/{total}{eta} {fields.get('message', '')}")
         if self.err.isatty():
@@ -134,7 +134,8 @@ class Progress:
             self._bar_open = False
 
 
-def _format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
+    """``42s``, ``3m05s`` or ``1h02m``."""
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
