@@ -28,8 +28,13 @@ def load_assets(spec: str = "builtin", n_expressions: int = 50,
 
         assets = load_builtin()
         if landmark_embedding is not None:
-            raise InputError("a landmark embedding file applies to FLAME models only; the built-in "
-                             "model has its own 478-point MediaPipe correspondence")
+            from .flame import read_landmark_embedding
+
+            faces, bary, ids = read_landmark_embedding(os.path.expanduser(os.fspath(landmark_embedding)))
+            if len(faces) and faces.max() >= len(assets.faces):
+                raise InputError(f"the landmark embedding {landmark_embedding} names triangle "
+                                 f"{int(faces.max())}, but the built-in model has {len(assets.faces)}")
+            assets.landmark_faces, assets.landmark_bary, assets.landmark_ids = faces, bary, ids
     else:
         from . import flame
 
@@ -55,8 +60,9 @@ def load_head_model(spec: str = "builtin", n_expressions: int = 50,
             FLAME 2023 Open pickle, or an ``.npz`` conversion of one.
         n_expressions: how many expression directions to keep (FLAME: the first ones; the
             built-in model has 27 named ones, so at most 27).
-        landmark_embedding: FLAME only: ``mediapipe_landmark_embedding.npz`` or the 68-point
-            ``landmark_embedding.npy``; without it a FLAME model has no landmarks (L = 0).
+        landmark_embedding: ``mediapipe_landmark_embedding.npz`` or the 68-point
+            ``landmark_embedding.npy``; without it a FLAME model has no landmarks (L = 0) and the
+            built-in model keeps its canonical ones (landmark i = canonical face vertex i).
         device: torch device for the buffers.
 
     Returns:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..tracking import regions
 from ..train.geometry import vertex_normals
 from ..train.mouth import _back_of_head_weights, mouth_landmarks
 
@@ -34,6 +35,7 @@ class Subject:
     mouth_width: float
     eye_centers: torch.Tensor   # (2, 3) rest centres of eye_L, eye_R
     normals: torch.Tensor       # (V', 3) rest normals (for the baked shading)
+    outlines: dict              # {name: (M, 2) rest-space x, y polygon} drawn features (see albedo)
 
 
 def build_subject(head, neutral: torch.Tensor, rest_joints: torch.Tensor) -> Subject:
@@ -61,7 +63,31 @@ def build_subject(head, neutral: torch.Tensor, rest_joints: torch.Tensor) -> Sub
     normals = vertex_normals(vertices, faces)
     return Subject(vertices, faces, torch.cat([b[2] for b in blocks]).long(),
                    torch.cat([b[3] for b in blocks]), len(neutral), len(head.faces), center, width,
-                   rest_joints[3:5].clone(), normals)
+                   rest_joints[3:5].clone(), normals, feature_outlines(head, neutral))
+
+
+# Drawn features follow the landmark contours, so a detector sees lips, brows and the face outline
+# where the model's landmark points are (as on a real face, where the landmarks are defined by
+# those features). Polygons are in the rest-space x, y plane (the face looks along +z).
+OUTLINES = {"lips": regions.LIPS_OUTER_RING, "brow_right": regions.BROW_RIGHT_RING,
+            "brow_left": regions.BROW_LEFT_RING, "face": regions.FACE_OVAL_RING}
+
+
+def feature_outlines(head, neutral: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rest-space contours of the features the appearance draws. {name: (M, 3)}."""
+    points = head.landmarks_from(neutral[None])[0]
+    index = {int(i): k for k, i in enumerate(head.landmark_ids.tolist())}
+    return {name: points[[index[i] for i in ring]] for name, ring in OUTLINES.items()}
+
+
+def inside(points: torch.Tensor, polygon: torch.Tensor) -> torch.Tensor:
+    """Even-odd test of points against a closed polygon in x, y. (P, 2+), (M, 2+) -> (P,) bool."""
+    x, y = points[:, :1], points[:, 1:2]
+    xi, yi = polygon[None, :, 0], polygon[None, :, 1]
+    xj, yj = polygon.roll(1, dims=0)[None, :, 0], polygon.roll(1, dims=0)[None, :, 1]
+    straddles = (yi > y) != (yj > y)
+    crossing = x < (xj - xi) * (y - yi) / torch.where(yj == yi, torch.ones_like(yj), yj - yi) + xi
+    return ((straddles & crossing).sum(dim=1) % 2) == 1
 
 
 class _with_vertices:
@@ -116,22 +142,24 @@ def albedo(points: torch.Tensor, parts: torch.Tensor, subject: Subject) -> torch
     skin = torch.tensor([0.86, 0.64, 0.52]) + 0.04 * torch.sin(points[:, :1] * 180) * torch.cos(
         points[:, 1:2] * 150)
     color = skin.clone()
-    # Lips: an ellipse around the mouth opening.
-    lips = ((rel[:, 0] / (0.62 * width)) ** 2 + (rel[:, 1] / (0.22 * width)) ** 2) < 1
+    outlines = subject.outlines
+    face = outlines["face"]
+    # Hair frames the face above the cheekbones; below the jaw line the neck is in shadow.
+    front = points[:, 2] > face[:, 2].min() - 0.01
+    in_face = inside(points, face) & front
+    cheek_y = float(face[:, 1][face[:, 0].abs().argmax()])
+    stripes = 0.5 + 0.5 * torch.sin(points[:, 0] * 250 + points[:, 2] * 120)
+    hair = ~in_face & (points[:, 1] > cheek_y)
+    color[hair] = torch.stack([0.16 + 0.10 * stripes[hair], 0.11 + 0.06 * stripes[hair],
+                               0.08 + 0.04 * stripes[hair]], dim=1)
+    neck = ~in_face & ~hair
+    color[neck] = color[neck] * 0.62
+    # Lips (the outer lip contour) and brows (between their upper and lower landmark lines).
+    lips = inside(points, outlines["lips"]) & (points[:, 2] > outlines["lips"][:, 2].min() - 0.01)
     color[lips] = torch.tensor([0.72, 0.28, 0.30])
-    # Brows: arcs above each eye.
-    for eye in subject.eye_centers:
-        d = points - eye
-        arc = (d[:, 1] - 0.018 + 0.12 * (d[:, 0] / 0.02) ** 2 * 0.01).abs() < 0.0035
-        brow = arc & (d[:, 0].abs() < 0.022) & (d[:, 2] > -0.01)
+    for name in ("brow_right", "brow_left"):
+        brow = inside(points, outlines[name]) & (points[:, 2] > outlines[name][:, 2].min() - 0.01)
         color[brow] = torch.tensor([0.25, 0.16, 0.10])
-    # Cap: top and back of the head, with stripes.
-    top = points[:, 1] > subject.eye_centers[:, 1].mean() + 0.045
-    back = points[:, 2] < center[2] - 0.09
-    cap = top | back
-    stripes = 0.5 + 0.5 * torch.sin(points[:, 0] * 250)
-    color[cap] = torch.stack([0.15 + 0.15 * stripes[cap], 0.22 + 0.1 * stripes[cap],
-                              0.55 + 0.1 * stripes[cap]], dim=1)
     color[parts == EYE] = _eye_color(points[parts == EYE], subject.eye_centers)
     color[parts == TEETH] = torch.tensor([0.93, 0.91, 0.84])
     cavity = parts == CAVITY

@@ -1,0 +1,131 @@
+"""Tracking accuracy against a ground truth (the synthetic subject's tracking file).
+
+Both tracking files must use the same head model. The fitted file lives in the pixels of the
+prepared crops, the truth in the pixels of the source video; ``crop_boxes`` (from prepare.json)
+maps one to the other. Reported, per frame and averaged over valid frames:
+
+- ``reprojection_px``: fitted landmarks (projected by the fitted camera) against the true ones
+  (projected by the true camera, then cropped), in crop pixels scaled to 512, per region too;
+- ``rotation_deg``: the angle between fitted and true rotations of each joint;
+- ``vertex_mm``: mean vertex distance in head space (root rotation and translation removed:
+  the space the avatar is trained in).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..formats.tracking import Tracking
+from .regions import region_of
+
+JOINTS = ("root", "neck", "jaw", "eye_L", "eye_R")
+
+
+def project_tracking(points: np.ndarray, tracking: Tracking) -> np.ndarray:
+    """Project world points with a tracking file's cameras. (T, N, 3) -> (T, N, 2) pixels."""
+    camera = np.einsum("tij,tnj->tni", tracking.extrinsics[:, :3, :3].astype(np.float64), points)
+    camera = camera + tracking.extrinsics[:, None, :3, 3]
+    pixels = np.einsum("tij,tnj->tni", tracking.intrinsics.astype(np.float64), camera)
+    return pixels[..., :2] / pixels[..., 2:3]
+
+
+def to_crop(pixels: np.ndarray, crop_boxes: np.ndarray, size: int) -> np.ndarray:
+    """Source pixels to crop pixels. (T, N, 2), boxes (T, 3) centre_x, centre_y, side -> (T, N, 2)."""
+    boxes = np.asarray(crop_boxes, dtype=np.float64)
+    scale = (size / boxes[:, 2])[:, None, None]
+    return (pixels - boxes[:, None, :2]) * scale + size / 2
+
+
+def pose(model, tracking: Tracking, head_space: bool = False):
+    """The head model posed by a tracking file (root and translation dropped in head space)."""
+    import torch
+
+    rotations = torch.as_tensor(tracking.joint_rotations, dtype=torch.float32)
+    translation = torch.as_tensor(tracking.translation, dtype=torch.float32)
+    if head_space:
+        rotations = rotations.clone()
+        rotations[:, 0] = 0
+        translation = torch.zeros_like(translation)
+    offsets = None if tracking.vertex_offsets is None else torch.as_tensor(tracking.vertex_offsets)
+    frames = tracking.n_frames
+    with torch.no_grad():
+        return model(shape=torch.as_tensor(tracking.shape)[None].expand(frames, -1),
+                     expression=torch.as_tensor(tracking.expressions),
+                     joint_rotations=rotations, translation=translation, vertex_offsets=offsets)
+
+
+def rotation_angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle between axis-angle rotations. (..., 3), (..., 3) -> (...) degrees."""
+    from scipy.spatial.transform import Rotation
+
+    shape = np.shape(a)[:-1]
+    ra = Rotation.from_rotvec(np.reshape(a, (-1, 3)).astype(np.float64))
+    rb = Rotation.from_rotvec(np.reshape(b, (-1, 3)).astype(np.float64))
+    return np.rad2deg((ra.inv() * rb).magnitude()).reshape(shape)
+
+
+def evaluate(model, truth: Tracking, fitted: Tracking, crop_boxes: np.ndarray) -> dict:
+    """Accuracy of ``fitted`` against ``truth`` (same frames, same head model).
+
+    Args:
+        model: the head model both files use.
+        truth: ground-truth tracking in source-video pixels; fitted: a prepared tracking file.
+        crop_boxes: (T, 3) the crops of the prepared frames (prepare.json ``crop_boxes``).
+
+    Returns:
+        {"frames", "reprojection_px", "reprojection_px_by_region", "rotation_deg" (per joint),
+         "vertex_mm", "per_frame": {...}} with averages over frames valid in ``fitted``.
+    """
+    if truth.n_frames != fitted.n_frames:
+        raise ValueError(f"the truth has {truth.n_frames} frames, the fitted file {fitted.n_frames}")
+    size = int(fitted.image_size[0])
+    ids = model.landmark_ids.numpy()
+    true_px = to_crop(project_tracking(pose(model, truth).landmarks.double().numpy(), truth),
+                      crop_boxes, size)
+    fit_px = project_tracking(pose(model, fitted).landmarks.double().numpy(), fitted)
+    scale = 512.0 / size
+    distance = np.linalg.norm(fit_px - true_px, axis=-1) * scale          # (T, L)
+    good = np.asarray(fitted.valid, bool)
+    regions = region_of(ids)
+    by_region = {name: float(distance[good][:, regions == name].mean())
+                 for name in sorted(set(regions))}
+    angles = rotation_angles_deg(fitted.joint_rotations, truth.joint_rotations)  # (T, 5)
+    vertex = (pose(model, fitted, True).vertices - pose(model, truth, True).vertices)
+    vertex_mm = vertex.norm(dim=-1).mean(dim=1).double().numpy() * 1000.0          # (T,)
+    return {"frames": int(good.sum()),
+            "reprojection_px": float(distance[good].mean()),
+            "reprojection_px_by_region": by_region,
+            "rotation_deg": {name: float(angles[good, j].mean()) for j, name in enumerate(JOINTS)},
+            "vertex_mm": float(vertex_mm[good].mean()),
+            "per_frame": {"reprojection_px": distance.mean(axis=1).tolist(),
+                          "vertex_mm": vertex_mm.tolist()}}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--truth", required=True, help="the ground-truth tracking.npz (from synth)")
+    parser.add_argument("--data", required=True,
+                        help="the prepared-data folder of the same clip (tracking.npz, prepare.json)")
+    parser.add_argument("--json", help="also write the full report (per frame too) to this file")
+
+
+def run(args, progress) -> int:
+    import os
+
+    from ..fileio import read_json, write_json
+    from ..formats import tracking as tracking_format
+    from ..headmodel import load_head_model
+
+    fitted = tracking_format.read(os.path.join(args.data, "tracking.npz"))
+    truth = tracking_format.read(args.truth)
+    boxes = read_json(os.path.join(args.data, "prepare.json"), "prepare report")["crop_boxes"]
+    spec = fitted.head_model.get("path", "builtin")
+    report = evaluate(load_head_model(spec, n_expressions=fitted.n_expressions), truth, fitted,
+                      np.asarray(boxes))
+    if args.json:
+        write_json(args.json, report)
+    regions = ", ".join(f"{k} {v:.2f}" for k, v in report["reprojection_px_by_region"].items())
+    joints = ", ".join(f"{k} {v:.2f}" for k, v in report["rotation_deg"].items())
+    progress.result(f"{report['frames']} frames: reprojection {report['reprojection_px']:.2f} px at "
+                    f"512 ({regions}); rotation error deg: {joints}; head-space vertices "
+                    f"{report['vertex_mm']:.2f} mm", path=os.path.abspath(args.json or args.data))
+    return 0
