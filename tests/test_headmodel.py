@@ -177,3 +177,23 @@ def test_cache_is_reused_and_regenerated(tmp_path, monkeypatch):
     second = builtin_module.load_builtin()
     assert np.array_equal(first.v_template, second.v_template)
     assert builtin_module.load_builtin().faces.shape == first.faces.shape
+
+
+def test_builtin_model_takes_a_landmark_embedding_file(tmp_path):
+    """A user's MediaPipe embedding replaces the built-in correspondence; a bad one is refused."""
+    from backend.errors import InputError
+
+    own = load_head_model("builtin")
+    faces = own.landmark_faces.numpy().copy()
+    bary = own.landmark_bary.numpy().copy()
+    faces[0], bary[0] = 5, [0.2, 0.3, 0.5]
+    path = tmp_path / "embedding.npz"
+    np.savez(path, lmk_face_idx=faces, lmk_b_coords=bary, landmark_indices=own.landmark_ids.numpy())
+    other = load_head_model("builtin", landmark_embedding=str(path))
+    assert int(other.landmark_faces[0]) == 5 and other.landmark_faces[1:].equal(own.landmark_faces[1:])
+    expected = (own.v_template[own.faces[5]] * torch.tensor([0.2, 0.3, 0.5])[:, None]).sum(0)
+    assert torch.allclose(other.landmarks_from(own.v_template[None])[0, 0], expected.float(), atol=1e-6)
+    faces[1] = len(own.faces) + 10
+    np.savez(path, lmk_face_idx=faces, lmk_b_coords=bary, landmark_indices=own.landmark_ids.numpy())
+    with pytest.raises(InputError, match="names triangle"):
+        load_head_model("builtin", landmark_embedding=str(path))

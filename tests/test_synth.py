@@ -55,3 +55,36 @@ def test_rasterizer_depth_order_and_coverage():
     face, bary = rasterize(project(vertices, viewmat, intrinsics), faces, 32, 32)
     assert face[16, 20] in (2, 3) and face[16, 10] in (0, 1) and face[0, 0] == -1
     assert torch.allclose(bary[face >= 0].sum(-1), torch.ones(int((face >= 0).sum())), atol=1e-5)
+
+
+def test_features_are_drawn_on_their_landmark_contours():
+    """Lips, brows and the face outline sit where the model's landmarks say (what a detector sees)."""
+    from backend.headmodel import load_head_model
+    from backend.synth.subject import HEAD, albedo, build_subject, inside
+
+    head = load_head_model("builtin")
+    with torch.no_grad():
+        neutral = head(shape=torch.zeros(1, head.n_shape))
+    subject = build_subject(head, neutral.vertices[0], neutral.rest_joints[0])
+    outlines = subject.outlines
+
+    def colour_at(points):
+        return albedo(points, torch.full((len(points),), HEAD), subject)
+
+    def ring_centre(name):
+        return outlines[name].mean(dim=0, keepdim=True)
+
+    lips_mid = outlines["lips"][[3, 13]].mean(dim=0, keepdim=True)     # halfway between two lip points
+    skin = colour_at(ring_centre("face") + torch.tensor([[0.0, 0.0, 0.03]]))
+    assert colour_at(lips_mid)[0, 0] - colour_at(lips_mid)[0, 1] > 0.3    # red lips
+    for name in ("brow_right", "brow_left"):
+        assert colour_at(ring_centre(name)).sum() < 0.7 * skin.sum()       # dark brow
+    # Just outside the oval at forehead height: hair; just inside: skin.
+    top = outlines["face"][0:1]
+    above, below = top + torch.tensor([[0.0, 0.006, -0.004]]), top - torch.tensor([[0.0, 0.006, 0.0]])
+    assert bool(inside(below, outlines["face"])) and not bool(inside(above, outlines["face"]))
+    assert colour_at(above).sum() < 0.6 * colour_at(below).sum()
+    # The polygon test itself, on a unit square.
+    square = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    points = torch.tensor([[0.5, 0.5], [1.5, 0.5], [0.5, -0.1], [0.99, 0.99]])
+    assert inside(points, square).tolist() == [True, False, False, True]

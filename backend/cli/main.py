@@ -30,8 +30,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": (".synth.cli", "render a synthetic test subject with exact tracking"),
     "prepare": (".ingest.cli", "ingest a video/images and track the head (issue 6)"),
     "evaluate-tracking": (".tracking.evaluate", "accuracy of a prepared tracking against a synth truth"),
-    "calibrate-landmarks": (".tracking.calibrate", "measure where MediaPipe's landmarks lie on the "
-                            "built-in head (writes the tracker's embedding)"),
     "stylize": (".stylize.cli", "stylize prepared frames, Stage 1: toon, exemplar, models, frames"),
     "train": (".train.cli", "train Gaussian blendshapes, Stage 2"),
     "build": (".pipeline.cli", "all stages: prepare, stylize, train, evaluate, export; resumable"),

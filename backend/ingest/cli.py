@@ -23,9 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'builtin' or a FLAME file (generic_model.pkl, flame2023.pkl, .npz)")
     parser.add_argument("--landmark-embedding", metavar="FILE",
                         help="for a FLAME --head-model: its mediapipe_landmark_embedding.npz "
-                             "(lmk_face_idx, lmk_b_coords, landmark_indices); the built-in model "
-                             "uses the embedding measured by calibrate-landmarks unless given "
-                             "one or 'canonical' (landmark i = canonical face vertex i)")
+                             "(lmk_face_idx, lmk_b_coords, landmark_indices); with the built-in "
+                             "model, one that replaces its own (landmark i = canonical vertex i)")
     parser.add_argument("--expressions", type=int, default=50, dest="n_expressions",
                         help="expression coefficients to fit (default 50)")
     parser.add_argument("--start", type=float, default=0.0,

@@ -27,7 +27,7 @@ def load_model(spec: str, n_expressions: int = 50, landmark_embedding: str | Non
     from ..headmodel import load_head_model
 
     model = load_head_model(spec=spec, n_expressions=n_expressions,
-                            landmark_embedding=fit_embedding(spec, landmark_embedding))
+                            landmark_embedding=landmark_embedding)
     ids = model.landmark_ids.numpy()
     if len(ids) == 0:
         raise InputError(f"the head model {spec} has no landmark correspondence, so it cannot be "
@@ -39,18 +39,6 @@ def load_model(spec: str, n_expressions: int = 50, landmark_embedding: str | Non
                          "the tracker fits MediaPipe FaceMesh landmarks and needs at least 40 of them: "
                          "use mediapipe_landmark_embedding.npz, not the 68-point landmark_embedding.npy")
     return model
-
-
-def fit_embedding(spec: str, landmark_embedding: str | None) -> str | None:
-    """The landmark embedding the fit uses: the user's file, or for the built-in model the one
-    measured by ``calibrate-landmarks`` (``canonical`` keeps the model's own correspondence)."""
-    from .calibrate import EMBEDDING_FILE
-
-    if landmark_embedding == "canonical":
-        return None
-    if landmark_embedding is None and spec == "builtin" and os.path.exists(EMBEDDING_FILE):
-        return EMBEDDING_FILE
-    return landmark_embedding
 
 
 def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: np.ndarray,
@@ -114,7 +102,7 @@ def to_tracking(model, result: FitResult, frames: dict, valid: np.ndarray, size:
                   "n_shape": int(model.n_shape), "n_expressions": int(model.n_expressions)}
     if model.kind != "builtin":
         head_model["path"] = os.path.abspath(str(getattr(model, "source", "")))
-    if landmark_embedding and landmark_embedding != "canonical":
+    if landmark_embedding:
         head_model["landmark_embedding"] = os.path.abspath(landmark_embedding)
     return tracking_format.Tracking(
         fps=float(info.fps), frame_ids=np.asarray(frames["indices"], np.int32),

@@ -1,0 +1,96 @@
+"""``evaluate-tracking``: accuracy of a tracking file against a known truth, and the whole
+measurement path (synth -> prepare -> evaluate) on a small rendered clip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.cli.main import main
+from backend.fileio import write_json
+from backend.formats import examples
+from backend.formats import tracking as tracking_format
+from backend.headmodel import load_head_model
+from backend.ingest.crop import crop_intrinsics
+from backend.tracking.evaluate import evaluate
+from tests.conftest import run_backend
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_head_model("builtin")
+
+
+def _truth_and_crops(model, frames=6, size=512):
+    """A truth in source pixels and the same tracking expressed in crops of a 400-px box."""
+    truth = examples.random_tracking(frames, model.n_expressions, size=size, seed=3)
+    truth = dataclasses.replace(truth, shape=np.linspace(-0.5, 0.5, model.n_shape).astype(np.float32),
+                                expression_names=list(model.expression_names))
+    boxes = np.stack([np.linspace(240, 270, frames), np.full(frames, 250.0), np.full(frames, 400.0)], 1)
+    focal = float(truth.intrinsics[0, 0, 0])
+    crops = crop_intrinsics(focal, np.array([size / 2, size / 2]), boxes, size).astype(np.float32)
+    return truth, dataclasses.replace(truth, intrinsics=crops), boxes
+
+
+def test_a_tracking_evaluated_against_itself_has_no_error(model):
+    truth, fitted, boxes = _truth_and_crops(model)
+    report = evaluate(model, truth, fitted, boxes)
+    assert report["reprojection_px"] < 1e-3 and report["vertex_mm"] < 1e-6
+    assert max(report["rotation_deg"].values()) < 1e-4
+
+
+def test_errors_are_measured_per_joint_and_in_head_space(model):
+    truth, fitted, boxes = _truth_and_crops(model)
+    rotations = fitted.joint_rotations.copy()
+    rotations[:, 0, 1] += np.deg2rad(3.0)          # the whole head turned 3 degrees more
+    turned = evaluate(model, truth, dataclasses.replace(fitted, joint_rotations=rotations), boxes)
+    assert turned["rotation_deg"]["root"] == pytest.approx(3.0, abs=1e-3)
+    assert turned["vertex_mm"] < 1e-6              # head space: the root turn is not a shape error
+    assert turned["reprojection_px"] > 1.0         # but the landmarks move in the image
+    shape = fitted.shape + 0.5
+    other = evaluate(model, truth, dataclasses.replace(fitted, shape=shape), boxes)
+    with torch.no_grad():   # independent reference: the neutral offset does not depend on pose here
+        a = model(shape=torch.as_tensor(shape)[None]).vertices
+        b = model(shape=torch.as_tensor(truth.shape)[None]).vertices
+    expected = float((a - b).norm(dim=-1).mean()) * 1000
+    assert other["vertex_mm"] == pytest.approx(expected, rel=0.05)
+    assert max(other["rotation_deg"].values()) < 1e-4
+
+
+def test_cli_writes_a_report(model, tmp_path):
+    truth, fitted, boxes = _truth_and_crops(model)
+    tracking_format.write(tmp_path / "truth.npz", truth)
+    (tmp_path / "data").mkdir()
+    tracking_format.write(tmp_path / "data" / "tracking.npz", fitted)
+    write_json(tmp_path / "data" / "prepare.json", {"crop_boxes": boxes.tolist()})
+    assert main(["evaluate-tracking", "--truth", str(tmp_path / "truth.npz"), "--data",
+                 str(tmp_path / "data"), "--json", str(tmp_path / "report.json"),
+                 "--progress", "quiet"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["frames"] == 6 and len(report["per_frame"]["vertex_mm"]) == 6
+
+
+@pytest.mark.slow
+def test_rendered_subject_through_prepare_is_measured(tmp_path):
+    """The acceptance measurement on a short clip: numbers exist and are in a sane range."""
+    synth, data = tmp_path / "synth", tmp_path / "data"
+    result = run_backend("synth", "--out", str(synth), "--frames", "8", "--size", "256")
+    assert result.returncode == 0, result.stderr
+    result = run_backend("prepare", "--video", str(synth / "video.mp4"), "--out", str(data),
+                         "--size", "256", "--focal", str(2.1 * 256), "--progress", "quiet")
+    assert result.returncode == 0, result.stderr
+    landmarks = np.load(data / "landmarks.npz")
+    assert landmarks["points"].shape == (8, 478, 2) and landmarks["found"].all()
+    result = run_backend("evaluate-tracking", "--truth", str(synth / "tracking.npz"), "--data",
+                         str(data), "--json", str(tmp_path / "r.json"), "--progress", "quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    print("rendered 8 frames at 256:", {k: report[k] for k in ("reprojection_px", "rotation_deg",
+                                                               "vertex_mm")})
+    assert report["frames"] == 8
+    assert report["reprojection_px"] < 8.0 and report["rotation_deg"]["root"] < 6.0
+    assert report["vertex_mm"] < 15.0
