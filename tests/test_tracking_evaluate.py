@@ -94,3 +94,14 @@ def test_rendered_subject_through_prepare_is_measured(tmp_path):
     assert report["frames"] == 8
     assert report["reprojection_px"] < 8.0 and report["rotation_deg"]["root"] < 6.0
     assert report["vertex_mm"] < 15.0
+
+
+def test_a_truth_of_another_clip_is_a_clear_error(model, tmp_path, capsys):
+    truth, fitted, boxes = _truth_and_crops(model)
+    tracking_format.write(tmp_path / "truth.npz", tracking_format.slice_frames(truth, slice(0, 4)))
+    (tmp_path / "data").mkdir()
+    tracking_format.write(tmp_path / "data" / "tracking.npz", fitted)
+    write_json(tmp_path / "data" / "prepare.json", {"crop_boxes": boxes.tolist()})
+    code = main(["evaluate-tracking", "--truth", str(tmp_path / "truth.npz"), "--data",
+                 str(tmp_path / "data"), "--progress", "quiet"])
+    assert code == 2 and "4 frames" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from ..formats.tracking import Tracking
 from .regions import region_of
 
@@ -77,7 +78,15 @@ def evaluate(model, truth: Tracking, fitted: Tracking, crop_boxes: np.ndarray) -
          "vertex_mm", "per_frame": {...}} with averages over frames valid in ``fitted``.
     """
     if truth.n_frames != fitted.n_frames:
-        raise ValueError(f"the truth has {truth.n_frames} frames, the fitted file {fitted.n_frames}")
+        raise InputError(f"the truth has {truth.n_frames} frames and the prepared tracking "
+                         f"{fitted.n_frames}: prepare the whole clip (no --start/--end/--stride) "
+                         "to compare it with its ground truth")
+    if len(crop_boxes) != fitted.n_frames:
+        raise InputError(f"prepare.json has {len(crop_boxes)} crop boxes for {fitted.n_frames} "
+                         "frames; re-run prepare")
+    if truth.n_expressions != fitted.n_expressions:
+        raise InputError(f"the truth has {truth.n_expressions} expressions and the prepared "
+                         f"tracking {fitted.n_expressions}: both must use the same head model")
     size = int(fitted.image_size[0])
     ids = model.landmark_ids.numpy()
     true_px = to_crop(project_tracking(pose(model, truth).landmarks.double().numpy(), truth),
