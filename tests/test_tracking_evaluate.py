@@ -105,3 +105,13 @@ def test_a_truth_of_another_clip_is_a_clear_error(model, tmp_path, capsys):
     code = main(["evaluate-tracking", "--truth", str(tmp_path / "truth.npz"), "--data",
                  str(tmp_path / "data"), "--progress", "quiet"])
     assert code == 2 and "4 frames" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_accuracy_bench_prints_every_metric():
+    result = run_backend("bench", "track-accuracy", "--quick")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {r["case"] for r in records} == {"synth-512", "synth-512-known-focal"}
+    assert {r["unit"] for r in records} == {"px", "deg", "mm"} and len(records) == 14
+    assert all(np.isfinite(r["value"]) and r["value"] >= 0 for r in records)

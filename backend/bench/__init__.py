@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO
 
-UNITS = ("s", "ms", "fps")
+UNITS = ("s", "ms", "fps", "px", "deg", "mm")  # time and speed; accuracy (bench track-accuracy)
 
 # name -> (module relative to the ``backend`` package, function name, one-line help)
 BENCHES: dict[str, tuple[str, str, str]] = {
@@ -28,6 +28,8 @@ BENCHES: dict[str, tuple[str, str, str]] = {
     "raster": (".render.bench", "run", "render a head-sized cloud, forward and backward (s)"),
     "stylize": (".stylize.bench", "run", "built-in styles on a 512 x 512 face video (fps)"),
     "track": (".tracking.bench", "run", "prepare end to end at 512, plus landmarks and fit alone (fps)"),
+    "track-accuracy": (".tracking.bench", "run_accuracy",
+                       "prepare on the rendered synthetic subject against its truth (px, deg, mm)"),
 }
 
 

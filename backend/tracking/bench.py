@@ -92,3 +92,38 @@ def _prepare_case(case: str, frames: list[np.ndarray], device: str) -> Iterator[
     yield BenchRecord("track", case, "end-to-end", report["fps_end_to_end"], "fps", device)
     yield BenchRecord("track", case, "end-to-end-cpu", count / cpu, "fps", device)
     yield BenchRecord("track", case, "fit", count / report["timings"]["fit_s"], "fps", device)
+
+
+def run_accuracy(args) -> Iterator[BenchRecord]:
+    """Bench ``track-accuracy``: the issue's accuracy measurement in one command.
+
+    Renders the synthetic subject (seed 0, 40 frames at 512; 12 with --quick), runs ``prepare``
+    with the default focal guess (case ``synth-512``) and with the true focal length (case
+    ``synth-512-known-focal``) and compares each with the ground truth (``evaluate-tracking``):
+    reprojection (px at 512), per-joint rotation error (deg) and head-space vertex error (mm).
+    """
+    from ..formats import tracking as tracking_format
+    from ..headmodel import load_head_model
+    from ..ingest.prepare import PrepareOptions, prepare
+    from ..progress import Progress
+    from ..synth.render import synthesize
+    from .evaluate import evaluate
+
+    device, frames = cpu_device_name(), 12 if getattr(args, "quick", False) else 40
+    model = load_head_model("builtin")
+    with tempfile.TemporaryDirectory() as folder:
+        synth = os.path.join(folder, "synth")
+        synthesize(synth, n_frames=frames, size=512, seed=0)
+        truth = tracking_format.read(os.path.join(synth, "tracking.npz"))
+        focal = float(truth.intrinsics[0, 0, 0])
+        for case, known in (("synth-512", None), ("synth-512-known-focal", focal)):
+            out = os.path.join(folder, case)
+            report = prepare(PrepareOptions(video=os.path.join(synth, "video.mp4"), out=out,
+                                            focal=known, qa=False), Progress("quiet"))
+            result = evaluate(model, truth, tracking_format.read(os.path.join(out, "tracking.npz")),
+                              report["crop_boxes"])
+            yield BenchRecord("track-accuracy", case, "reprojection", result["reprojection_px"],
+                              "px", device)
+            for joint, angle in result["rotation_deg"].items():
+                yield BenchRecord("track-accuracy", case, f"rotation {joint}", angle, "deg", device)
+            yield BenchRecord("track-accuracy", case, "vertices", result["vertex_mm"], "mm", device)
