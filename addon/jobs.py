@@ -72,7 +72,7 @@ def _tick() -> float | None:
         previous_preview = run.state.preview
         state = run.poll()
         if state.preview != previous_preview:
-            _load_preview(state.preview)
+            show_picture(state.preview)
         if state.finished:
             _finish(slot, run, _callbacks.pop(slot, None))
         else:
@@ -103,7 +103,8 @@ def _print_event(event: dict) -> None:
         print(f"  [{kind}] {event.get('stage', '')} {event.get('message', '')}".rstrip(), flush=True)
 
 
-def _load_preview(path: str) -> None:
+def show_picture(path: str) -> None:
+    """Load ``path`` as the panels' preview picture (a missing or unreadable file is ignored)."""
     if not path or not os.path.isfile(path):
         return
     image = bpy.data.images.get(PREVIEW_IMAGE)

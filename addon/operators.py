@@ -24,24 +24,44 @@ class TOONSPLAT_OT_run_pipeline(bpy.types.Operator):
     bl_label = "Build Avatar"
 
     def execute(self, context):
-        settings, prefs = context.scene.toonsplat, preferences.get(context)
-        out_dir = os.path.join(prefs.work(), bpy.path.clean_name(settings.job_name or "avatar"))
-        device = prefs.device if settings.device == "prefs" else settings.device
-        try:
-            arguments = pipeline.build_arguments(
-                bpy.path.abspath(settings.video_path), out_dir, settings.style,
-                settings.style_strength, bpy.path.abspath(settings.exemplar_path),
-                bpy.path.abspath(settings.style_model_path), bpy.path.abspath(settings.stylized_folder),
-                settings.preset, settings.iterations, device, settings.frame_start,
-                settings.frame_end, settings.frame_stride, settings.size, prefs.head_model_arguments())
-            argv = runner.backend_argv(prefs.backend_python(), "build", arguments)
-            scene_name = context.scene.name
-            jobs.start("pipeline", [argv], "Build avatar", _log_path(prefs.work(), "build"),
-                       on_done=lambda state: _import_build(state, out_dir, scene_name))
-        except ToonSplatError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return {"FINISHED"}
+        scene_name = context.scene.name
+        return _start_build(self, context, "Build avatar", "",
+                            lambda state, out_dir: _import_build(state, out_dir, scene_name))
+
+
+class TOONSPLAT_OT_check_tracking(bpy.types.Operator):
+    """Prepare the video only (crop, landmarks, head tracking) and show the tracking QA picture;
+    Build Avatar then starts from there"""
+
+    bl_idname = "toonsplat.check_tracking"
+    bl_label = "Check Tracking"
+
+    def execute(self, context):
+        return _start_build(self, context, "Check tracking", "prepare", lambda state, out_dir: (
+            jobs.show_picture(os.path.join(out_dir, "data", "qa", "landmarks.png"))
+            if state.status == "done" else None))
+
+
+def _start_build(operator, context, title: str, stop_after: str, on_done) -> set[str]:
+    """Start ``build`` with the panels' settings in the job's work folder (one run at a time)."""
+    settings, prefs = context.scene.toonsplat, preferences.get(context)
+    out_dir = os.path.join(prefs.work(), bpy.path.clean_name(settings.job_name or "avatar"))
+    device = prefs.device if settings.device == "prefs" else settings.device
+    try:
+        arguments = pipeline.build_arguments(
+            bpy.path.abspath(settings.video_path), out_dir, settings.style,
+            settings.style_strength, bpy.path.abspath(settings.exemplar_path),
+            bpy.path.abspath(settings.style_model_path), bpy.path.abspath(settings.stylized_folder),
+            settings.preset, settings.iterations, device, settings.frame_start,
+            settings.frame_end, settings.frame_stride, settings.size, prefs.head_model_arguments(),
+            stop_after=stop_after)
+        argv = runner.backend_argv(prefs.backend_python(), "build", arguments)
+        jobs.start("pipeline", [argv], title, _log_path(prefs.work(), "build"),
+                   on_done=lambda state: on_done(state, out_dir))
+    except ToonSplatError as exc:
+        operator.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+    return {"FINISHED"}
 
 
 def _import_build(state: runner.RunState, out_dir: str, scene_name: str) -> None:
@@ -201,6 +221,6 @@ class TOONSPLAT_OT_export(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (TOONSPLAT_OT_run_pipeline, TOONSPLAT_OT_cancel_run, TOONSPLAT_OT_create_backend_env,
-           TOONSPLAT_OT_import_avatar, TOONSPLAT_OT_apply_tracking,
+classes = (TOONSPLAT_OT_run_pipeline, TOONSPLAT_OT_check_tracking, TOONSPLAT_OT_cancel_run,
+           TOONSPLAT_OT_create_backend_env, TOONSPLAT_OT_import_avatar, TOONSPLAT_OT_apply_tracking,
            TOONSPLAT_OT_reset_expressions, TOONSPLAT_OT_export)

@@ -25,6 +25,12 @@ class TOONSPLAT_PT_video(_Panel, bpy.types.Panel):
         row.prop(settings, "frame_end")
         row.prop(settings, "frame_stride")
         column.prop(settings, "size")
+        run = jobs.active("pipeline")
+        row = self.layout.row()
+        row.enabled = run is None or run.state.finished
+        row.operator("toonsplat.check_tracking", icon="VIEWZOOM")
+        if run is not None and run.state.title == "Check tracking":
+            jobs.draw_run(self.layout, "pipeline", show_preview=True)
 
 
 class TOONSPLAT_PT_style(_Panel, bpy.types.Panel):

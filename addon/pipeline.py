@@ -13,8 +13,10 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
                     exemplar: str = "", style_model: str = "", stylized_folder: str = "",
                     preset: str = "default", iterations: int = 0, device: str = "auto",
                     frame_start: int = 0, frame_end: int = -1, frame_stride: int = 1,
-                    size: int = 512, head_model: list[str] | None = None) -> list[str]:
-    """Arguments of ``python -m backend build`` (after the command name).
+                    size: int = 512, head_model: list[str] | None = None,
+                    stop_after: str = "") -> list[str]:
+    """Arguments of ``python -m backend build`` (after the command name); ``stop_after`` names
+    the last stage to run (``prepare``: check the tracking before the long part).
 
     Raises:
         ToonSplatError: the video or a file the style needs is missing.
@@ -34,7 +36,8 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
                 ("--iters", str(iterations), iterations > 0),
                 ("--exemplar", exemplar, style == "exemplar"),
                 ("--style-model", style_model, style == "model"),
-                ("--stylized-folder", stylized_folder, style == "folder"))
+                ("--stylized-folder", stylized_folder, style == "folder"),
+                ("--stop-after", stop_after, bool(stop_after)))
     for flag, value, wanted in optional:
         if wanted:
             arguments += [flag, value]

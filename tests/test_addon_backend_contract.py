@@ -49,6 +49,14 @@ def test_build_arguments_parse_with_the_backend(addon_pipeline, tmp_path, style,
     assert spec == style or spec.endswith(":" + str(tmp_path))
 
 
+def test_check_tracking_arguments_stop_after_prepare(addon_pipeline, tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not decoded here")
+    arguments = addon_pipeline.build_arguments(str(video), str(tmp_path / "out"), stop_after="prepare")
+    assert _parse("build", arguments).stop_after == "prepare"
+    assert _parse("build", addon_pipeline.build_arguments(str(video), str(tmp_path))).stop_after is None
+
+
 @pytest.mark.parametrize("export_format, command", [("ply", "export"), ("video", "render")])
 def test_export_arguments_parse_with_the_backend(addon_pipeline, tmp_path, export_format, command):
     avatar, tracking = tmp_path / "a.npz", tmp_path / "t.npz"

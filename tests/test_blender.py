@@ -67,7 +67,8 @@ def avatar_file(tmp_path_factory):
     return str(path)
 
 
-def test_extension_validates_builds_installs_enables_disables(tmp_path):
+def _build_extension(tmp_path):
+    """Validate and build the extension zip with Blender's own tool; returns the zip's path."""
     validate = subprocess.run([sys.executable, BLENDER_EXT, "validate", ROOT], capture_output=True,
                               text=True, timeout=60)
     assert validate.returncode == 0, validate.stdout + validate.stderr
@@ -77,6 +78,11 @@ def test_extension_validates_builds_installs_enables_disables(tmp_path):
                             "--output-dir", str(dist)], capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stdout + build.stderr
     (zip_path,) = dist.glob("toonsplat-*.zip")
+    return zip_path
+
+
+def test_extension_validates_builds_installs_enables_disables(tmp_path):
+    zip_path = _build_extension(tmp_path)
     names = __import__("zipfile").ZipFile(zip_path).namelist()
     assert "blender_manifest.toml" in names and "addon/importer.py" in names
     assert "backend/formats/avatar.py" in names and "requirements.txt" in names
@@ -123,6 +129,34 @@ def test_extension_validates_builds_installs_enables_disables(tmp_path):
     assert "backend interpreter not found" in result["errors"][2]
     assert result["imported"] == ["tiny", "tiny_head", "tiny_rig"]
     assert result["node_groups_after"] == 1  # the splat preview, built on first import only
+
+
+@pytest.mark.slow
+def test_check_tracking_prepares_and_shows_the_qa_picture(tmp_path):
+    """Video panel's Check Tracking: the installed add-on runs ``build --stop-after prepare`` with
+    the real backend interpreter and loads the tracking QA strip as the panels' picture."""
+    zip_path = _build_extension(tmp_path)
+    synth = subprocess.run([sys.executable, "-m", "backend", "synth", "--out", str(tmp_path / "s"),
+                            "--frames", "10", "--size", "128", "--progress", "quiet"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert synth.returncode == 0, synth.stderr
+    result = run_bpy(f"""
+        bpy.ops.extensions.package_install_files(filepath={str(zip_path)!r}, repo="user_default",
+                                                 enable_on_install=True)
+        prefs = bpy.context.preferences.addons["bl_ext.user_default.toonsplat"].preferences
+        prefs.python_path, prefs.work_folder = {sys.executable!r}, {str(tmp_path / "work")!r}
+        settings = bpy.context.scene.toonsplat
+        settings.video_path = {str(tmp_path / "s" / "video.mp4")!r}
+        settings.size, settings.job_name = 128, "job"
+        outcome = bpy.ops.toonsplat.check_tracking()
+        image = bpy.data.images.get("ToonSplat Preview")
+        print(json.dumps({{"outcome": list(outcome), "image": list(image.size) if image else None,
+                          "file": image.filepath if image else ""}}))
+    """, tmp_path, env={"BLENDER_USER_RESOURCES": str(tmp_path / "blender")}, timeout=300)
+    job = tmp_path / "work" / "job"
+    assert result["outcome"] == ["FINISHED"]
+    assert (job / "data" / "tracking.npz").exists() and not (job / "train").exists()
+    assert result["file"].endswith("landmarks.png") and min(result["image"]) > 0
 
 
 def test_import_builds_the_expected_data(avatar_file, tmp_path):

@@ -60,6 +60,23 @@ def test_build_runs_every_stage_then_skips_them(video, tmp_path):
     tracking.read(track)
 
 
+def test_stop_after_prepare_then_go_on(video, tmp_path):
+    """The add-on's "Check Tracking": prepare only, show its QA picture; the next build goes on."""
+    out_dir = tmp_path / "build"
+    first = run_backend("build", "--video", str(video), "--out", str(out_dir), *BUILD,
+                        "--stop-after", "prepare", "--progress", "jsonl", timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = _events(first.stdout)[-1]
+    assert result["event"] == "result" and "stopped after prepare" in result["message"]
+    assert os.path.getsize(result["qa"]) > 0 and (out_dir / "data" / "tracking.npz").exists()
+    assert not (out_dir / "train").exists() and not (out_dir / "avatar.npz").exists()
+    rest = run_backend("build", "--video", str(video), "--out", str(out_dir), *BUILD,
+                       "--progress", "jsonl", timeout=900)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert "prepare: complete, skipped" in rest.stdout
+    assert (out_dir / "avatar.npz").stat().st_size > 0
+
+
 def test_killed_mid_train_resumes_from_checkpoint(video, tmp_path):
     out_dir = tmp_path / "build"
     argv = [sys.executable, "-m", "backend", "build", "--video", str(video), "--out", str(out_dir),

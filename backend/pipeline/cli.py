@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-stride", type=int, default=1, help="use every N-th frame")
     parser.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
                         help=f"redo this stage even if complete ({', '.join(STAGES)}); repeatable")
+    parser.add_argument("--stop-after", choices=STAGES, metavar="STAGE",
+                        help="stop once this stage is complete (e.g. prepare, to look at the "
+                             "tracking QA picture first); re-run without it to go on")
 
 
 def style_spec(args: argparse.Namespace) -> str:
@@ -92,7 +95,13 @@ def run(args: argparse.Namespace, progress) -> int:
                        head_model=args.head_model, landmark_embedding=args.landmark_embedding,
                        preset=preset, iters=args.iters, size=args.size,
                        device=args.device, style_strength=args.style_strength,
-                       force=set(args.force), progress_mode=progress.mode)
+                       force=set(args.force), progress_mode=progress.mode,
+                       stop_after=args.stop_after)
+    if args.stop_after:
+        progress.result(f"build stopped after {args.stop_after}; run it again without "
+                        "--stop-after to go on", path=result["out"], qa=result["qa"],
+                        report=result["report_html"])
+        return 0
     progress.result("build finished", path=result["out"], avatar=result["avatar"],
                     tracking=result["tracking"], report=result["report_html"])
     return 0

@@ -20,10 +20,12 @@ def run_build(source: list[str], out: str, style: str = "toon", head_model: str 
               landmark_embedding: str | None = None, preset: str = "cpu-fast",
               iters: int | None = None, size: int = 512, device: str = "auto",
               style_strength: float | None = None,
-              force: set[str] | None = None, progress_mode: str = "human") -> dict[str, Any]:
+              force: set[str] | None = None, progress_mode: str = "human",
+              stop_after: str | None = None) -> dict[str, Any]:
     """Build an avatar from ``source`` (prepare's input arguments) into ``out``; resumable.
 
-    Returns the paths of the avatar, the tracking and the report.
+    ``stop_after`` names the last stage to run (the later ones are left for a later call).
+    Returns the paths of the avatar, the tracking, the tracking QA picture and the report.
     """
     out = os.path.abspath(ensure_writable_folder(out))
     ctx = BuildContext(out=out, source=[_absolute_if_path(a) for a in source], style=style,
@@ -32,6 +34,11 @@ def run_build(source: list[str], out: str, style: str = "toon", head_model: str 
                        device=device, style_strength=style_strength)
     progress = PipelineProgress(progress_mode)
     stages = make_stages(ctx, progress)
+    if stop_after:
+        names = [s.name for s in stages]
+        # Without a style there is no stylize stage: stopping "after it" stops after prepare.
+        last = names.index(stop_after) if stop_after in names else names.index("prepare")
+        stages = stages[:last + 1]
     progress.total_weight = sum(s.weight for s in stages)
     start = time.monotonic()
     outcomes = run_stages(out, stages, ctx, progress, force or set())
@@ -45,7 +52,8 @@ def run_build(source: list[str], out: str, style: str = "toon", head_model: str 
     }
     paths = write_report(out, summary, _picture_rows(ctx))
     return {"out": out, "avatar": ctx.path("avatar.npz"),
-            "tracking": os.path.join(ctx.data, "tracking.npz"), "report_html": paths["html"]}
+            "tracking": os.path.join(ctx.data, "tracking.npz"),
+            "qa": os.path.join(ctx.data, "qa", "landmarks.png"), "report_html": paths["html"]}
 
 
 def _absolute_if_path(argument: str) -> str:
