@@ -35,7 +35,7 @@ class Subject:
     mouth_width: float
     eye_centers: torch.Tensor   # (2, 3) rest centres of eye_L, eye_R
     normals: torch.Tensor       # (V', 3) rest normals (for the baked shading)
-    outlines: dict              # {name: (M, 2) rest-space x, y polygon} drawn features (see albedo)
+    outlines: dict              # {name: (M, 3) rest-space contour} of the drawn features (albedo)
 
 
 def build_subject(head, neutral: torch.Tensor, rest_joints: torch.Tensor) -> Subject:

@@ -127,9 +127,10 @@ def run(args, progress) -> int:
     fitted = tracking_format.read(os.path.join(args.data, "tracking.npz"))
     truth = tracking_format.read(args.truth)
     boxes = read_json(os.path.join(args.data, "prepare.json"), "prepare report")["crop_boxes"]
-    spec = fitted.head_model.get("path", "builtin")
-    report = evaluate(load_head_model(spec, n_expressions=fitted.n_expressions), truth, fitted,
-                      np.asarray(boxes))
+    model = load_head_model(fitted.head_model.get("path", "builtin"),
+                            n_expressions=fitted.n_expressions,
+                            landmark_embedding=fitted.head_model.get("landmark_embedding"))
+    report = evaluate(model, truth, fitted, np.asarray(boxes))
     if args.json:
         write_json(args.json, report)
     regions = ", ".join(f"{k} {v:.2f}" for k, v in report["reprojection_px_by_region"].items())
