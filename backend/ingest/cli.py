@@ -37,8 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", help="a folder of your own masks (one per source frame) "
                                         "instead of mediapipe selfie segmentation")
     parser.add_argument("--focal", type=float, default=None,
-                        help="focal length of the source in pixels (default 0.9 x long side; "
-                             "refined by the fit)")
+                        help="focal length of the source in pixels, held fixed (default: 0.9 x "
+                             "the long side, refined by the fit)")
+    parser.add_argument("--refine", choices=("none", "photometric"), default="none",
+                        help="photometric: after the landmark fit, align the head to the pixels "
+                             "(more accurate, about 2.5 s per frame on a CPU; default none)")
     parser.add_argument("--crop-scale", type=float, default=2.2,
                         help="crop side as a multiple of the face size (default 2.2)")
     parser.add_argument("--fit-iterations", type=int, default=None,
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace, progress) -> int:
         n_expressions=args.n_expressions, start=args.start,
         end=args.end, stride=args.stride, size=args.size, fps=args.fps, masks=args.masks,
         focal=args.focal, crop_scale=args.crop_scale, fit_iterations=args.fit_iterations,
+        refine=args.refine,
         min_face_fraction=args.min_face_fraction, qa=not args.no_qa)
     prepare(options, progress)
     return 0

@@ -51,6 +51,7 @@ class PrepareOptions:
     focal: float | None = None        # source focal length in pixels; default 0.9 x long side
     min_face_fraction: float = 0.3    # error below this fraction of frames with a face
     fit_iterations: int | None = None  # most Levenberg-Marquardt steps (None: FitConfig's)
+    refine: str = "none"              # "photometric": align to the pixels after the landmark fit
     qa: bool = True
     extra: dict = field(default_factory=dict)
 

@@ -98,9 +98,11 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
     """Bench ``track-accuracy``: the issue's accuracy measurement in one command.
 
     Renders the synthetic subject (seed 0, 40 frames at 512; 12 with --quick), runs ``prepare``
-    with the default focal guess (case ``synth-512``) and with the true focal length (case
-    ``synth-512-known-focal``) and compares each with the ground truth (``evaluate-tracking``):
-    reprojection (px at 512), per-joint rotation error (deg) and head-space vertex error (mm).
+    with the default focal guess (case ``synth-512``), with the true focal length (case
+    ``synth-512-known-focal``) and with it plus ``--refine photometric`` (case
+    ``synth-512-known-focal-photometric``), and compares each with the ground truth
+    (``evaluate-tracking``): reprojection (px at 512), per-joint rotation error (deg),
+    head-space vertex error (mm); the refined case also reports its speed (fps).
     """
     from ..formats import tracking as tracking_format
     from ..headmodel import load_head_model
@@ -116,10 +118,16 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
         synthesize(synth, n_frames=frames, size=512, seed=0)
         truth = tracking_format.read(os.path.join(synth, "tracking.npz"))
         focal = float(truth.intrinsics[0, 0, 0])
-        for case, known in (("synth-512", None), ("synth-512-known-focal", focal)):
+        cases = (("synth-512", None, "none"), ("synth-512-known-focal", focal, "none"),
+                 ("synth-512-known-focal-photometric", focal, "photometric"))
+        for case, known, refine in cases:
             out = os.path.join(folder, case)
             report = prepare(PrepareOptions(video=os.path.join(synth, "video.mp4"), out=out,
-                                            focal=known, qa=False), Progress("quiet"))
+                                            focal=known, qa=False, refine=refine), Progress("quiet"))
+            if refine != "none":
+                seconds = report["fit_timings"]["refine"]["seconds"]
+                yield BenchRecord("track-accuracy", case, "refine speed", frames / seconds, "fps",
+                                  device)
             result = evaluate(model, truth, tracking_format.read(os.path.join(out, "tracking.npz")),
                               report["crop_boxes"])
             yield BenchRecord("track-accuracy", case, "reprojection", result["reprojection_px"],

@@ -59,11 +59,29 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
         a summary for prepare.json: errors, flagged frames, focal factor, timings.
     """
     model = load_model(options.head_model, options.n_expressions, options.landmark_embedding)
-    config = FitConfig(temporal=not single_image)
+    # A focal length the user gives is the lens: held; the default guess is fitted.
+    fit_focal = options.focal is None
+    config = FitConfig(temporal=False, fit_focal=fit_focal) if single_image else FitConfig.video(
+        fit_focal=fit_focal)
     if options.fit_iterations is not None:
         config.iterations = options.fit_iterations
+    refine = None
+    if options.refine == "photometric":
+        if len(landmarks.valid) < 3:
+            raise InputError("--refine photometric needs a video or at least 3 images: the colour "
+                             "of each surface point is learned across frames")
+        from .photometric import refine as photometric_refine
+
+        names = [f"{t:06d}.png" for t in range(len(landmarks.valid))]
+        progress.stage("refine", "photometric refinement (aligning the head to the pixels)")
+
+        def refine(problem, x_frames, x_shared):
+            return photometric_refine(model, problem, x_frames, x_shared, out, names,
+                                      progress=progress)
+    elif options.refine not in (None, "none"):
+        raise InputError(f"--refine must be 'none' or 'photometric', not {options.refine!r}")
     result = fit_landmarks(model, landmarks.points[..., :2], landmarks.valid, intrinsics,
-                           options.size, config, progress)
+                           options.size, config, progress, refine)
     scale = 512.0 / options.size
     flagged = landmarks.valid & (result.errors_px * scale > FLAG_ERROR_PX)
     valid = landmarks.valid & ~flagged

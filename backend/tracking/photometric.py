@@ -1,0 +1,357 @@
+"""Photometric refinement: align the fitted head to the pixels, not only to the landmarks.
+
+MediaPipe's landmarks carry a steady per-landmark bias of a few pixels (docs/TRACKING.md), which a
+landmark fit inherits. This step adds a dense term that does not go through the detector: tens of
+thousands of points sampled on the head's surface (denser on the eyeballs, so the iris pins the
+gaze) each get one colour shared by all frames (the texture), and every frame is asked to show
+that colour where the point projects:
+
+    E = w * sum_t sum_p vis[t, p] * huber((I_t(proj_t(x_p)) - c_p) / s) / n_visible
+        + lambda * E_landmarks + priors + smoothness
+
+Unknowns and solver are the landmark fit's (``LandmarkProblem``, ``LevenbergMarquardt``): the
+points are virtual landmarks of a ``LandmarkHead`` (barycentric points of the mesh), so their
+Jacobian is the exact closed form; the image enters through its gradient (Gauss-Newton on the
+linearized colour). Alternation: visibility and texture (the per-point median over the frames
+that see it) are fixed during a few solver steps, then re-estimated; coarse to fine over image
+sizes and blurs, with the landmark weight lowered as the photometric term takes over.
+
+Visibility is exact, from a z-buffer of the posed mesh (``synth.raster``): a point counts in a
+frame only if the triangle seen at its pixel is its own or a neighbour, it faces the camera, and
+no depth edge or eyelid/eyeball seam is near (a blurred pixel there mixes surfaces that move
+differently). Points outside the foreground mask are dropped too.
+
+The cost is CPU time: about 2.5 s per frame at the default schedule (2 cores), and memory: a
+level's frames are held with their gradients (2.4 MB per frame at 256). So it is an option of
+``prepare`` (``--refine photometric``), not the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..train.geometry import vertex_normals as _vertex_normals
+from .landmark_head import LandmarkHead
+from .solver import LevenbergMarquardt, NormalBlocks
+
+log = logging.getLogger("toonsplat")
+CHUNK_FRAMES = 8
+
+
+@dataclass
+class PhotometricConfig:
+    """Schedule and weights of the refinement (losses per frame, see the module docstring)."""
+
+    levels: tuple = ((128, 2.0), (256, 1.0))   # (working image size, blur sigma in its pixels)
+    landmark_weights: tuple = (0.1, 0.01)      # lambda per level: the landmarks step back
+    rounds: int = 3                            # texture / visibility updates per level
+    iterations: int = 4                        # solver steps per round (fewer when converged)
+    weight: float = 100.0                      # w
+    intensity_scale: float = 0.05              # s: colour difference (0..1) that costs one unit
+    density: float = 0.25                      # surface points per pixel^2 at 512 (eyes x4)
+    min_frames: int = 3                        # a point seen in fewer frames is not used
+    facing: float = 0.3                        # cosine to the camera below which a point is dropped
+    edge_depth_m: float = 0.001                # depth step that marks an occlusion edge
+    edge_grow: int = 2                         # pixels around edges and seams left out
+
+
+@dataclass
+class SurfaceSamples:
+    """Points on the head mesh: triangle and barycentric coordinates, and which are on an eye."""
+
+    faces: torch.Tensor   # (N,) int64
+    bary: torch.Tensor    # (N, 3)
+    on_eye: torch.Tensor  # (N,) bool
+
+
+def surface_samples(model, density: float, pixels_per_metre: float = 1400.0,
+                    seed: int = 0) -> SurfaceSamples:
+    """Random points on the triangles that face forward (rest normal z > -0.2) above the lower
+    neck, about ``density`` per square pixel of a 512 crop (eyeballs four times denser)."""
+    rest, faces = model.v_template, model.faces
+    normals = _vertex_normals(rest, faces)
+    keep_vertex = (normals[:, 2] > -0.2) & (rest[:, 1] > rest[:, 1].min() + 0.3 * (
+        rest[:, 1].max() - rest[:, 1].min()))
+    eye_face = eye_faces(model)
+    corners = rest[faces]
+    area = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).norm(dim=1) / 2
+    count = (area * pixels_per_metre ** 2 * density * torch.where(eye_face, 4.0, 1.0)).round().long()
+    count = count.clamp_min(1) * keep_vertex[faces].all(dim=1)
+    face_ids = torch.repeat_interleave(torch.arange(len(faces)), count)
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.rand(len(face_ids), 2, generator=generator)
+    flip = u.sum(dim=1) > 1
+    u[flip] = 1 - u[flip]
+    bary = torch.stack([1 - u[:, 0] - u[:, 1], u[:, 0], u[:, 1]], dim=1)
+    return SurfaceSamples(face_ids, bary, eye_face[face_ids])
+
+
+def eye_faces(model) -> torch.Tensor:
+    """(F,) bool: triangles skinned to an eye joint (the eyeballs)."""
+    weights = model.lbs_weights
+    if weights.shape[1] < 5:
+        return torch.zeros(len(model.faces), dtype=torch.bool)
+    return weights[model.faces[:, 0], 3:].max(dim=1).values > 0.5
+
+
+class _SampleView:
+    """The model with the samples as its landmarks (what ``LandmarkHead`` reads)."""
+
+    def __init__(self, model, samples: SurfaceSamples):
+        for name in ("faces", "shapedirs", "exprdirs", "v_template", "posedirs", "lbs_weights",
+                     "J_regressor", "parents", "n_shape", "n_expressions"):
+            setattr(self, name, getattr(model, name))
+        self.landmark_faces, self.landmark_bary = samples.faces, samples.bary
+        # Iris ids present so no pupil points are appended; the ids themselves are unused.
+        self.landmark_ids = torch.full((len(samples.faces),), -1, dtype=torch.int64)
+        self.landmark_ids[:2] = torch.tensor([468, 473])
+
+
+def load_frames(folder: str, names: list[str], size: int, sigma: float) -> tuple:
+    """Prepared frames and masks at ``size``: (T, 9, S, S) colour, d/dx, d/dy (blurred), (T, 1, S, S).
+
+    Raises:
+        InputError: a frame or mask PNG is missing or unreadable.
+    """
+    import cv2
+
+    images = np.empty((len(names), 9, size, size), np.float32)
+    masks = np.ones((len(names), 1, size, size), np.float32)
+    for t, name in enumerate(names):
+        path = os.path.join(folder, "frames", name)
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputError(f"cannot read the prepared frame {path}; run prepare again")
+        image = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (size, size),
+                           interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        if sigma > 0:
+            image = cv2.GaussianBlur(image, (0, 0), sigma)
+        gx, gy = np.zeros_like(image), np.zeros_like(image)
+        gx[:, 1:-1] = (image[:, 2:] - image[:, :-2]) / 2
+        gy[1:-1] = (image[2:] - image[:-2]) / 2
+        images[t] = np.concatenate([image, gx, gy], axis=2).transpose(2, 0, 1)
+        mask = cv2.imread(os.path.join(folder, "masks", name), cv2.IMREAD_GRAYSCALE)
+        if mask is not None:
+            masks[t, 0] = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA) / 255.0
+    return torch.from_numpy(images), torch.from_numpy(masks)
+
+
+def sample_images(images: torch.Tensor, pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear samples at continuous pixel coordinates (pixel centres at +0.5).
+    (B, C, S, S), (B, N, 2) -> (B, N, C)."""
+    grid = (pixels / size * 2 - 1)[:, :, None].to(images.dtype)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="border")[..., 0].transpose(1, 2)
+
+
+class PhotometricTerm:
+    """The photometric data term at one image level, in the landmark problem's unknowns."""
+
+    def __init__(self, model, problem, samples: SurfaceSamples, images: torch.Tensor,
+                 masks: torch.Tensor, size: int, config: PhotometricConfig):
+        self.model, self.problem, self.samples, self.config = model, problem, samples, config
+        self.images, self.masks, self.size = images, masks, size
+        self.scale = size / problem.image_size
+        self.head = LandmarkHead(_SampleView(model, samples))
+        self.eye_face = eye_faces(model)
+        self.visible = torch.zeros(images.shape[0], len(samples.faces))
+        self.texture = torch.zeros(len(samples.faces), 3)
+
+    def _pixels(self, x_frames, x_shared, frames=slice(None)) -> tuple:
+        shape, expression, rotations, translation, log_focal = self.problem.unpack(x_frames, x_shared)
+        intrinsics = self.problem.scaled_intrinsics(log_focal)[frames]
+        return shape, expression[frames], rotations[frames], translation[frames], intrinsics
+
+    def update(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> None:
+        """Re-estimate visibility and the texture at the current unknowns."""
+        from ..synth.raster import rasterize
+        from .fit import project
+
+        problem, config, size = self.problem, self.config, self.size
+        shape, expression, rotations, translation, intrinsics = self._pixels(x_frames, x_shared)
+        frames = expression.shape[0]
+        mesh = self.model(shape=shape[None].expand(frames, -1), expression=expression,
+                          joint_rotations=rotations, translation=translation).vertices
+        points = self.head(shape, expression, rotations, translation)
+        corners = self.model.faces[self.samples.faces]                          # (N, 3)
+        normals = (_vertex_normals(mesh, self.model.faces)[:, corners]
+                   * self.samples.bary[None, :, :, None]).sum(dim=2)
+        pixels = project(points, intrinsics, problem.depth) * self.scale         # (T, N, 2)
+        visible = torch.zeros(frames, len(corners))
+        camera = torch.tensor([0.0, 0.0, problem.depth])
+        for t in range(frames):
+            if float(problem.frame_weight[t]) == 0:
+                continue
+            vertices = mesh[t]
+            screen = torch.cat([project(vertices[None], intrinsics[t:t + 1], problem.depth)[0] * self.scale,
+                                (problem.depth - vertices[:, 2:3])], dim=1)
+            face, bary = rasterize(screen, self.model.faces, size, size)
+            edges, seams = self._edges(face, bary, screen[:, 2])
+            px = pixels[t, :, 0].long().clamp(0, size - 1)
+            py = pixels[t, :, 1].long().clamp(0, size - 1)
+            seen = face[py, px]
+            near = (self.model.faces[seen.clamp_min(0)][:, :, None] == corners[:, None, :]).any(2).any(1)
+            view = camera - points[t]
+            facing = (view / view.norm(dim=1, keepdim=True) * normals[t]).sum(dim=1)
+            clear = torch.where(self.samples.on_eye, ~seams[py, px], ~edges[py, px])
+            inside = sample_images(self.masks[t:t + 1], pixels[t:t + 1], size)[0, :, 0] > 0.5
+            visible[t] = (near & (seen >= 0) & (facing > config.facing) & clear & inside).float()
+        colours = sample_images(self.images[:, :3], pixels, size)
+        masked = torch.where(visible[..., None] > 0, colours, torch.full_like(colours, float("nan")))
+        self.texture = torch.nan_to_num(torch.nanmedian(masked, dim=0).values)
+        self.visible = visible * (visible.sum(dim=0) >= config.min_frames).float()[None]
+
+    def _edges(self, face: torch.Tensor, bary: torch.Tensor, depth: torch.Tensor) -> tuple:
+        """Pixels near occlusion edges (all points) and near eyelid seams (eye points)."""
+        grow = self.config.edge_grow
+        valid = face >= 0
+        corners = self.model.faces[face.clamp_min(0)]
+        zbuffer = torch.where(valid, (bary * depth[corners]).sum(-1), torch.full_like(bary[..., 0], 10.0))
+        padded = F.pad(zbuffer[None, None], (1, 1, 1, 1), mode="replicate")
+        step = (zbuffer - F.avg_pool2d(padded, 3, stride=1)[0, 0]).abs() > self.config.edge_depth_m
+        label = torch.where(valid, self.eye_face[face.clamp_min(0)].float(), -1.0)[None, None]
+        seams = (F.max_pool2d(label, 3, 1, 1) != -F.max_pool2d(-label, 3, 1, 1))[0, 0]
+
+        def dilate(flags):
+            return F.max_pool2d(flags.float()[None, None], 2 * grow + 1, 1, grow)[0, 0] > 0
+
+        return dilate(step | seams), seams
+
+    def _normalizer(self) -> float:
+        return max(float(self.visible.sum()) / max(self.visible.shape[0], 1), 1.0)
+
+    def loss(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> float:
+        from .fit import project
+
+        shape, expression, rotations, translation, intrinsics = self._pixels(x_frames, x_shared)
+        points = self.head(shape, expression, rotations, translation)
+        colours = sample_images(self.images[:, :3], project(points, intrinsics, self.problem.depth)
+                                * self.scale, self.size)
+        rho, _ = _huber((colours - self.texture) / self.config.intensity_scale)
+        return float((rho.sum(-1) * self.visible).sum()) * self.config.weight / self._normalizer()
+
+    def linearize(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> NormalBlocks:
+        from .fit import _project_with_jacobian
+
+        problem, config = self.problem, self.config
+        shape, expression, rotations, translation, intrinsics = self._pixels(x_frames, x_shared)
+        frames, p, s = x_frames.shape[0], problem.n_frame, problem.n_shared
+        k, n_fit = problem.n_expressions, problem.n_fit_shape
+        out = NormalBlocks(0.0, torch.zeros(frames, p, p), torch.zeros(frames, p, s),
+                           torch.zeros(s, s, dtype=torch.float64), torch.zeros(frames, p),
+                           torch.zeros(s, dtype=torch.float64))
+        scale_w = config.weight / self._normalizer()
+        for start in range(0, frames, CHUNK_FRAMES):
+            part = slice(start, min(start + CHUNK_FRAMES, frames))
+            visible = self.visible[part]
+            if not bool(visible.any()):
+                continue
+            coefficients = torch.cat([shape.expand(part.stop - start, -1), expression[part]], 1)
+            posed = self.head.pose(coefficients, rotations[part], translation[part])
+            pixels, jacobian = _project_with_jacobian(posed.points, intrinsics[part], problem.depth)
+            sampled = sample_images(self.images[part], pixels * self.scale, self.size)   # (B, N, 9)
+            gradient = torch.stack([sampled[..., 3:6], sampled[..., 6:9]], dim=-1) / config.intensity_scale
+            residual = (sampled[..., :3] - self.texture) / config.intensity_scale        # (B, N, 3)
+            outer = gradient @ (jacobian * self.scale)                                  # (B, N, 3, 3)
+            d_coefficients, d_rotations = self.head.jacobian(posed, outer)
+            columns = torch.empty(*residual.shape, p + s + 1)
+            columns[..., :k] = d_coefficients[..., self.head.n_shape:]
+            columns[..., k:k + 15] = d_rotations
+            columns[..., k + 15:p] = outer * 0.1
+            columns[..., p:p + n_fit] = d_coefficients[..., :n_fit]
+            if problem.config.fit_focal:
+                centred = (pixels - intrinsics[part, None, :2, 2]) * self.scale
+                columns[..., p + s - 1] = (gradient @ centred[..., None])[..., 0]
+            columns[..., -1] = residual
+            rho, irls = _huber(residual)
+            weight = visible[..., None] * scale_w
+            out.loss += float((rho * weight).sum())
+            columns.mul_(torch.sqrt(weight * irls)[..., None])
+            flat = columns.flatten(1, 2)
+            gram = flat.transpose(1, 2) @ flat
+            out.frames[part] = gram[:, :p, :p]
+            out.coupling[part] = gram[:, :p, p:p + s]
+            out.gradient_frames[part] = gram[:, :p, -1]
+            out.shared += gram[:, p:p + s, p:p + s].sum(0).double()
+            out.gradient_shared += gram[:, p:p + s, -1].sum(0).double()
+        return out
+
+
+def refine(model, problem, x_frames: torch.Tensor, x_shared: torch.Tensor, folder: str,
+           names: list[str], config: PhotometricConfig | None = None, progress=None) -> tuple:
+    """Photometric refinement of a landmark fit. Returns (x_frames, x_shared, report dict).
+
+    Args:
+        model: the ``HeadModel`` of the fit; problem: its ``LandmarkProblem``.
+        x_frames, x_shared: the landmark fit's unknowns.
+        folder: the prepared-data folder (``frames/`` and ``masks/`` PNGs, names in order).
+        names: the frame file names.
+    """
+    config = config or PhotometricConfig()
+    if len(config.landmark_weights) != len(config.levels):
+        raise ValueError("one landmark weight per level")
+    # The landmark fit runs on one thread (next to mediapipe); these products are large.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        return _refine(model, problem, x_frames, x_shared, folder, names, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _refine(model, problem, x_frames, x_shared, folder, names, config, progress) -> tuple:
+    samples = surface_samples(model, config.density)
+    started, steps, total = time.perf_counter(), 0, len(config.levels) * config.rounds
+    report = {"samples": int(len(samples.faces)), "levels": []}
+    for level, ((size, sigma), landmark_weight) in enumerate(zip(config.levels, config.landmark_weights)):
+        images, masks = load_frames(folder, names, size, sigma)
+        term = PhotometricTerm(model, problem, samples, images, masks, size, config)
+        for round_index in range(config.rounds):
+            term.update(x_frames, x_shared)
+            linearize, evaluate = _combined(problem, term, landmark_weight)
+            solver = LevenbergMarquardt(linearize, problem.regularizer(False), evaluate)
+            x_frames, x_shared, loss, taken = solver.run(x_frames, x_shared, config.iterations)
+            steps += taken
+            if progress is not None:
+                progress.progress(level * config.rounds + round_index + 1, total, "photometric")
+        report["levels"].append({"size": size, "sigma": sigma, "landmark_weight": landmark_weight,
+                                 "visible_per_frame": float(term.visible.sum(1).mean()),
+                                 "loss": float(loss)})
+    report.update(steps=steps, seconds=time.perf_counter() - started)
+    log.info("photometric refinement: %d samples, %d steps, %.1f s", report["samples"], steps,
+             report["seconds"])
+    return x_frames, x_shared, report
+
+
+def _combined(problem, term: PhotometricTerm, landmark_weight: float) -> tuple:
+    """Linearize / evaluate of landmark_weight * landmarks + photometric."""
+
+    def linearize(x_frames, x_shared):
+        a, b = problem.linearize(x_frames, x_shared), term.linearize(x_frames, x_shared)
+        return NormalBlocks(a.loss * landmark_weight + b.loss,
+                            a.frames * landmark_weight + b.frames,
+                            a.coupling * landmark_weight + b.coupling,
+                            a.shared * landmark_weight + b.shared,
+                            a.gradient_frames * landmark_weight + b.gradient_frames,
+                            a.gradient_shared * landmark_weight + b.gradient_shared)
+
+    def evaluate(x_frames, x_shared):
+        return problem.loss(x_frames, x_shared) * landmark_weight + term.loss(x_frames, x_shared)
+
+    return linearize, evaluate
+
+
+def _huber(normalized: torch.Tensor) -> tuple:
+    """Huber loss (threshold 1) and its IRLS weight, elementwise."""
+    magnitude = normalized.abs()
+    small = magnitude < 1
+    rho = torch.where(small, 0.5 * magnitude ** 2, magnitude - 0.5)
+    irls = torch.where(small, torch.ones_like(magnitude), 1 / magnitude.clamp_min(1e-6))
+    return rho, irls
