@@ -57,6 +57,21 @@ def test_check_tracking_arguments_stop_after_prepare(addon_pipeline, tmp_path):
     assert _parse("build", addon_pipeline.build_arguments(str(video), str(tmp_path))).stop_after is None
 
 
+def test_refine_tracking_reaches_prepare(addon_pipeline, tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not decoded here")
+    args = _parse("build", addon_pipeline.build_arguments(str(video), str(tmp_path / "out"),
+                                                          refine_tracking=True))
+    assert args.refine_tracking == "photometric"
+    plain = addon_pipeline.build_arguments(str(video), str(tmp_path))
+    assert _parse("build", plain).refine_tracking == "none"
+    from backend.pipeline.build import BuildContext, _prepare_argv
+
+    ctx = BuildContext(out=str(tmp_path), source=["--video", str(video)], refine_tracking="photometric")
+    prepare = _parse("prepare", _prepare_argv(ctx))
+    assert prepare.refine == "photometric"
+
+
 @pytest.mark.parametrize("export_format, command", [("ply", "export"), ("video", "render")])
 def test_export_arguments_parse_with_the_backend(addon_pipeline, tmp_path, export_format, command):
     avatar, tracking = tmp_path / "a.npz", tmp_path / "t.npz"

@@ -39,6 +39,7 @@ class BuildContext:
     size: int = 512
     device: str = "auto"
     style_strength: float | None = None
+    refine_tracking: str = "none"  # prepare --refine: none or photometric
 
     @property
     def data(self) -> str:
@@ -72,11 +73,18 @@ def _count_pngs(folder: str) -> int:
     return len([n for n in os.listdir(folder) if n.endswith(".png")]) if os.path.isdir(folder) else 0
 
 
-def _prepare(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
+def _prepare_argv(ctx: BuildContext) -> list[str]:
+    """prepare's arguments for this build."""
     argv = [*ctx.source, "--out", ctx.data, "--head-model", ctx.head_model, "--size", str(ctx.size)]
     if ctx.landmark_embedding:
         argv += ["--landmark-embedding", ctx.landmark_embedding]
-    call_command("prepare", argv, progress)
+    if ctx.refine_tracking != "none":
+        argv += ["--refine", ctx.refine_tracking]
+    return argv
+
+
+def _prepare(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
+    call_command("prepare", _prepare_argv(ctx), progress)
     report = _read_json_or_empty(os.path.join(ctx.data, "prepare.json"))
     metrics = {"frames": _count_pngs(os.path.join(ctx.data, "frames"))}
     metrics.update({k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "frames"})
@@ -170,10 +178,14 @@ def make_stages(ctx: BuildContext, progress):
     def params(*names: str):
         return lambda c: {n: getattr(c, n) for n in names}
 
+    def _prepare_params(c):  # refine_tracking only when set: earlier builds stay complete
+        values = params("source", "head_model", "landmark_embedding", "size")(c)
+        return values if c.refine_tracking == "none" else {**values, "refine_tracking": c.refine_tracking}
+
     stylized = ctx.style != "none"
     stages = [
         Stage("prepare", lambda c: _prepare(c, progress), _validate_prepare,
-              params("source", "head_model", "landmark_embedding", "size"), weight=1.0,
+              _prepare_params, weight=1.0,
               hint="check the input video/images (a visible, unobstructed face) and re-run"),
         Stage("stylize", lambda c: _stylize(c, progress), _validate_stylize,
               params("style", "style_strength"), weight=0.5,
