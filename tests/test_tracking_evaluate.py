@@ -112,6 +112,8 @@ def test_accuracy_bench_prints_every_metric():
     result = run_backend("bench", "track-accuracy", "--quick")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert {r["case"] for r in records} == {"synth-512", "synth-512-known-focal"}
-    assert {r["unit"] for r in records} == {"px", "deg", "mm"} and len(records) == 14
+    assert {r["case"] for r in records} == {"synth-512", "synth-512-known-focal",
+                                            "synth-512-known-focal-photometric"}
+    assert {r["unit"] for r in records} == {"px", "deg", "mm", "fps"} and len(records) == 22
+    assert [r["metric"] for r in records if r["unit"] == "fps"] == ["refine speed"]
     assert all(np.isfinite(r["value"]) and r["value"] >= 0 for r in records)
