@@ -74,8 +74,7 @@ def test_gradient_matches_finite_differences(clip):
     x_frames[:, k + 15:] = torch.as_tensor(track.translation) * 10
     x_shared = torch.as_tensor(track.shape[:problem.n_fit_shape], dtype=torch.float64)
     config = PhotometricConfig(density=0.05)
-    names = [f"{t:06d}.png" for t in range(FRAMES)]
-    images, masks = load_frames(str(root / "landmarks"), names, 128, 2.0)
+    images, masks = load_frames(str(root / "landmarks"), FRAMES, 128, 2.0)
     term = PhotometricTerm(model, problem, surface_samples(model, config.density), images, masks,
                            128, config)
     term.update(x_frames, x_shared)

@@ -115,17 +115,19 @@ class _SampleView:
         self.landmark_ids[:2] = torch.tensor([468, 473])
 
 
-def load_frames(folder: str, names: list[str], size: int, sigma: float) -> tuple:
-    """Prepared frames and masks at ``size``: (T, 9, S, S) colour, d/dx, d/dy (blurred), (T, 1, S, S).
+def load_frames(folder: str, count: int, size: int, sigma: float) -> tuple:
+    """The first ``count`` prepared frames (``frames/{t:06d}.png``, docs/DEVELOPING.md) and masks
+    at ``size``: (T, 9, S, S) colour, d/dx, d/dy (blurred), (T, 1, S, S).
 
     Raises:
         InputError: a frame or mask PNG is missing or unreadable.
     """
     import cv2
 
-    images = np.empty((len(names), 9, size, size), np.float32)
-    masks = np.ones((len(names), 1, size, size), np.float32)
-    for t, name in enumerate(names):
+    images = np.empty((count, 9, size, size), np.float32)
+    masks = np.ones((count, 1, size, size), np.float32)
+    for t in range(count):
+        name = f"{t:06d}.png"
         path = os.path.join(folder, "frames", name)
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
@@ -285,14 +287,13 @@ class PhotometricTerm:
 
 
 def refine(model, problem, x_frames: torch.Tensor, x_shared: torch.Tensor, folder: str,
-           names: list[str], config: PhotometricConfig | None = None, progress=None) -> tuple:
+           config: PhotometricConfig | None = None, progress=None) -> tuple:
     """Photometric refinement of a landmark fit. Returns (x_frames, x_shared, report dict).
 
     Args:
         model: the ``HeadModel`` of the fit; problem: its ``LandmarkProblem``.
         x_frames, x_shared: the landmark fit's unknowns.
-        folder: the prepared-data folder (``frames/`` and ``masks/`` PNGs, names in order).
-        names: the frame file names.
+        folder: the prepared-data folder (``frames/`` and ``masks/`` PNGs of the fit's frames).
     """
     config = config or PhotometricConfig()
     if len(config.landmark_weights) != len(config.levels):
@@ -301,17 +302,17 @@ def refine(model, problem, x_frames: torch.Tensor, x_shared: torch.Tensor, folde
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
     try:
-        return _refine(model, problem, x_frames, x_shared, folder, names, config, progress)
+        return _refine(model, problem, x_frames, x_shared, folder, config, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _refine(model, problem, x_frames, x_shared, folder, names, config, progress) -> tuple:
+def _refine(model, problem, x_frames, x_shared, folder, config, progress) -> tuple:
     samples = surface_samples(model, config.density)
     started, steps, total = time.perf_counter(), 0, len(config.levels) * config.rounds
     report = {"samples": int(len(samples.faces)), "levels": []}
     for level, ((size, sigma), landmark_weight) in enumerate(zip(config.levels, config.landmark_weights)):
-        images, masks = load_frames(folder, names, size, sigma)
+        images, masks = load_frames(folder, x_frames.shape[0], size, sigma)
         term = PhotometricTerm(model, problem, samples, images, masks, size, config)
         for round_index in range(config.rounds):
             term.update(x_frames, x_shared)

@@ -72,12 +72,9 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
                              "of each surface point is learned across frames")
         from .photometric import refine as photometric_refine
 
-        names = [f"{t:06d}.png" for t in range(len(landmarks.valid))]
-        progress.stage("refine", "photometric refinement (aligning the head to the pixels)")
-
-        def refine(problem, x_frames, x_shared):
-            return photometric_refine(model, problem, x_frames, x_shared, out, names,
-                                      progress=progress)
+        def refine(problem, x_frames, x_shared):  # runs after the landmark fit
+            progress.stage("refine", "photometric refinement (aligning the head to the pixels)")
+            return photometric_refine(model, problem, x_frames, x_shared, out, progress=progress)
     elif options.refine not in (None, "none"):
         raise InputError(f"--refine must be 'none' or 'photometric', not {options.refine!r}")
     result = fit_landmarks(model, landmarks.points[..., :2], landmarks.valid, intrinsics,
