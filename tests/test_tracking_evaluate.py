@@ -61,6 +61,34 @@ def test_errors_are_measured_per_joint_and_in_head_space(model):
     assert max(other["rotation_deg"].values()) < 1e-4
 
 
+def test_an_offset_of_the_whole_identity_changes_no_pixel_and_is_reported_apart(model):
+    """Every vertex (and so every joint) moved by one vector, the translation moved back: the same
+    images, a raw head-space error of that vector's length, no error once the offset is removed."""
+    truth, fitted, boxes = _truth_and_crops(model)
+    delta = np.array([0.0, 0.001, -0.002], np.float32)
+    moved = dataclasses.replace(
+        fitted, vertex_offsets=np.broadcast_to(delta, (model.n_vertices, 3)).copy(),
+        translation=fitted.translation - delta)
+    report = evaluate(model, truth, moved, boxes)
+    assert report["reprojection_px"] < 1e-3
+    assert max(report["rotation_deg"].values()) < 1e-4
+    assert report["vertex_mm"] == pytest.approx(float(np.linalg.norm(delta)) * 1000, rel=1e-3)
+    assert report["vertex_mm_aligned"] < 1e-3
+
+
+def test_gaze_error_ignores_roll_about_the_optical_axis(model):
+    truth, fitted, boxes = _truth_and_crops(model)
+    rotations = truth.joint_rotations.copy()
+    rotations[:, 3] = [0.0, 0.0, np.deg2rad(20.0)]    # left eye rolled about its axis only
+    rotations[:, 4] = [0.0, np.deg2rad(5.0), 0.0]     # right eye looking 5 degrees aside
+    truth = dataclasses.replace(truth, joint_rotations=np.where(
+        np.arange(5)[None, :, None] >= 3, 0.0, truth.joint_rotations).astype(np.float32))
+    report = evaluate(model, truth, dataclasses.replace(fitted, joint_rotations=rotations), boxes)
+    assert report["rotation_deg"]["eye_L"] == pytest.approx(20.0, abs=1e-3)
+    assert report["gaze_deg"]["eye_L"] < 1e-3
+    assert report["gaze_deg"]["eye_R"] == pytest.approx(5.0, abs=1e-3)
+
+
 def test_cli_writes_a_report(model, tmp_path):
     truth, fitted, boxes = _truth_and_crops(model)
     tracking_format.write(tmp_path / "truth.npz", truth)

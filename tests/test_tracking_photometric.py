@@ -12,7 +12,9 @@ from backend.formats import tracking as tracking_format
 from backend.headmodel import load_head_model
 from backend.tracking.fit import FitConfig, LandmarkProblem
 from backend.tracking.landmark_head import LandmarkHead
-from backend.tracking.photometric import PhotometricConfig, PhotometricTerm, load_frames, surface_samples
+from backend.errors import InputError
+from backend.tracking.photometric import (PhotometricConfig, PhotometricTerm, check_memory, levels_for,
+                                           load_frames, surface_samples)
 from tests.conftest import run_backend
 
 SIZE, FRAMES = 256, 10
@@ -55,6 +57,24 @@ def test_refinement_beats_the_landmark_fit_on_rendered_frames(clip):
     refine = prepare["fit_timings"]["refine"]
     assert refine["samples"] > 1000 and refine["steps"] > 0
     assert all(level["visible_per_frame"] > 500 for level in refine["levels"])
+    # prepared at 256: the schedule's 512 level is skipped, not fed upsampled frames
+    assert [level["size"] for level in refine["levels"]] == [128, 256]
+
+
+def test_levels_follow_the_prepared_size():
+    config = PhotometricConfig()
+    assert [level[0] for level, _ in levels_for(config, 512)] == [128, 256, 512]
+    assert [level[0] for level, _ in levels_for(config, 300)] == [128, 256]
+    assert levels_for(config, 96) == [((96, 2.0), 0.1)]
+
+
+def test_a_clip_too_long_for_memory_is_refused_before_any_work():
+    check_memory(100, 512, available=16 * 10**9)             # 1 GB of 16: fine
+    with pytest.raises(InputError) as error:
+        check_memory(4500, 512, available=16 * 10**9)        # 47 GB
+    message = str(error.value)
+    assert "4500 frames need 47.2 GB" in message and "at most 762 frames" in message
+    assert "--stride" in message
 
 
 def test_gradient_matches_finite_differences(clip):

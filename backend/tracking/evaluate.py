@@ -8,7 +8,13 @@ maps one to the other. Reported, per frame and averaged over valid frames:
   (projected by the true camera, then cropped), in crop pixels scaled to 512, per region too;
 - ``rotation_deg``: the angle between fitted and true rotations of each joint;
 - ``vertex_mm``: mean vertex distance in head space (root rotation and translation removed:
-  the space the avatar is trained in).
+  the space the avatar is trained in);
+- ``vertex_mm_aligned``: the same after removing one offset for the whole clip (the mean
+  difference). No image can show that offset: moving every vertex of the identity, and with
+  them the joints the model regresses from them, by one vector while the translation moves
+  back by it changes no pixel, so a fit can only take it from its prior;
+- ``gaze_deg``: per eye, the angle between fitted and true optical axes (the eye's +Z after
+  root, neck and eye rotations), which ignores the roll about that axis a round iris cannot show.
 """
 
 from __future__ import annotations
@@ -99,15 +105,34 @@ def evaluate(model, truth: Tracking, fitted: Tracking, crop_boxes: np.ndarray) -
     by_region = {name: float(distance[good][:, regions == name].mean())
                  for name in sorted(set(regions))}
     angles = rotation_angles_deg(fitted.joint_rotations, truth.joint_rotations)  # (T, 5)
-    vertex = (pose(model, fitted, True).vertices - pose(model, truth, True).vertices)
-    vertex_mm = vertex.norm(dim=-1).mean(dim=1).double().numpy() * 1000.0          # (T,)
+    vertex = (pose(model, fitted, True).vertices - pose(model, truth, True).vertices).double()
+    vertex_mm = vertex.norm(dim=-1).mean(dim=1).numpy() * 1000.0                   # (T,)
+    offset = vertex[good].mean(dim=(0, 1))
+    aligned_mm = (vertex - offset).norm(dim=-1).mean(dim=1).numpy() * 1000.0      # (T,)
+    gaze = gaze_errors_deg(fitted.joint_rotations, truth.joint_rotations)       # (T, 2)
     return {"frames": int(good.sum()),
             "reprojection_px": float(distance[good].mean()),
             "reprojection_px_by_region": by_region,
             "rotation_deg": {name: float(angles[good, j].mean()) for j, name in enumerate(JOINTS)},
+            "gaze_deg": {name: float(gaze[good, e].mean()) for e, name in enumerate(JOINTS[3:])},
             "vertex_mm": float(vertex_mm[good].mean()),
+            "vertex_mm_aligned": float(aligned_mm[good].mean()),
             "per_frame": {"reprojection_px": distance.mean(axis=1).tolist(),
                           "vertex_mm": vertex_mm.tolist()}}
+
+
+def gaze_errors_deg(fitted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Angle between the eyes' optical axes in the head's frame. (T, 5, 3) x 2 -> (T, 2) degrees."""
+    from scipy.spatial.transform import Rotation
+
+    def axes(rotations):
+        rotations = np.asarray(rotations, np.float64)
+        chain = Rotation.from_rotvec(rotations[:, 0]) * Rotation.from_rotvec(rotations[:, 1])
+        return np.stack([(chain * Rotation.from_rotvec(rotations[:, j])).apply([0.0, 0.0, 1.0])
+                         for j in (3, 4)], axis=1)
+
+    cosine = (axes(fitted) * axes(truth)).sum(-1)
+    return np.rad2deg(np.arccos(np.clip(cosine, -1.0, 1.0)))
 
 
 def add_arguments(parser) -> None:
@@ -135,7 +160,10 @@ def run(args, progress) -> int:
         write_json(args.json, report)
     regions = ", ".join(f"{k} {v:.2f}" for k, v in report["reprojection_px_by_region"].items())
     joints = ", ".join(f"{k} {v:.2f}" for k, v in report["rotation_deg"].items())
+    gaze = ", ".join(f"{k} {v:.2f}" for k, v in report["gaze_deg"].items())
     progress.result(f"{report['frames']} frames: reprojection {report['reprojection_px']:.2f} px at "
-                    f"512 ({regions}); rotation error deg: {joints}; head-space vertices "
-                    f"{report['vertex_mm']:.2f} mm", path=os.path.abspath(args.json or args.data))
+                    f"512 ({regions}); rotation error deg: {joints}; gaze direction deg: {gaze}; "
+                    f"head-space vertices {report['vertex_mm']:.2f} mm "
+                    f"({report['vertex_mm_aligned']:.2f} mm without the clip's unobservable offset)",
+                    path=os.path.abspath(args.json or args.data))
     return 0

@@ -21,9 +21,10 @@ frame only if the triangle seen at its pixel is its own or a neighbour, it faces
 no depth edge or eyelid/eyeball seam is near (a blurred pixel there mixes surfaces that move
 differently). Points outside the foreground mask are dropped too.
 
-The cost is CPU time: about 2.5 s per frame at the default schedule (2 cores), and memory: a
-level's frames are held with their gradients (2.4 MB per frame at 256). So it is an option of
-``prepare`` (``--refine photometric``), not the default.
+The cost is CPU time: a few seconds per frame at the default schedule (2 cores), and memory: a
+level's frames are held with their gradients (10.5 MB per frame at 512; ``check_memory`` refuses
+a clip that would not fit before any work starts). So it is an option of ``prepare``
+(``--refine photometric``), not the default.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ CHUNK_FRAMES = 8
 class PhotometricConfig:
     """Schedule and weights of the refinement (losses per frame, see the module docstring)."""
 
-    levels: tuple = ((128, 2.0), (256, 1.0))   # (working image size, blur sigma in its pixels)
-    landmark_weights: tuple = (0.1, 0.01)      # lambda per level: the landmarks step back
+    # (working image size, blur sigma in its pixels); levels above the prepared size are skipped
+    levels: tuple = ((128, 2.0), (256, 1.0), (512, 1.0))
+    landmark_weights: tuple = (0.1, 0.01, 0.01)  # lambda per level: the landmarks step back
     rounds: int = 3                            # texture / visibility updates per level
     iterations: int = 4                        # solver steps per round (fewer when converged)
     weight: float = 100.0                      # w
@@ -307,11 +309,48 @@ def refine(model, problem, x_frames: torch.Tensor, x_shared: torch.Tensor, folde
         torch.set_num_threads(threads)
 
 
+def levels_for(config: PhotometricConfig, image_size: int) -> list:
+    """The schedule's levels that the prepared frames can feed: [((size, sigma), lambda)], sizes
+    not above ``image_size`` (the smallest level alone, at ``image_size``, if none is)."""
+    levels = [(level, weight) for level, weight in zip(config.levels, config.landmark_weights)
+              if level[0] <= image_size]
+    if not levels:
+        levels = [((image_size, config.levels[0][1]), config.landmark_weights[0])]
+    return levels
+
+
+def bytes_per_frame(size: int) -> int:
+    """Memory a level holds per frame: colour, its x and y gradients and the mask, float32."""
+    return 10 * size * size * 4
+
+
+def check_memory(frames: int, image_size: int, config: PhotometricConfig | None = None,
+                 available: int | None = None) -> None:
+    """Refuse, before any work, a clip whose largest level would not fit in half the memory.
+
+    Raises:
+        InputError: saying how much is needed and what to do.
+    """
+    config = config or PhotometricConfig()
+    size = max(level[0] for level, _ in levels_for(config, image_size))
+    needed = frames * bytes_per_frame(size)
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available // 2:
+        most = max(available // 2 // bytes_per_frame(size), 1)
+        raise InputError(f"--refine photometric holds every frame in memory at {size} px "
+                         f"({bytes_per_frame(size) / 1e6:.1f} MB each): {frames} frames need "
+                         f"{needed / 1e9:.1f} GB, more than half of this machine's "
+                         f"{available / 1e9:.1f} GB; refine at most {most} frames (--start/--end "
+                         "or --stride), or leave the refinement out")
+
+
 def _refine(model, problem, x_frames, x_shared, folder, config, progress) -> tuple:
     samples = surface_samples(model, config.density)
-    started, steps, total = time.perf_counter(), 0, len(config.levels) * config.rounds
+    levels = levels_for(config, problem.image_size)
+    started, steps, total = time.perf_counter(), 0, len(levels) * config.rounds
     report = {"samples": int(len(samples.faces)), "levels": []}
-    for level, ((size, sigma), landmark_weight) in enumerate(zip(config.levels, config.landmark_weights)):
+    for level, ((size, sigma), landmark_weight) in enumerate(levels):
         images, masks = load_frames(folder, x_frames.shape[0], size, sigma)
         term = PhotometricTerm(model, problem, samples, images, masks, size, config)
         for round_index in range(config.rounds):

@@ -70,7 +70,10 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
         if len(landmarks.valid) < 3:
             raise InputError("--refine photometric needs a video or at least 3 images: the colour "
                              "of each surface point is learned across frames")
+        from .photometric import check_memory
         from .photometric import refine as photometric_refine
+
+        check_memory(len(landmarks.valid), options.size)
 
         def refine(problem, x_frames, x_shared):  # runs after the landmark fit
             progress.stage("refine", "photometric refinement (aligning the head to the pixels)")
