@@ -85,11 +85,9 @@ def test_solver_step_matches_a_dense_solve():
                           torch.einsum("tlp,tl->tp", jac_f, residual),
                           torch.einsum("tls,tl->s", jac_s, residual))
     one = torch.ones(p, dtype=torch.float64)
-    pair = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0],
-                         [0.0, 0.0, 0.7, -0.7], [0.0, 0.0, -0.7, 0.7]], dtype=torch.float64)
     reg = Regularizer(0.1 * one, torch.full((s,), 0.2, dtype=torch.float64),
                       torch.tensor([0.0, 1.0, 5.0, 0.3], dtype=torch.float64), one,
-                      torch.ones(s, dtype=torch.float64), tie=pair)  # 0.7 (x2 - x3)^2 per frame
+                      torch.ones(s, dtype=torch.float64))
     x_f = torch.randn(frames, p, generator=g, dtype=torch.float64)
     x_s = torch.randn(s, generator=g, dtype=torch.float64)
     step_f, step_s, _ = LevenbergMarquardt(None, reg).solve(blocks, x_f, x_s, damping=0.0)
@@ -104,7 +102,7 @@ def test_solver_step_matches_a_dense_solve():
         second[row, row:row + 3] = [1, -2, 1]
     chain = np.kron(second.T @ second, np.diag(reg.smooth.numpy()))
     hessian = jacobian.T @ jacobian
-    per_frame = np.diag(reg.prior_frames.numpy()) + pair.numpy()
+    per_frame = np.diag(reg.prior_frames.numpy())
     hessian[:n, :n] += 2 * chain + 2 * np.kron(np.eye(frames), per_frame)
     hessian[n:, n:] += 2 * np.diag(reg.prior_shared.numpy())
     x = np.concatenate([x_f.numpy().ravel(), x_s.numpy()])

@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 import torch
 
+from backend.errors import InputError
 from backend.formats import tracking as tracking_format
 from backend.headmodel import load_head_model
 from backend.tracking.fit import FitConfig, LandmarkProblem
 from backend.tracking.landmark_head import LandmarkHead
-from backend.errors import InputError
-from backend.tracking.photometric import (PhotometricConfig, PhotometricTerm, check_memory, levels_for,
-                                           load_frames, surface_samples)
+from backend.tracking.photometric import (
+    PhotometricConfig,
+    PhotometricTerm,
+    check_memory,
+    levels_for,
+    load_frames,
+    surface_samples,
+)
 from tests.conftest import run_backend
 
 SIZE, FRAMES = 256, 10

@@ -47,12 +47,12 @@ class FitConfig:
                                      # real detections are systematic: they do not average out)
     expression_prior: float = 0.001  # weight of |expression|^2 per frame
     jaw_prior: float = 0.05          # weight of the jaw's opening^2 (rotation about x, radians)
-    jaw_side_prior: float = 0.05     # weight of the jaw's sideways turn and roll^2 (y, z)
+    jaw_side_prior: float = 100.0    # weight of the jaw's sideways turn and roll^2 (y, z): the
+                                     # mandible mostly hinges, and these absorb detector bias
     neck_prior: float = 100.0        # the neck and the root both turn the head; prefer the root
     eye_prior: float = 0.02          # weight of |eye rotation|^2 (radians)
     eye_roll_prior: float = 10.0     # weight of the eyes' roll about their optical axis (z): a
                                      # round iris cannot show it, so without this it drifts
-    eye_tie: float = 0.0             # weight of |eye_L - eye_R|^2: the eyes turn together
     focal_prior: float = 2.0         # weight of log(focal factor)^2
     smooth_pose: float = 50.0        # second differences of root, neck (rad) and translation (dm)
     smooth_jaw: float = 2.0          # second differences of the jaw rotation (rad)
@@ -272,15 +272,7 @@ class LandmarkProblem:
         if rigid:  # root rotation and translation only
             free[:k] = 0.0
             free[k + 3:k + 15] = 0.0
-        tie = None
-        if config.eye_tie > 0:  # |eye_L - eye_R|^2 as x' Q x
-            tie = torch.zeros(self.n_frame, self.n_frame, dtype=torch.float64)
-            left, right = torch.arange(k + 9, k + 12), torch.arange(k + 12, k + 15)
-            tie[left, left] = tie[right, right] = config.eye_tie
-            tie[left, right] = tie[right, left] = -config.eye_tie
-            tie = tie * free[:, None] * free[None, :]
-        return Regularizer(prior, shared, smooth, free, torch.ones(self.n_shared, dtype=torch.float64),
-                           tie)
+        return Regularizer(prior, shared, smooth, free, torch.ones(self.n_shared, dtype=torch.float64))
 
     def unpack(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> tuple:
         """Model inputs: shape (n_shape,), expression (T, K), rotations (T, 5, 3),

@@ -5,11 +5,8 @@ The data term is a robust sum over frames whose Gauss-Newton normal equations th
 assembles per frame (``NormalBlocks``): frame t couples only its own block and the shared one.
 The solver adds quadratic terms of its own:
 
-    sum_p prior_frames[p] * x[t, p]^2  +  x[t]' tie x[t]  +  sum_s prior_shared[s] * x_shared[s]^2
+    sum_p prior_frames[p] * x[t, p]^2  +  sum_s prior_shared[s] * x_shared[s]^2
     + sum_p smooth[p] * sum_t (x[t+1, p] - 2 x[t, p] + x[t-1, p])^2
-
-(``tie`` is an optional symmetric (P, P) matrix coupling unknowns of the same frame, such as
-the two eyes' rotations.)
 
 and solves each damped step exactly, in float64: the frames' system is block-banded in time
 (second differences reach two frames), so a block-tridiagonal Cholesky over pairs of frames
@@ -52,21 +49,16 @@ class Regularizer:
     smooth: torch.Tensor           # (P,) weight of squared second differences in time
     free_frames: torch.Tensor      # (P,) 1 = optimised, 0 = held
     free_shared: torch.Tensor      # (S,)
-    tie: torch.Tensor | None = None  # (P, P) symmetric, positive semi-definite
 
     def loss(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> float:
         total = (self.prior_frames * x_frames ** 2).sum() + (self.prior_shared * x_shared ** 2).sum()
-        if self.tie is not None:
-            total = total + (x_frames @ self.tie * x_frames).sum()
         if x_frames.shape[0] >= 3:
             total = total + (self.smooth * _second_difference(x_frames) ** 2).sum()
         return float(total)
 
     def gradient(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> tuple:
-        frames = 2 * self.prior_frames * x_frames + self.chain(x_frames)
-        if self.tie is not None:
-            frames = frames + 2 * x_frames @ self.tie
-        return frames, 2 * self.prior_shared * x_shared
+        return (2 * self.prior_frames * x_frames + self.chain(x_frames),
+                2 * self.prior_shared * x_shared)
 
     def chain(self, x_frames: torch.Tensor) -> torch.Tensor:
         """The smoothness Hessian times ``x_frames``: 2 smooth D'D x. (T, P) -> (T, P)."""
@@ -167,8 +159,6 @@ class LevenbergMarquardt:
         # Diagonal parts: priors, the chain's diagonal, Marquardt damping (scaled by the
         # curvature, with a floor so that unknowns without data stay put).
         a, c = blocks.frames.double(), blocks.shared.double()
-        if reg.tie is not None:
-            a = a + 2 * reg.tie.double()
         chain = reg.chain_diagonal(frames)
         diag_f = 2 * reg.prior_frames + chain + torch.diagonal(a, dim1=1, dim2=2)
         diag_s = 2 * reg.prior_shared + torch.diagonal(c)
