@@ -142,6 +142,7 @@ def test_accuracy_bench_prints_every_metric():
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert {r["case"] for r in records} == {"synth-512", "synth-512-known-focal",
                                             "synth-512-known-focal-photometric"}
-    assert {r["unit"] for r in records} == {"px", "deg", "mm", "fps"} and len(records) == 22
+    assert {r["unit"] for r in records} == {"px", "deg", "mm", "fps"} and len(records) == 31
+    assert {r["metric"] for r in records if r["unit"] == "mm"} == {"vertices", "vertices aligned"}
     assert [r["metric"] for r in records if r["unit"] == "fps"] == ["refine speed"]
     assert all(np.isfinite(r["value"]) and r["value"] >= 0 for r in records)

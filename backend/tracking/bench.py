@@ -101,8 +101,9 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
     with the default focal guess (case ``synth-512``), with the true focal length (case
     ``synth-512-known-focal``) and with it plus ``--refine photometric`` (case
     ``synth-512-known-focal-photometric``), and compares each with the ground truth
-    (``evaluate-tracking``): reprojection (px at 512), per-joint rotation error (deg),
-    head-space vertex error (mm); the refined case also reports its speed (fps).
+    (``evaluate-tracking``): reprojection (px at 512), per-joint rotation error and per-eye gaze
+    direction error (deg), head-space vertex error with and without the clip's unobservable offset
+    (mm); the refined case also reports its speed (fps).
     """
     from ..formats import tracking as tracking_format
     from ..headmodel import load_head_model
@@ -134,4 +135,8 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
                               "px", device)
             for joint, angle in result["rotation_deg"].items():
                 yield BenchRecord("track-accuracy", case, f"rotation {joint}", angle, "deg", device)
+            for eye, angle in result["gaze_deg"].items():
+                yield BenchRecord("track-accuracy", case, f"gaze {eye}", angle, "deg", device)
             yield BenchRecord("track-accuracy", case, "vertices", result["vertex_mm"], "mm", device)
+            yield BenchRecord("track-accuracy", case, "vertices aligned", result["vertex_mm_aligned"],
+                              "mm", device)
