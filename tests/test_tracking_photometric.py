@@ -74,7 +74,7 @@ def test_levels_follow_the_prepared_size():
     assert levels_for(config, 96) == [((96, 2.0), 0.1)]
 
 
-def test_a_clip_too_long_for_memory_is_refused_before_any_work():
+def test_a_clip_too_long_for_memory_is_refused_with_the_count_that_fits():
     check_memory(100, 512, available=16 * 10**9)             # 1 GB of 16: fine
     with pytest.raises(InputError) as error:
         check_memory(4500, 512, available=16 * 10**9)        # 47 GB

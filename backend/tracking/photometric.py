@@ -23,7 +23,7 @@ differently). Points outside the foreground mask are dropped too.
 
 The cost is CPU time: a few seconds per frame at the default schedule (2 cores), and memory: a
 level's frames are held with their gradients (10.5 MB per frame at 512; ``check_memory`` refuses
-a clip that would not fit before any work starts). So it is an option of ``prepare``
+a clip that would not fit before the fit starts). So it is an option of ``prepare``
 (``--refine photometric``), not the default.
 """
 
@@ -326,7 +326,7 @@ def bytes_per_frame(size: int) -> int:
 
 def check_memory(frames: int, image_size: int, config: PhotometricConfig | None = None,
                  available: int | None = None) -> None:
-    """Refuse, before any work, a clip whose largest level would not fit in half the memory.
+    """Refuse a clip whose largest level would not fit in half the memory (called before the fit).
 
     Raises:
         InputError: saying how much is needed and what to do.
