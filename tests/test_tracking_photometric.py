@@ -77,15 +77,14 @@ def test_levels_follow_the_prepared_size():
 def test_a_clip_too_long_for_memory_is_refused_with_the_count_that_fits():
     check_memory(100, 512, available=16 * 10**9)             # 1 GB of 16: fine
     with pytest.raises(InputError) as error:
-        check_memory(4500, 512, available=16 * 10**9)        # 47 GB
+        check_memory(4500, 512, available=16 * 10**9)        # 61 GB
     message = str(error.value)
-    assert "4500 frames need 47.2 GB" in message and "at most 762 frames" in message
+    assert "4500 frames need 61.3 GB" in message and "at most 586 frames" in message
     assert "--stride" in message
 
 
-def test_gradient_matches_finite_differences(clip):
-    """linearize's gradient is the derivative of loss (texture and visibility held)."""
-    root, _ = clip
+def _term_at_the_landmark_fit(root, config: PhotometricConfig) -> tuple:
+    """A PhotometricTerm at 128 px over the landmark fit of the clip, and that fit's unknowns."""
     model = load_head_model("builtin")
     track = tracking_format.read(root / "landmarks" / "tracking.npz")
     points = np.load(root / "landmarks" / "landmarks.npz")["points"]
@@ -99,10 +98,14 @@ def test_gradient_matches_finite_differences(clip):
     x_frames[:, k:k + 15] = torch.as_tensor(track.joint_rotations.reshape(FRAMES, 15))
     x_frames[:, k + 15:] = torch.as_tensor(track.translation) * 10
     x_shared = torch.as_tensor(track.shape[:problem.n_fit_shape], dtype=torch.float64)
-    config = PhotometricConfig(density=0.05)
     images, masks = load_frames(str(root / "landmarks"), FRAMES, 128, 2.0)
     term = PhotometricTerm(model, problem, surface_samples(model, config.density), images, masks,
                            128, config)
+    return term, k, x_frames, x_shared
+
+
+def _check_gradient(term, k, x_frames, x_shared) -> None:
+    """linearize's gradient is the derivative of loss (texture and visibility held)."""
     term.update(x_frames, x_shared)
     blocks = term.linearize(x_frames, x_shared)
     analytic, numeric, step = [], [], 1e-3
@@ -121,6 +124,45 @@ def test_gradient_matches_finite_differences(clip):
     # Sampled images are piecewise bilinear and their gradient a central difference: a few %.
     assert np.linalg.norm(analytic - numeric) <= 0.1 * np.linalg.norm(numeric), (analytic, numeric)
     assert np.linalg.norm(numeric) > 1.0
+
+
+def test_gradient_matches_finite_differences(clip):
+    root, _ = clip
+    _check_gradient(*_term_at_the_landmark_fit(root, PhotometricConfig(density=0.05)))
+
+
+def test_silhouette_keeps_the_head_inside_the_foreground(clip):
+    """Colour off: a head moved 4 cm towards the camera spills out of the mask and pays for it,
+    and the silhouette's gradient is the derivative of its loss there."""
+    root, _ = clip
+    term, k, x_frames, x_shared = _term_at_the_landmark_fit(
+        root, PhotometricConfig(density=0.05, weight=0.0))
+    term.update(x_frames, x_shared)
+    fitted = term.loss(x_frames, x_shared)
+    closer = x_frames.clone()
+    closer[:, k + 17] += 0.4  # decimetres along +z, towards the camera
+    term.update(closer, x_shared)
+    spilled = term.loss(closer, x_shared)
+    assert spilled > 10 * fitted + 1.0, (fitted, spilled)
+    _check_gradient(term, k, closer, x_shared)
+
+
+def test_frames_carry_the_distance_outside_the_mask(tmp_path):
+    import cv2
+
+    for folder in ("frames", "masks"):
+        (tmp_path / folder).mkdir()
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, 8:24] = 255
+    cv2.imwrite(str(tmp_path / "frames" / "000000.png"), np.full((32, 32, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "masks" / "000000.png"), mask)
+    images, masks = load_frames(str(tmp_path), 1, 32, 0.0)
+    distance, d_dx = images[0, 3].numpy(), images[0, 7].numpy()
+    assert images.shape == (1, 12, 32, 32) and masks[0, 0, 16, 16] == 1.0
+    assert (distance[8:24, 8:24] == 0).all()
+    assert distance[16, 24] == pytest.approx(0.5, abs=0.01)      # first pixel outside: half a pixel
+    assert distance[16, 28] == pytest.approx(4.5, abs=0.05)
+    assert d_dx[16, 28] == pytest.approx(1.0, abs=0.05) and d_dx[16, 3] == pytest.approx(-1.0, abs=0.05)
 
 
 def test_samples_cover_the_face_and_the_eyes_densely():

@@ -6,8 +6,15 @@ thousands of points sampled on the head's surface (denser on the eyeballs, so th
 gaze) each get one colour shared by all frames (the texture), and every frame is asked to show
 that colour where the point projects:
 
-    E = w * sum_t sum_p vis[t, p] * huber((I_t(proj_t(x_p)) - c_p) / s) / n_visible
+    E = [w * sum_t sum_p vis[t, p] * huber((I_t(proj_t(x_p)) - c_p) / s)
+         + w_sil * sum_t sum_p front[t, p] * huber(D_t(proj_t(x_p)) / s_sil)] / n_visible
         + lambda * E_landmarks + priors + smoothness
+
+The second sum is a one-sided silhouette term: D_t is the distance (pixels) outside the frame's
+foreground mask, 0 on it, and ``front`` the points on the front-most surface. The texture is
+learned from the frames, so the colour term cannot tell a head that is a little too large or too
+near from the truth; the mask edge can. One-sided because masks also hold hair, neck and body:
+the head must lie inside the foreground, not fill it.
 
 Unknowns and solver are the landmark fit's (``LandmarkProblem``, ``LevenbergMarquardt``): the
 points are virtual landmarks of a ``LandmarkHead`` (barycentric points of the mesh), so their
@@ -22,7 +29,7 @@ no depth edge or eyelid/eyeball seam is near (a blurred pixel there mixes surfac
 differently). Points outside the foreground mask are dropped too.
 
 The cost is CPU time: a few seconds per frame at the default schedule (2 cores), and memory: a
-level's frames are held with their gradients (10.5 MB per frame at 512; ``check_memory`` refuses
+level's frames are held with their gradients (13.6 MB per frame at 512; ``check_memory`` refuses
 a clip that would not fit before the fit starts). So it is an option of ``prepare``
 (``--refine photometric``), not the default.
 """
@@ -62,7 +69,12 @@ class PhotometricConfig:
     min_frames: int = 3                        # a point seen in fewer frames is not used
     facing: float = 0.3                        # cosine to the camera below which a point is dropped
     edge_depth_m: float = 0.001                # depth step that marks an occlusion edge
-    edge_grow: int = 2                         # pixels around edges and seams left out
+    edge_grow: int = 2                         # pixels around occlusion edges left out
+    seam_grow: int = 2                         # pixels around eyelid seams left out (skin side)
+    silhouette_weight: float = 100.0           # the visible surface inside the foreground mask
+    silhouette_px: float = 1.0                 # distance outside the mask that costs one unit
+    shape_prior_scale: float = 1.0             # identity prior relative to the landmark fit's
+    expression_prior_scale: float = 1.0        # expression prior relative to the landmark fit's
 
 
 @dataclass
@@ -119,14 +131,15 @@ class _SampleView:
 
 def load_frames(folder: str, count: int, size: int, sigma: float) -> tuple:
     """The first ``count`` prepared frames (``frames/{t:06d}.png``, docs/DEVELOPING.md) and masks
-    at ``size``: (T, 9, S, S) colour, d/dx, d/dy (blurred), (T, 1, S, S).
+    at ``size``: (T, 12, S, S) values and their d/dx, d/dy (4 each: the blurred colour and the
+    distance in pixels outside the foreground mask, 0 inside), and the masks (T, 1, S, S).
 
     Raises:
         InputError: a frame or mask PNG is missing or unreadable.
     """
     import cv2
 
-    images = np.empty((count, 9, size, size), np.float32)
+    images = np.empty((count, 12, size, size), np.float32)
     masks = np.ones((count, 1, size, size), np.float32)
     for t in range(count):
         name = f"{t:06d}.png"
@@ -138,13 +151,18 @@ def load_frames(folder: str, count: int, size: int, sigma: float) -> tuple:
                            interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         if sigma > 0:
             image = cv2.GaussianBlur(image, (0, 0), sigma)
-        gx, gy = np.zeros_like(image), np.zeros_like(image)
-        gx[:, 1:-1] = (image[:, 2:] - image[:, :-2]) / 2
-        gy[1:-1] = (image[2:] - image[:-2]) / 2
-        images[t] = np.concatenate([image, gx, gy], axis=2).transpose(2, 0, 1)
         mask = cv2.imread(os.path.join(folder, "masks", name), cv2.IMREAD_GRAYSCALE)
         if mask is not None:
             masks[t, 0] = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA) / 255.0
+        outside = (masks[t, 0] < 0.5).astype(np.uint8)
+        # Distance from a background pixel's centre to the mask's edge (half a pixel short of
+        # the nearest foreground centre); 0 on the foreground.
+        distance = np.maximum(cv2.distanceTransform(outside, cv2.DIST_L2, 5) - 0.5, 0)
+        values = np.concatenate([image, distance[..., None]], axis=2)
+        gx, gy = np.zeros_like(values), np.zeros_like(values)
+        gx[:, 1:-1] = (values[:, 2:] - values[:, :-2]) / 2
+        gy[1:-1] = (values[2:] - values[:-2]) / 2
+        images[t] = np.concatenate([values, gx, gy], axis=2).transpose(2, 0, 1)
     return torch.from_numpy(images), torch.from_numpy(masks)
 
 
@@ -166,6 +184,7 @@ class PhotometricTerm:
         self.head = LandmarkHead(_SampleView(model, samples))
         self.eye_face = eye_faces(model)
         self.visible = torch.zeros(images.shape[0], len(samples.faces))
+        self.outline = torch.zeros(images.shape[0], len(samples.faces))
         self.texture = torch.zeros(len(samples.faces), 3)
 
     def _pixels(self, x_frames, x_shared, frames=slice(None)) -> tuple:
@@ -189,6 +208,7 @@ class PhotometricTerm:
                    * self.samples.bary[None, :, :, None]).sum(dim=2)
         pixels = project(points, intrinsics, problem.depth) * self.scale         # (T, N, 2)
         visible = torch.zeros(frames, len(corners))
+        outline = torch.zeros(frames, len(corners))
         camera = torch.tensor([0.0, 0.0, problem.depth])
         for t in range(frames):
             if float(problem.frame_weight[t]) == 0:
@@ -207,14 +227,15 @@ class PhotometricTerm:
             clear = torch.where(self.samples.on_eye, ~seams[py, px], ~edges[py, px])
             inside = sample_images(self.masks[t:t + 1], pixels[t:t + 1], size)[0, :, 0] > 0.5
             visible[t] = (near & (seen >= 0) & (facing > config.facing) & clear & inside).float()
+            outline[t] = (near & (seen >= 0)).float()
         colours = sample_images(self.images[:, :3], pixels, size)
         masked = torch.where(visible[..., None] > 0, colours, torch.full_like(colours, float("nan")))
         self.texture = torch.nan_to_num(torch.nanmedian(masked, dim=0).values)
         self.visible = visible * (visible.sum(dim=0) >= config.min_frames).float()[None]
+        self.outline = outline
 
     def _edges(self, face: torch.Tensor, bary: torch.Tensor, depth: torch.Tensor) -> tuple:
         """Pixels near occlusion edges (all points) and near eyelid seams (eye points)."""
-        grow = self.config.edge_grow
         valid = face >= 0
         corners = self.model.faces[face.clamp_min(0)]
         zbuffer = torch.where(valid, (bary * depth[corners]).sum(-1), torch.full_like(bary[..., 0], 10.0))
@@ -223,10 +244,10 @@ class PhotometricTerm:
         label = torch.where(valid, self.eye_face[face.clamp_min(0)].float(), -1.0)[None, None]
         seams = (F.max_pool2d(label, 3, 1, 1) != -F.max_pool2d(-label, 3, 1, 1))[0, 0]
 
-        def dilate(flags):
+        def dilate(flags, grow):
             return F.max_pool2d(flags.float()[None, None], 2 * grow + 1, 1, grow)[0, 0] > 0
 
-        return dilate(step | seams), seams
+        return dilate(step, self.config.edge_grow) | dilate(seams, self.config.seam_grow), seams
 
     def _normalizer(self) -> float:
         return max(float(self.visible.sum()) / max(self.visible.shape[0], 1), 1.0)
@@ -236,10 +257,18 @@ class PhotometricTerm:
 
         shape, expression, rotations, translation, intrinsics = self._pixels(x_frames, x_shared)
         points = self.head(shape, expression, rotations, translation)
-        colours = sample_images(self.images[:, :3], project(points, intrinsics, self.problem.depth)
+        sampled = sample_images(self.images[:, :4], project(points, intrinsics, self.problem.depth)
                                 * self.scale, self.size)
-        rho, _ = _huber((colours - self.texture) / self.config.intensity_scale)
-        return float((rho.sum(-1) * self.visible).sum()) * self.config.weight / self._normalizer()
+        rho, _ = _huber(self._residual(sampled))
+        config = self.config
+        return float((rho[..., :3].sum(-1) * self.visible).sum() * config.weight
+                     + (rho[..., 3] * self.outline).sum() * config.silhouette_weight) / self._normalizer()
+
+    def _residual(self, sampled: torch.Tensor) -> torch.Tensor:
+        """Normalized residuals (..., 4): colour minus texture, distance outside the mask."""
+        config = self.config
+        return torch.cat([(sampled[..., :3] - self.texture) / config.intensity_scale,
+                          sampled[..., 3:4] / config.silhouette_px], dim=-1)
 
     def linearize(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> NormalBlocks:
         from .fit import _project_with_jacobian
@@ -251,19 +280,20 @@ class PhotometricTerm:
         out = NormalBlocks(0.0, torch.zeros(frames, p, p), torch.zeros(frames, p, s),
                            torch.zeros(s, s, dtype=torch.float64), torch.zeros(frames, p),
                            torch.zeros(s, dtype=torch.float64))
-        scale_w = config.weight / self._normalizer()
+        channel_weight = torch.tensor([config.weight] * 3 + [config.silhouette_weight]) / self._normalizer()
+        channel_scale = torch.tensor([config.intensity_scale] * 3 + [config.silhouette_px])
         for start in range(0, frames, CHUNK_FRAMES):
             part = slice(start, min(start + CHUNK_FRAMES, frames))
-            visible = self.visible[part]
+            visible = torch.stack([self.visible[part]] * 3 + [self.outline[part]], dim=-1)  # (B, N, 4)
             if not bool(visible.any()):
                 continue
             coefficients = torch.cat([shape.expand(part.stop - start, -1), expression[part]], 1)
             posed = self.head.pose(coefficients, rotations[part], translation[part])
             pixels, jacobian = _project_with_jacobian(posed.points, intrinsics[part], problem.depth)
-            sampled = sample_images(self.images[part], pixels * self.scale, self.size)   # (B, N, 9)
-            gradient = torch.stack([sampled[..., 3:6], sampled[..., 6:9]], dim=-1) / config.intensity_scale
-            residual = (sampled[..., :3] - self.texture) / config.intensity_scale        # (B, N, 3)
-            outer = gradient @ (jacobian * self.scale)                                  # (B, N, 3, 3)
+            sampled = sample_images(self.images[part], pixels * self.scale, self.size)   # (B, N, 12)
+            gradient = torch.stack([sampled[..., 4:8], sampled[..., 8:12]], dim=-1) / channel_scale[:, None]
+            residual = self._residual(sampled)                                          # (B, N, 4)
+            outer = gradient @ (jacobian * self.scale)                                  # (B, N, 4, 3)
             d_coefficients, d_rotations = self.head.jacobian(posed, outer)
             columns = torch.empty(*residual.shape, p + s + 1)
             columns[..., :k] = d_coefficients[..., self.head.n_shape:]
@@ -275,7 +305,7 @@ class PhotometricTerm:
                 columns[..., p + s - 1] = (gradient @ centred[..., None])[..., 0]
             columns[..., -1] = residual
             rho, irls = _huber(residual)
-            weight = visible[..., None] * scale_w
+            weight = visible * channel_weight
             out.loss += float((rho * weight).sum())
             columns.mul_(torch.sqrt(weight * irls)[..., None])
             flat = columns.flatten(1, 2)
@@ -320,8 +350,9 @@ def levels_for(config: PhotometricConfig, image_size: int) -> list:
 
 
 def bytes_per_frame(size: int) -> int:
-    """Memory a level holds per frame: colour, its x and y gradients and the mask, float32."""
-    return 10 * size * size * 4
+    """Memory a level holds per frame: colour and mask distance, their x and y gradients and the
+    mask, float32."""
+    return 13 * size * size * 4
 
 
 def check_memory(frames: int, image_size: int, config: PhotometricConfig | None = None,
@@ -356,7 +387,7 @@ def _refine(model, problem, x_frames, x_shared, folder, config, progress) -> tup
         for round_index in range(config.rounds):
             term.update(x_frames, x_shared)
             linearize, evaluate = _combined(problem, term, landmark_weight)
-            solver = LevenbergMarquardt(linearize, problem.regularizer(False), evaluate)
+            solver = LevenbergMarquardt(linearize, _regularizer(problem, config), evaluate)
             x_frames, x_shared, loss, taken = solver.run(x_frames, x_shared, config.iterations)
             steps += taken
             if progress is not None:
@@ -368,6 +399,14 @@ def _refine(model, problem, x_frames, x_shared, folder, config, progress) -> tup
     log.info("photometric refinement: %d samples, %d steps, %.1f s", report["samples"], steps,
              report["seconds"])
     return x_frames, x_shared, report
+
+
+def _regularizer(problem, config: PhotometricConfig):
+    """The landmark fit's priors with the identity and expression priors rescaled."""
+    regularizer = problem.regularizer(False)
+    regularizer.prior_frames[:problem.n_expressions] *= config.expression_prior_scale
+    regularizer.prior_shared[:problem.n_fit_shape] *= config.shape_prior_scale
+    return regularizer
 
 
 def _combined(problem, term: PhotometricTerm, landmark_weight: float) -> tuple:
