@@ -35,13 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=512, help="working resolution (square crop)")
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate for --images")
     parser.add_argument("--masks", help="a folder of your own masks (one per source frame) "
-                                        "instead of mediapipe selfie segmentation")
+                                        "instead of mediapipe selfie segmentation: the whole "
+                                        "person (hair, neck, body), not the face alone; "
+                                        "--refine photometric keeps the head inside them")
     parser.add_argument("--focal", type=float, default=None,
                         help="focal length of the source in pixels, held fixed (default: 0.9 x "
                              "the long side, refined by the fit)")
     parser.add_argument("--refine", choices=("none", "photometric"), default="none",
                         help="photometric: after the landmark fit, align the head to the pixels "
-                             "(more accurate, about 3.5 s per frame on a 2-core CPU; default none)")
+                             "(more accurate, about 4 s per frame on a 2-core CPU; default none)")
     parser.add_argument("--crop-scale", type=float, default=2.2,
                         help="crop side as a multiple of the face size (default 2.2)")
     parser.add_argument("--fit-iterations", type=int, default=None,
