@@ -19,6 +19,7 @@ from backend.tracking.photometric import (
     check_memory,
     levels_for,
     load_frames,
+    sample_with_gradient,
     surface_samples,
 )
 from tests.conftest import run_backend
@@ -77,9 +78,9 @@ def test_levels_follow_the_prepared_size():
 def test_a_clip_too_long_for_memory_is_refused_with_the_count_that_fits():
     check_memory(100, 512, available=16 * 10**9)             # 1 GB of 16: fine
     with pytest.raises(InputError) as error:
-        check_memory(4500, 512, available=16 * 10**9)        # 61 GB
+        check_memory(4500, 512, available=16 * 10**9)        # 23.6 GB
     message = str(error.value)
-    assert "4500 frames need 61.3 GB" in message and "at most 586 frames" in message
+    assert "4500 frames need 23.6 GB" in message and "at most 1525 frames" in message
     assert "--stride" in message
 
 
@@ -157,12 +158,16 @@ def test_frames_carry_the_distance_outside_the_mask(tmp_path):
     cv2.imwrite(str(tmp_path / "frames" / "000000.png"), np.full((32, 32, 3), 128, np.uint8))
     cv2.imwrite(str(tmp_path / "masks" / "000000.png"), mask)
     images, masks = load_frames(str(tmp_path), 1, 32, 0.0)
-    distance, d_dx = images[0, 3].numpy(), images[0, 7].numpy()
-    assert images.shape == (1, 12, 32, 32) and masks[0, 0, 16, 16] == 1.0
+    distance = images[0, 3].numpy()
+    assert images.shape == (1, 4, 32, 32) and masks[0, 0, 16, 16] == 1.0
     assert (distance[8:24, 8:24] == 0).all()
     assert distance[16, 24] == pytest.approx(0.5, abs=0.01)      # first pixel outside: half a pixel
     assert distance[16, 28] == pytest.approx(4.5, abs=0.05)
-    assert d_dx[16, 28] == pytest.approx(1.0, abs=0.05) and d_dx[16, 3] == pytest.approx(-1.0, abs=0.05)
+    # gradients by central differences where a point falls (pixel centres at +0.5)
+    values, gradient = sample_with_gradient(images, torch.tensor([[[28.5, 16.5], [3.5, 16.5]]]), 32)
+    assert values[0, :, 3].tolist() == pytest.approx([4.5, 4.5], abs=0.05)
+    assert gradient[0, :, 3, 0].tolist() == pytest.approx([1.0, -1.0], abs=0.05)
+    assert gradient[0, :, 3, 1].abs().max() < 0.05 and gradient[0, :, :3].abs().max() == 0
 
 
 def test_samples_cover_the_face_and_the_eyes_densely():

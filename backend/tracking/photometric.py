@@ -29,7 +29,7 @@ no depth edge or eyelid/eyeball seam is near (a blurred pixel there mixes surfac
 differently). Points outside the foreground mask are dropped too.
 
 The cost is CPU time: a few seconds per frame at the default schedule (2 cores), and memory: a
-level's frames are held with their gradients (13.6 MB per frame at 512; ``check_memory`` refuses
+level's frames are held with their gradients (5.2 MB per frame at 512; ``check_memory`` refuses
 a clip that would not fit before the fit starts). So it is an option of ``prepare``
 (``--refine photometric``), not the default.
 """
@@ -131,15 +131,16 @@ class _SampleView:
 
 def load_frames(folder: str, count: int, size: int, sigma: float) -> tuple:
     """The first ``count`` prepared frames (``frames/{t:06d}.png``, docs/DEVELOPING.md) and masks
-    at ``size``: (T, 12, S, S) values and their d/dx, d/dy (4 each: the blurred colour and the
-    distance in pixels outside the foreground mask, 0 inside), and the masks (T, 1, S, S).
+    at ``size``: (T, 4, S, S) values (the blurred colour and the distance in pixels outside the
+    foreground mask, 0 inside) and the masks (T, 1, S, S). Image gradients are not stored:
+    ``sample_with_gradient`` takes them by central differences where the points fall.
 
     Raises:
         InputError: a frame or mask PNG is missing or unreadable.
     """
     import cv2
 
-    images = np.empty((count, 12, size, size), np.float32)
+    images = np.empty((count, 4, size, size), np.float32)
     masks = np.ones((count, 1, size, size), np.float32)
     for t in range(count):
         name = f"{t:06d}.png"
@@ -158,11 +159,7 @@ def load_frames(folder: str, count: int, size: int, sigma: float) -> tuple:
         # Distance from a background pixel's centre to the mask's edge (half a pixel short of
         # the nearest foreground centre); 0 on the foreground.
         distance = np.maximum(cv2.distanceTransform(outside, cv2.DIST_L2, 5) - 0.5, 0)
-        values = np.concatenate([image, distance[..., None]], axis=2)
-        gx, gy = np.zeros_like(values), np.zeros_like(values)
-        gx[:, 1:-1] = (values[:, 2:] - values[:, :-2]) / 2
-        gy[1:-1] = (values[2:] - values[:-2]) / 2
-        images[t] = np.concatenate([values, gx, gy], axis=2).transpose(2, 0, 1)
+        images[t] = np.concatenate([image, distance[..., None]], axis=2).transpose(2, 0, 1)
     return torch.from_numpy(images), torch.from_numpy(masks)
 
 
@@ -171,6 +168,20 @@ def sample_images(images: torch.Tensor, pixels: torch.Tensor, size: int) -> torc
     (B, C, S, S), (B, N, 2) -> (B, N, C)."""
     grid = (pixels / size * 2 - 1)[:, :, None].to(images.dtype)
     return F.grid_sample(images, grid, align_corners=False, padding_mode="border")[..., 0].transpose(1, 2)
+
+
+_STENCIL = torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+
+
+def sample_with_gradient(images: torch.Tensor, pixels: torch.Tensor, size: int) -> tuple:
+    """Bilinear samples and their image gradient (central differences one pixel either side:
+    the same as interpolating the central-difference images, without storing them).
+    (B, C, S, S), (B, N, 2) -> values (B, N, C), gradient (B, N, C, 2) per pixel in x, y."""
+    grid = ((pixels[:, :, None] + _STENCIL.to(pixels.dtype)) / size * 2 - 1).to(images.dtype)
+    taps = F.grid_sample(images, grid, align_corners=False, padding_mode="border")  # (B, C, N, 5)
+    taps = taps.permute(0, 2, 1, 3)                                                  # (B, N, C, 5)
+    gradient = torch.stack([taps[..., 1] - taps[..., 2], taps[..., 3] - taps[..., 4]], dim=-1) / 2
+    return taps[..., 0], gradient
 
 
 class PhotometricTerm:
@@ -257,7 +268,7 @@ class PhotometricTerm:
 
         shape, expression, rotations, translation, intrinsics = self._pixels(x_frames, x_shared)
         points = self.head(shape, expression, rotations, translation)
-        sampled = sample_images(self.images[:, :4], project(points, intrinsics, self.problem.depth)
+        sampled = sample_images(self.images, project(points, intrinsics, self.problem.depth)
                                 * self.scale, self.size)
         rho, _ = _huber(self._residual(sampled))
         config = self.config
@@ -290,8 +301,8 @@ class PhotometricTerm:
             coefficients = torch.cat([shape.expand(part.stop - start, -1), expression[part]], 1)
             posed = self.head.pose(coefficients, rotations[part], translation[part])
             pixels, jacobian = _project_with_jacobian(posed.points, intrinsics[part], problem.depth)
-            sampled = sample_images(self.images[part], pixels * self.scale, self.size)   # (B, N, 12)
-            gradient = torch.stack([sampled[..., 4:8], sampled[..., 8:12]], dim=-1) / channel_scale[:, None]
+            sampled, gradient = sample_with_gradient(self.images[part], pixels * self.scale, self.size)
+            gradient = gradient / channel_scale[:, None]                                # (B, N, 4, 2)
             residual = self._residual(sampled)                                          # (B, N, 4)
             # Derivatives of the level's pixel position (2 rows per point), then of the 4 values
             # through their image gradients: cheaper than carrying 4 rows through the chain rule.
@@ -350,9 +361,8 @@ def levels_for(config: PhotometricConfig, image_size: int) -> list:
 
 
 def bytes_per_frame(size: int) -> int:
-    """Memory a level holds per frame: colour and mask distance, their x and y gradients and the
-    mask, float32."""
-    return 13 * size * size * 4
+    """Memory a level holds per frame: colour, distance outside the mask and the mask, float32."""
+    return 5 * size * size * 4
 
 
 def check_memory(frames: int, image_size: int, config: PhotometricConfig | None = None,
