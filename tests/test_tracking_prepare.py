@@ -99,3 +99,16 @@ def test_occluded_and_missing_faces_are_flagged_not_fatal(tmp_path):
     track = tracking_format.read(out / "tracking.npz")
     assert track.n_frames == 10 and not track.valid[3] and not track.valid[4]
     assert np.isfinite(track.joint_rotations).all() and track.valid[[0, 1, 2, 5, 6, 8, 9]].all()
+
+
+def test_qa_tile_outlines_the_foreground_mask():
+    from backend.tracking.qa import draw_frame
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    tile = draw_frame(image, None, np.zeros((0, 2)), None, None, True, mask)
+    yellow = (tile[..., 0] > 200) & (tile[..., 1] > 200) & (tile[..., 2] < 50)
+    assert yellow[16, 16:48].all() and yellow[16:48, 47].all()     # the square's edge
+    assert not yellow[32, 32] and not yellow[4, 4]                # not inside, not outside
+    assert not draw_frame(image, None, np.zeros((0, 2)), None, None, True).any()

@@ -1,7 +1,9 @@
 """QA pictures: a PNG grid of frames with detected landmarks, fitted landmarks and the mesh.
 
 Green dots: mediapipe detections; red dots: the fitted model's landmarks; thin blue lines: the
-fitted mesh's edges. Frames without a detection get a red border.
+fitted mesh's edges; a yellow line: the edge of the foreground mask (the photometric refinement
+keeps the head inside it, so a mask that cuts into the head shows here). Frames without a
+detection get a red border.
 """
 
 from __future__ import annotations
@@ -34,11 +36,17 @@ def mesh_projection(model, result: FitResult, frames: np.ndarray) -> np.ndarray:
 
 
 def draw_frame(image: np.ndarray, detected: np.ndarray | None, fitted: np.ndarray,
-               mesh: np.ndarray | None, faces: np.ndarray | None, found: bool = True) -> np.ndarray:
-    """Draw landmarks and the mesh wireframe on a copy of ``image`` (H, W, 3) uint8."""
+               mesh: np.ndarray | None, faces: np.ndarray | None, found: bool = True,
+               mask: np.ndarray | None = None) -> np.ndarray:
+    """Draw landmarks, the mesh wireframe and the mask's edge (``mask`` (H, W) uint8, foreground
+    above 127) on a copy of ``image`` (H, W, 3) uint8."""
     import cv2
 
     canvas = image.copy()
+    if mask is not None:
+        contours, _ = cv2.findContours((mask > 127).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(canvas, contours, -1, (255, 220, 0), max(1, image.shape[0] // 256))
     if mesh is not None and faces is not None:
         overlay = canvas.copy()
         polygons = np.round(mesh[faces] * 4).astype(np.int32)   # (F, 3, 2), 2 bits subpixel
@@ -77,8 +85,10 @@ def write_strips(out: str, model, result: FitResult, detected: np.ndarray, found
     tiles = []
     for n, t in enumerate(frames):
         image = read_png(os.path.join(out, "frames", f"{t:06d}.png"))
+        mask_path = os.path.join(out, "masks", f"{t:06d}.png")
+        mask = read_png(mask_path, gray=True) if os.path.exists(mask_path) else None
         picture = draw_frame(image, detected[t, result.landmark_ids] if found[t] else None,
-                             result.projected[t], mesh[n], faces, bool(found[t]))
+                             result.projected[t], mesh[n], faces, bool(found[t]), mask)
         picture = cv2.resize(picture, (tile, tile), interpolation=cv2.INTER_AREA)
         cv2.putText(picture, f"{t}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)
         tiles.append(picture)
