@@ -13,6 +13,7 @@ bound to the eye joint, so iris detections drive the eye rotations (gaze).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,17 @@ class LandmarkHead(torch.nn.Module):
         self.register_buffer("dirs", dirs.contiguous())                              # (L, 3, C)
         self.register_buffer("joint_dirs", joint_dirs.contiguous())                  # (5, 3, C)
         self.register_buffer("descendants", _descendants(self.parents))              # (5, 5)
+
+    def subset(self, index: torch.Tensor) -> LandmarkHead:
+        """The same head with only the points ``index`` (L',) int64: a shallow copy whose
+        per-point buffers are sliced (the model's joints and directions are shared)."""
+        part = copy.copy(self)
+        part._buffers = dict(self._buffers)
+        columns = (index[:, None] * 3 + torch.arange(3)).reshape(-1)
+        part._buffers.update(template=self.template[index], dirs_t=self.dirs_t[:, columns],
+                             posedirs=self.posedirs[:, columns], weights=self.weights[index],
+                             ids=self.ids[index], dirs=self.dirs[index])
+        return part
 
     def forward(self, shape: torch.Tensor, expression: torch.Tensor, joint_rotations: torch.Tensor,
                 translation: torch.Tensor) -> torch.Tensor:

@@ -11,9 +11,10 @@ that colour where the point projects:
         + lambda * E_landmarks + priors + smoothness
 
 The second sum is a one-sided silhouette term: D_t is the distance (pixels) outside the frame's
-foreground mask, 0 on it, and ``front`` the points on the front-most surface. The texture is
-learned from the frames, so the colour term cannot tell a head that is a little too large or too
-near from the truth; the mask edge can. One-sided because masks also hold hair, neck and body:
+foreground mask, 0 on it, and ``front`` the points on the front-most surface that lie on the
+background or within ``OUTLINE_BAND`` pixels of it (elsewhere D and its gradient vanish). The
+texture is learned from the frames, so the colour term cannot tell a head that is a little too
+large or too near from the truth; the mask edge can. One-sided because masks also hold hair, neck and body:
 the head must lie inside the foreground, not fill it.
 
 Unknowns and solver are the landmark fit's (``LandmarkProblem``, ``LevenbergMarquardt``): the
@@ -52,6 +53,7 @@ from .solver import LevenbergMarquardt, NormalBlocks
 
 log = logging.getLogger("toonsplat")
 CHUNK_FRAMES = 8
+OUTLINE_BAND = 3  # pixels: silhouette points are those on or within this of the background
 
 
 @dataclass
@@ -229,6 +231,8 @@ class PhotometricTerm:
                                 (problem.depth - vertices[:, 2:3])], dim=1)
             face, bary = rasterize(screen, self.model.faces, size, size)
             edges, seams = self._edges(face, bary, screen[:, 2])
+            background = F.max_pool2d((self.masks[t:t + 1] < 0.5).float(), 2 * OUTLINE_BAND + 1, 1,
+                                      OUTLINE_BAND)[0, 0] > 0
             px = pixels[t, :, 0].long().clamp(0, size - 1)
             py = pixels[t, :, 1].long().clamp(0, size - 1)
             seen = face[py, px]
@@ -238,7 +242,7 @@ class PhotometricTerm:
             clear = torch.where(self.samples.on_eye, ~seams[py, px], ~edges[py, px])
             inside = sample_images(self.masks[t:t + 1], pixels[t:t + 1], size)[0, :, 0] > 0.5
             visible[t] = (near & (seen >= 0) & (facing > config.facing) & clear & inside).float()
-            outline[t] = (near & (seen >= 0)).float()
+            outline[t] = (near & (seen >= 0) & background[py, px]).float()
         colours = sample_images(self.images[:, :3], pixels, size)
         masked = torch.where(visible[..., None] > 0, colours, torch.full_like(colours, float("nan")))
         self.texture = torch.nan_to_num(torch.nanmedian(masked, dim=0).values)
@@ -270,15 +274,15 @@ class PhotometricTerm:
         points = self.head(shape, expression, rotations, translation)
         sampled = sample_images(self.images, project(points, intrinsics, self.problem.depth)
                                 * self.scale, self.size)
-        rho, _ = _huber(self._residual(sampled))
+        rho, _ = _huber(self._residual(sampled, self.texture))
         config = self.config
         return float((rho[..., :3].sum(-1) * self.visible).sum() * config.weight
                      + (rho[..., 3] * self.outline).sum() * config.silhouette_weight) / self._normalizer()
 
-    def _residual(self, sampled: torch.Tensor) -> torch.Tensor:
+    def _residual(self, sampled: torch.Tensor, texture: torch.Tensor) -> torch.Tensor:
         """Normalized residuals (..., 4): colour minus texture, distance outside the mask."""
         config = self.config
-        return torch.cat([(sampled[..., :3] - self.texture) / config.intensity_scale,
+        return torch.cat([(sampled[..., :3] - texture) / config.intensity_scale,
                           sampled[..., 3:4] / config.silhouette_px], dim=-1)
 
     def linearize(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> NormalBlocks:
@@ -296,17 +300,20 @@ class PhotometricTerm:
         for start in range(0, frames, CHUNK_FRAMES):
             part = slice(start, min(start + CHUNK_FRAMES, frames))
             visible = torch.stack([self.visible[part]] * 3 + [self.outline[part]], dim=-1)  # (B, N, 4)
-            if not bool(visible.any()):
+            used = torch.nonzero(visible.flatten(2).any(dim=2).any(dim=0))[:, 0]
+            if not len(used):
                 continue
+            # Only the points some frame of the chunk sees (under half of them at 512).
+            visible, head, texture = visible[:, used], self.head.subset(used), self.texture[used]
             coefficients = torch.cat([shape.expand(part.stop - start, -1), expression[part]], 1)
-            posed = self.head.pose(coefficients, rotations[part], translation[part])
+            posed = head.pose(coefficients, rotations[part], translation[part])
             pixels, jacobian = _project_with_jacobian(posed.points, intrinsics[part], problem.depth)
             sampled, gradient = sample_with_gradient(self.images[part], pixels * self.scale, self.size)
             gradient = gradient / channel_scale[:, None]                                # (B, N, 4, 2)
-            residual = self._residual(sampled)                                          # (B, N, 4)
+            residual = self._residual(sampled, texture)                                 # (B, N, 4)
             # Derivatives of the level's pixel position (2 rows per point), then of the 4 values
             # through their image gradients: cheaper than carrying 4 rows through the chain rule.
-            d_coefficients, d_rotations = self.head.jacobian(posed, jacobian * self.scale)
+            d_coefficients, d_rotations = head.jacobian(posed, jacobian * self.scale)
             d_pixels = torch.zeros(*jacobian.shape[:3], p + s)                          # (B, N, 2, P+S)
             d_pixels[..., :k] = d_coefficients[..., self.head.n_shape:]
             d_pixels[..., k:k + 15] = d_rotations
