@@ -27,7 +27,7 @@ class ToonSplatSettings(bpy.types.PropertyGroup):
     refine_tracking: BoolProperty(
         name="Photometric Refinement", default=False,
         description="After the landmark fit, align the head to the pixels: more accurate tracking, "
-                    "about 4 s per frame on a 2-core CPU")
+                    "about 2.5 s per frame on a 2-core CPU")
     # Style
     style: EnumProperty(name="Style", items=STYLES, default="toon")
     style_strength: FloatProperty(name="Strength", default=0.8, min=0.0, max=1.0, subtype="FACTOR")

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the long side, refined by the fit)")
     parser.add_argument("--refine", choices=("none", "photometric"), default="none",
                         help="photometric: after the landmark fit, align the head to the pixels "
-                             "(more accurate, about 4 s per frame on a 2-core CPU; default none)")
+                             "(more accurate, about 2.5 s per frame on a 2-core CPU; default none)")
     parser.add_argument("--crop-scale", type=float, default=2.2,
                         help="crop side as a multiple of the face size (default 2.2)")
     parser.add_argument("--fit-iterations", type=int, default=None,

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=512, help="working resolution (default 512)")
     parser.add_argument("--refine-tracking", choices=("none", "photometric"), default="none",
                         help="prepare --refine: photometric aligns the tracked head to the pixels "
-                             "(more accurate, about 4 s per frame on a 2-core CPU; default none)")
+                             "(more accurate, about 2.5 s per frame on a 2-core CPU; default none)")
     parser.add_argument("--frame-start", type=int, default=0, help="first video frame to use")
     parser.add_argument("--frame-end", type=int, default=-1, help="last video frame (-1: the end)")
     parser.add_argument("--frame-stride", type=int, default=1, help="use every N-th frame")
