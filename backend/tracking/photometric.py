@@ -14,8 +14,8 @@ The second sum is a one-sided silhouette term: D_t is the distance (pixels) outs
 foreground mask, 0 on it, and ``front`` the points on the front-most surface that lie on the
 background or within ``OUTLINE_BAND`` pixels of it (elsewhere D and its gradient vanish). The
 texture is learned from the frames, so the colour term cannot tell a head that is a little too
-large or too near from the truth; the mask edge can. One-sided because masks also hold hair, neck and body:
-the head must lie inside the foreground, not fill it.
+large or too near from the truth; the mask edge can. One-sided because masks also hold hair, neck
+and body: the head must lie inside the foreground, not fill it.
 
 Unknowns and solver are the landmark fit's (``LandmarkProblem``, ``LevenbergMarquardt``): the
 points are virtual landmarks of a ``LandmarkHead`` (barycentric points of the mesh), so their
@@ -30,8 +30,8 @@ no depth edge or eyelid/eyeball seam is near (a blurred pixel there mixes surfac
 differently). Points outside the foreground mask are dropped too.
 
 The cost is CPU time: a few seconds per frame at the default schedule (2 cores), and memory: a
-level's frames are held with their gradients (5.2 MB per frame at 512; ``check_memory`` refuses
-a clip that would not fit before the fit starts). So it is an option of ``prepare``
+level's frames are held (colour, mask distance, mask: 5.2 MB per frame at 512; ``check_memory``
+refuses a clip that would not fit before the fit starts). So it is an option of ``prepare``
 (``--refine photometric``), not the default.
 """
 
