@@ -148,6 +148,17 @@ def test_silhouette_keeps_the_head_inside_the_foreground(clip):
     _check_gradient(term, k, closer, x_shared)
 
 
+def test_a_frame_whose_mask_misses_the_head_gets_no_silhouette_term(clip):
+    """Segmentation that lost the head (here: frame 2's mask emptied) must not drag it."""
+    root, _ = clip
+    term, _, x_frames, x_shared = _term_at_the_landmark_fit(root, PhotometricConfig(density=0.05))
+    term.masks[2] = 0.0
+    term.images[2, 3] = 40.0   # every pixel 40 px from a foreground that is not there
+    term.update(x_frames, x_shared)
+    per_frame = term.outline.sum(dim=1)
+    assert per_frame[2] == 0 and bool((per_frame[[0, 1, 3]] > 0).all()), per_frame
+
+
 def test_frames_carry_the_distance_outside_the_mask(tmp_path):
     import cv2
 

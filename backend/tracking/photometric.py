@@ -54,6 +54,7 @@ from .solver import LevenbergMarquardt, NormalBlocks
 log = logging.getLogger("toonsplat")
 CHUNK_FRAMES = 8
 OUTLINE_BAND = 3  # pixels: silhouette points are those on or within this of the background
+MASK_MISS = 0.1   # share of the visible head beyond OUTLINE_BAND outside a mask that is not trusted
 
 
 @dataclass
@@ -242,7 +243,13 @@ class PhotometricTerm:
             clear = torch.where(self.samples.on_eye, ~seams[py, px], ~edges[py, px])
             inside = sample_images(self.masks[t:t + 1], pixels[t:t + 1], size)[0, :, 0] > 0.5
             visible[t] = (near & (seen >= 0) & (facing > config.facing) & clear & inside).float()
-            outline[t] = (near & (seen >= 0) & background[py, px]).float()
+            front = near & (seen >= 0)
+            outline[t] = (front & background[py, px]).float()
+            # A mask that leaves much of the head out (segmentation lost it, an occluder) would
+            # drag the head: that frame gets no silhouette term.
+            far_out = sample_images(self.images[t:t + 1, 3:4], pixels[t:t + 1], size)[0, :, 0] > OUTLINE_BAND
+            if float((front & far_out).sum()) > MASK_MISS * max(float(front.sum()), 1.0):
+                outline[t] = 0
         colours = sample_images(self.images[:, :3], pixels, size)
         masked = torch.where(visible[..., None] > 0, colours, torch.full_like(colours, float("nan")))
         self.texture = torch.nan_to_num(torch.nanmedian(masked, dim=0).values)
