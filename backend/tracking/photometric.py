@@ -242,8 +242,8 @@ class PhotometricTerm:
             facing = (view / view.norm(dim=1, keepdim=True) * normals[t]).sum(dim=1)
             clear = torch.where(self.samples.on_eye, ~seams[py, px], ~edges[py, px])
             inside = sample_images(self.masks[t:t + 1], pixels[t:t + 1], size)[0, :, 0] > 0.5
-            visible[t] = (near & (seen >= 0) & (facing > config.facing) & clear & inside).float()
             front = near & (seen >= 0)
+            visible[t] = (front & (facing > config.facing) & clear & inside).float()
             outline[t] = (front & background[py, px]).float()
             # A mask that leaves much of the head out (segmentation lost it, an occluder) would
             # drag the head: that frame gets no silhouette term.
