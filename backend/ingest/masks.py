@@ -11,7 +11,8 @@ from .sources import IMAGE_EXTENSIONS
 
 
 class SelfieSegmenter:
-    """mediapipe's selfie segmentation (the model ships inside the wheel)."""
+    """mediapipe's selfie segmentation (the model ships inside the wheel). Its masks are soft;
+    ``refine_edges`` sharpens them (the caller's choice: it may run on another thread)."""
 
     def __init__(self, landscape: bool = False):
         import mediapipe as mp
@@ -29,6 +30,54 @@ class SelfieSegmenter:
 
     def close(self) -> None:
         self._model.close()
+
+
+def refine_edges(image: np.ndarray, mask: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    """Snap a soft mask's edges to the image's: a colour guided filter (He, Sun and Tang 2010).
+
+    Selfie segmentation runs at 256 pixels and its edge leans into dark, low-contrast parts of the
+    outline (a face's shadow side): on the synthetic subject its edge sits 0.7 px off the true
+    outline on average, 0.1 px after this (docs/TRACKING.md). In every window of radius
+    ``size / 32`` the output is a linear function of the colour, fitted to the mask, so it follows
+    colour edges and stays smooth where the colours do. Computed at half resolution (the
+    coefficients are smooth; same edges to 0.01 px) for speed.
+
+    Args:
+        image: (H, W, 3) uint8 RGB; mask: (H, W) uint8, 255 = person.
+    Returns:
+        (H, W) uint8 mask.
+    """
+    import cv2
+
+    height, width = mask.shape
+    small = (max(width // 2, 1), max(height // 2, 1))
+    colour = cv2.resize(image, small, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    soft = cv2.resize(mask, small, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    side = 2 * max(round(min(height, width) / 64), 1) + 1
+
+    def box(values):
+        return cv2.boxFilter(values, -1, (side, side), borderType=cv2.BORDER_REFLECT)
+
+    mean_colour, mean_mask = box(colour), box(soft)
+    covariance = box(colour * soft[..., None]) - mean_colour * mean_mask[..., None]
+    # The colour's 3 x 3 covariance per window (6 distinct entries), regularized by eps.
+    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+    variance = box(np.stack([colour[..., i] * colour[..., j] for i, j in pairs], -1))
+    variance -= np.stack([mean_colour[..., i] * mean_colour[..., j] for i, j in pairs], -1)
+    xx, xy, xz, yy, yz, zz = np.moveaxis(variance, -1, 0)
+    xx, yy, zz = xx + eps, yy + eps, zz + eps
+    # Solve by the adjugate (symmetric 3 x 3): a = Sigma^-1 cov.
+    c00, c01, c02 = yy * zz - yz * yz, xz * yz - xy * zz, xy * yz - xz * yy
+    c11, c12, c22 = xx * zz - xz * xz, xy * xz - xx * yz, xx * yy - xy * xy
+    determinant = xx * c00 + xy * c01 + xz * c02
+    u, v, w = np.moveaxis(covariance, -1, 0)
+    slope = np.stack([c00 * u + c01 * v + c02 * w, c01 * u + c11 * v + c12 * w,
+                      c02 * u + c12 * v + c22 * w], -1) / determinant[..., None]
+    offset = mean_mask - (slope * mean_colour).sum(-1)
+    slope = cv2.resize(box(slope), (width, height), interpolation=cv2.INTER_LINEAR)
+    offset = cv2.resize(box(offset), (width, height), interpolation=cv2.INTER_LINEAR)
+    refined = (slope * (image.astype(np.float32) / 255.0)).sum(-1) + offset
+    return np.clip(refined * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 class UserMasks:

@@ -191,7 +191,8 @@ def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOpti
                     mask = crops.crop_image(full, crop_boxes[t], options.size)
                 else:
                     mask = segmenter(image)
-                pending.append(writer.submit(_write_pair, frames_dir, masks_dir, t, image, mask))
+                pending.append(writer.submit(_write_pair, frames_dir, masks_dir, t, image, mask,
+                                             user_masks is None))
                 if len(pending) > 8:
                     pending.pop(0).result()
                 progress.progress(t + 1, total)
@@ -205,8 +206,15 @@ def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOpti
                             static)
 
 
-def _write_pair(frames_dir: str, masks_dir: str, t: int, image: np.ndarray, mask: np.ndarray) -> None:
+def _write_pair(frames_dir: str, masks_dir: str, t: int, image: np.ndarray, mask: np.ndarray,
+                refine: bool) -> None:
+    """Writes a crop and its mask (a segmentation's mask with its edges refined first: this runs
+    on the writer thread, next to mediapipe on the main one)."""
     from .imageio import write_png
+    from .masks import refine_edges
+
+    if refine:
+        mask = refine_edges(image, mask)
 
     write_png(os.path.join(frames_dir, f"{t:06d}.png"), image)
     write_png(os.path.join(masks_dir, f"{t:06d}.png"), mask)
