@@ -89,6 +89,32 @@ def test_gaze_error_ignores_roll_about_the_optical_axis(model):
     assert report["gaze_deg"]["eye_R"] == pytest.approx(5.0, abs=1e-3)
 
 
+def test_signed_gaze_errors_and_eyeball_centres(model):
+    """Head unturned: an eye turned about +y looks towards +x (yaw > 0), about +x it looks down
+    (pitch < 0); an eye turning in place leaves its eyeball centre where it was."""
+    truth, fitted, boxes = _truth_and_crops(model)
+    still = np.zeros_like(truth.joint_rotations)
+    turned = still.copy()
+    turned[:, 3] = [np.deg2rad(4.0), 0.0, 0.0]
+    turned[:, 4] = [0.0, np.deg2rad(5.0), 0.0]
+    report = evaluate(model, dataclasses.replace(truth, joint_rotations=still),
+                      dataclasses.replace(fitted, joint_rotations=turned), boxes)
+    assert report["gaze_signed_deg"]["eye_L"] == pytest.approx([0.0, -4.0], abs=1e-3)
+    assert report["gaze_signed_deg"]["eye_R"] == pytest.approx([5.0, 0.0], abs=1e-3)
+    assert np.abs([report["eye_centre_px"]["eye_L"], report["eye_centre_px"]["eye_R"]]).max() < 1e-3
+
+
+def test_eyeball_centres_follow_the_head_not_the_gaze(model):
+    truth, fitted, boxes = _truth_and_crops(model)
+    moved = dataclasses.replace(fitted, translation=fitted.translation + np.array([0.001, 0, 0], np.float32))
+    report = evaluate(model, truth, moved, boxes)
+    expected = float(fitted.intrinsics[0, 0, 0]) * 0.001 / float(truth.extrinsics[0, 2, 3])
+    dx, dy = report["eye_centre_px"]["eye_L"]
+    assert dx > 0 and abs(dy) < 0.1 * dx
+    assert report["eye_centre_px"]["eye_R"][0] == pytest.approx(dx, rel=0.2)
+    assert dx == pytest.approx(expected, rel=0.3)
+
+
 def test_cli_writes_a_report(model, tmp_path):
     truth, fitted, boxes = _truth_and_crops(model)
     tracking_format.write(tmp_path / "truth.npz", truth)

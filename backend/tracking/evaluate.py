@@ -14,7 +14,12 @@ maps one to the other. Reported, per frame and averaged over valid frames:
   them the joints the model regresses from them, by one vector while the translation moves
   back by it changes no pixel, so a fit can only take it from its prior;
 - ``gaze_deg``: per eye, the angle between fitted and true optical axes (the eye's +Z after
-  root, neck and eye rotations), which ignores the roll about that axis a round iris cannot show.
+  root, neck and eye rotations), which ignores the roll about that axis a round iris cannot show;
+- ``gaze_signed_deg``: per eye, the mean signed error of that axis as [yaw, pitch] (yaw towards
+  the image's right, pitch upwards), and ``eye_centre_px``: per eye, the mean signed image offset
+  [x, y] (crop pixels at 512, y down) of the fitted eyeball centre from the true one. A steady
+  gaze error with the iris in place is an eyeball centre in the wrong place: these two tell a
+  misplaced eye socket from a misread iris.
 """
 
 from __future__ import annotations
@@ -110,29 +115,48 @@ def evaluate(model, truth: Tracking, fitted: Tracking, crop_boxes: np.ndarray) -
     offset = vertex[good].mean(dim=(0, 1))
     aligned_mm = (vertex - offset).norm(dim=-1).mean(dim=1).numpy() * 1000.0      # (T,)
     gaze = gaze_errors_deg(fitted.joint_rotations, truth.joint_rotations)       # (T, 2)
+    signed = (_yaw_pitch_deg(fitted.joint_rotations) - _yaw_pitch_deg(truth.joint_rotations))[good]
+    true_centres = to_crop(project_tracking(pose(model, truth).joints[:, 3:5].double().numpy(), truth),
+                           crop_boxes, size)
+    fit_centres = project_tracking(pose(model, fitted).joints[:, 3:5].double().numpy(), fitted)
+    centre_offset = ((fit_centres - true_centres) * scale)[good]                # (T', 2, 2)
     return {"frames": int(good.sum()),
             "reprojection_px": float(distance[good].mean()),
             "reprojection_px_by_region": by_region,
             "rotation_deg": {name: float(angles[good, j].mean()) for j, name in enumerate(JOINTS)},
             "gaze_deg": {name: float(gaze[good, e].mean()) for e, name in enumerate(JOINTS[3:])},
+            "gaze_signed_deg": {name: signed[:, e].mean(axis=0).tolist()
+                                for e, name in enumerate(JOINTS[3:])},
+            "eye_centre_px": {name: centre_offset[:, e].mean(axis=0).tolist()
+                              for e, name in enumerate(JOINTS[3:])},
             "vertex_mm": float(vertex_mm[good].mean()),
             "vertex_mm_aligned": float(aligned_mm[good].mean()),
             "per_frame": {"reprojection_px": distance.mean(axis=1).tolist(),
                           "vertex_mm": vertex_mm.tolist()}}
 
 
-def gaze_errors_deg(fitted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Angle between the eyes' optical axes in the head's frame. (T, 5, 3) x 2 -> (T, 2) degrees."""
+def optical_axes(rotations: np.ndarray) -> np.ndarray:
+    """The eyes' optical axes (+Z after root, neck and eye rotations). (T, 5, 3) -> (T, 2, 3)."""
     from scipy.spatial.transform import Rotation
 
-    def axes(rotations):
-        rotations = np.asarray(rotations, np.float64)
-        chain = Rotation.from_rotvec(rotations[:, 0]) * Rotation.from_rotvec(rotations[:, 1])
-        return np.stack([(chain * Rotation.from_rotvec(rotations[:, j])).apply([0.0, 0.0, 1.0])
-                         for j in (3, 4)], axis=1)
+    rotations = np.asarray(rotations, np.float64)
+    chain = Rotation.from_rotvec(rotations[:, 0]) * Rotation.from_rotvec(rotations[:, 1])
+    return np.stack([(chain * Rotation.from_rotvec(rotations[:, j])).apply([0.0, 0.0, 1.0])
+                     for j in (3, 4)], axis=1)
 
-    cosine = (axes(fitted) * axes(truth)).sum(-1)
+
+def gaze_errors_deg(fitted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Angle between the eyes' optical axes. (T, 5, 3) x 2 -> (T, 2) degrees."""
+    cosine = (optical_axes(fitted) * optical_axes(truth)).sum(-1)
     return np.rad2deg(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def _yaw_pitch_deg(rotations: np.ndarray) -> np.ndarray:
+    """Each optical axis as [yaw, pitch] in degrees (yaw towards +x, pitch towards +y: the image's
+    right and up with the camera on +Z). (T, 5, 3) -> (T, 2, 2)."""
+    axes = optical_axes(rotations)
+    return np.rad2deg(np.stack([np.arctan2(axes[..., 0], axes[..., 2]),
+                                np.arctan2(axes[..., 1], axes[..., 2])], axis=-1))
 
 
 def add_arguments(parser) -> None:
@@ -160,7 +184,10 @@ def run(args, progress) -> int:
         write_json(args.json, report)
     regions = ", ".join(f"{k} {v:.2f}" for k, v in report["reprojection_px_by_region"].items())
     joints = ", ".join(f"{k} {v:.2f}" for k, v in report["rotation_deg"].items())
-    gaze = ", ".join(f"{k} {v:.2f}" for k, v in report["gaze_deg"].items())
+    gaze = ", ".join(f"{k} {v:.2f} (yaw {report['gaze_signed_deg'][k][0]:+.2f}, pitch "
+                     f"{report['gaze_signed_deg'][k][1]:+.2f}; eyeball centre "
+                     f"{report['eye_centre_px'][k][0]:+.2f}, {report['eye_centre_px'][k][1]:+.2f} px)"
+                     for k, v in report["gaze_deg"].items())
     progress.result(f"{report['frames']} frames: reprojection {report['reprojection_px']:.2f} px at "
                     f"512 ({regions}); rotation error deg: {joints}; gaze direction deg: {gaze}; "
                     f"head-space vertices {report['vertex_mm']:.2f} mm "
