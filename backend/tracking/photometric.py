@@ -2,9 +2,9 @@
 
 MediaPipe's landmarks carry a steady per-landmark bias of a few pixels (docs/TRACKING.md), which a
 landmark fit inherits. This step adds a dense term that does not go through the detector: tens of
-thousands of points sampled on the head's surface (denser on the eyeballs, so the iris pins the
-gaze) each get one colour shared by all frames (the texture), and every frame is asked to show
-that colour where the point projects:
+thousands of points sampled on the head's surface (denser on the eyeballs, so the iris follows
+each frame's gaze) each get one colour shared by all frames (the texture), and every frame is
+asked to show that colour where the point projects:
 
     E = [w * sum_t sum_p vis[t, p] * huber((I_t(proj_t(x_p)) - c_p) / s)
          + w_sil * sum_t sum_p front[t, p] * huber(D_t(proj_t(x_p)) / s_sil)] / n_visible
@@ -15,7 +15,10 @@ foreground mask, 0 on it, and ``front`` the points on the front-most surface tha
 background or within ``OUTLINE_BAND`` pixels of it (elsewhere D and its gradient vanish). The
 texture is learned from the frames, so the colour term cannot tell a head that is a little too
 large or too near from the truth; the mask edge can. One-sided because masks also hold hair, neck
-and body: the head must lie inside the foreground, not fill it.
+and body: the head must lie inside the foreground, not fill it. For the same reason as the size,
+the constant part of the gaze is not measured here: an eyeball turned by one angle in every frame,
+with its colours turned back, looks the same, so the landmark fit's constant gaze stays
+(docs/TRACKING.md).
 
 Unknowns and solver are the landmark fit's (``LandmarkProblem``, ``LevenbergMarquardt``): the
 points are virtual landmarks of a ``LandmarkHead`` (barycentric points of the mesh), so their
