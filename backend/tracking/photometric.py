@@ -15,8 +15,8 @@ foreground mask, 0 on it, and ``front`` the points on the front-most surface tha
 background or within ``OUTLINE_BAND`` pixels of it (elsewhere D and its gradient vanish). The
 texture is learned from the frames, so the colour term cannot tell a head that is a little too
 large or too near from the truth; the mask edge can. One-sided because masks also hold hair, neck
-and body: the head must lie inside the foreground, not fill it. For the same reason as the size,
-the constant part of the gaze is not measured here: an eyeball turned by one angle in every frame,
+and body: the head must lie inside the foreground, not fill it. With a learned texture the
+constant part of the gaze is not measured either: an eyeball turned by one angle in every frame,
 with its colours turned back, looks the same, so the landmark fit's constant gaze stays
 (docs/TRACKING.md).
 
