@@ -100,9 +100,10 @@ def evaluate(model, truth: Tracking, fitted: Tracking, crop_boxes: np.ndarray) -
                          f"tracking {fitted.n_expressions}: both must use the same head model")
     size = int(fitted.image_size[0])
     ids = model.landmark_ids.numpy()
-    true_px = to_crop(project_tracking(pose(model, truth).landmarks.double().numpy(), truth),
+    true_posed, fit_posed = pose(model, truth), pose(model, fitted)
+    true_px = to_crop(project_tracking(true_posed.landmarks.double().numpy(), truth),
                       crop_boxes, size)
-    fit_px = project_tracking(pose(model, fitted).landmarks.double().numpy(), fitted)
+    fit_px = project_tracking(fit_posed.landmarks.double().numpy(), fitted)
     scale = 512.0 / size
     distance = np.linalg.norm(fit_px - true_px, axis=-1) * scale          # (T, L)
     good = np.asarray(fitted.valid, bool)
@@ -116,9 +117,9 @@ def evaluate(model, truth: Tracking, fitted: Tracking, crop_boxes: np.ndarray) -
     aligned_mm = (vertex - offset).norm(dim=-1).mean(dim=1).numpy() * 1000.0      # (T,)
     gaze = gaze_errors_deg(fitted.joint_rotations, truth.joint_rotations)       # (T, 2)
     signed = (_yaw_pitch_deg(fitted.joint_rotations) - _yaw_pitch_deg(truth.joint_rotations))[good]
-    true_centres = to_crop(project_tracking(pose(model, truth).joints[:, 3:5].double().numpy(), truth),
+    true_centres = to_crop(project_tracking(true_posed.joints[:, 3:5].double().numpy(), truth),
                            crop_boxes, size)
-    fit_centres = project_tracking(pose(model, fitted).joints[:, 3:5].double().numpy(), fitted)
+    fit_centres = project_tracking(fit_posed.joints[:, 3:5].double().numpy(), fitted)
     centre_offset = ((fit_centres - true_centres) * scale)[good]                # (T', 2, 2)
     return {"frames": int(good.sum()),
             "reprojection_px": float(distance[good].mean()),
