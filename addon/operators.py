@@ -54,7 +54,8 @@ def _start_build(operator, context, title: str, stop_after: str, on_done) -> set
             bpy.path.abspath(settings.style_model_path), bpy.path.abspath(settings.stylized_folder),
             settings.preset, settings.iterations, device, settings.frame_start,
             settings.frame_end, settings.frame_stride, settings.size, prefs.head_model_arguments(),
-            stop_after=stop_after, refine_tracking=settings.refine_tracking)
+            stop_after=stop_after, refine_tracking=settings.refine_tracking,
+            eye_contact=settings.eye_contact)
         argv = runner.backend_argv(prefs.backend_python(), "build", arguments)
         jobs.start("pipeline", [argv], title, _log_path(prefs.work(), "build"),
                    on_done=lambda state: on_done(state, out_dir))

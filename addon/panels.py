@@ -26,6 +26,7 @@ class TOONSPLAT_PT_video(_Panel, bpy.types.Panel):
         row.prop(settings, "frame_stride")
         column.prop(settings, "size")
         column.prop(settings, "refine_tracking")
+        column.prop(settings, "eye_contact")
         run = jobs.active("pipeline")
         row = self.layout.row()
         row.enabled = run is None or run.state.finished

@@ -14,10 +14,12 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
                     preset: str = "default", iterations: int = 0, device: str = "auto",
                     frame_start: int = 0, frame_end: int = -1, frame_stride: int = 1,
                     size: int = 512, head_model: list[str] | None = None,
-                    stop_after: str = "", refine_tracking: bool = False) -> list[str]:
+                    stop_after: str = "", refine_tracking: bool = False,
+                    eye_contact: str = "") -> list[str]:
     """Arguments of ``python -m backend build`` (after the command name); ``stop_after`` names
     the last stage to run (``prepare``: check the tracking before the long part);
-    ``refine_tracking`` adds the photometric refinement of the tracking.
+    ``refine_tracking`` adds the photometric refinement of the tracking; ``eye_contact``
+    ("A-B") names the frames in which the person looks into the lens.
 
     Raises:
         ToonSplatError: the video or a file the style needs is missing.
@@ -39,7 +41,8 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
                 ("--style-model", style_model, style == "model"),
                 ("--stylized-folder", stylized_folder, style == "folder"),
                 ("--stop-after", stop_after, bool(stop_after)),
-                ("--refine-tracking", "photometric", refine_tracking))
+                ("--refine-tracking", "photometric", refine_tracking),
+                ("--eye-contact", eye_contact.strip(), bool(eye_contact.strip())))
     for flag, value, wanted in optional:
         if wanted:
             arguments += [flag, value]

@@ -28,6 +28,10 @@ class ToonSplatSettings(bpy.types.PropertyGroup):
         name="Photometric Refinement", default=False,
         description="After the landmark fit, align the head to the pixels: more accurate tracking, "
                     "about 2.5 s per frame on a 2-core CPU")
+    eye_contact: StringProperty(
+        name="Eye Contact", default="",
+        description="Frames (A-B, counted from 0 after Start and Stride) in which the person looks "
+                    "into the lens; they calibrate the gaze of the whole clip. Empty: none")
     # Style
     style: EnumProperty(name="Style", items=STYLES, default="toon")
     style_strength: FloatProperty(name="Strength", default=0.8, min=0.0, max=1.0, subtype="FACTOR")

@@ -57,19 +57,20 @@ def test_check_tracking_arguments_stop_after_prepare(addon_pipeline, tmp_path):
     assert _parse("build", addon_pipeline.build_arguments(str(video), str(tmp_path))).stop_after is None
 
 
-def test_refine_tracking_reaches_prepare(addon_pipeline, tmp_path):
+def test_tracking_options_reach_prepare(addon_pipeline, tmp_path):
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"not decoded here")
     args = _parse("build", addon_pipeline.build_arguments(str(video), str(tmp_path / "out"),
-                                                          refine_tracking=True))
-    assert args.refine_tracking == "photometric"
-    plain = addon_pipeline.build_arguments(str(video), str(tmp_path))
-    assert _parse("build", plain).refine_tracking == "none"
+                                                          refine_tracking=True, eye_contact=" 0-24 "))
+    assert args.refine_tracking == "photometric" and args.eye_contact == "0-24"
+    plain = _parse("build", addon_pipeline.build_arguments(str(video), str(tmp_path)))
+    assert plain.refine_tracking == "none" and plain.eye_contact is None
     from backend.pipeline.build import BuildContext, _prepare_argv
 
-    ctx = BuildContext(out=str(tmp_path), source=["--video", str(video)], refine_tracking="photometric")
+    ctx = BuildContext(out=str(tmp_path), source=["--video", str(video)], refine_tracking="photometric",
+                       eye_contact="0-24")
     prepare = _parse("prepare", _prepare_argv(ctx))
-    assert prepare.refine == "photometric"
+    assert prepare.refine == "photometric" and prepare.eye_contact == "0-24"
 
 
 @pytest.mark.parametrize("export_format, command", [("ply", "export"), ("video", "render")])

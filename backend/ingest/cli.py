@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine", choices=("none", "photometric"), default="none",
                         help="photometric: after the landmark fit, align the head to the pixels "
                              "(more accurate, about 2.5 s per frame on a 2-core CPU; default none)")
+    parser.add_argument("--eye-contact", metavar="A-B", default=None,
+                        help="frames of the prepared clip (0-based, inclusive) in which the person "
+                             "looks into the lens: calibrates the gaze of the whole clip")
     parser.add_argument("--crop-scale", type=float, default=2.2,
                         help="crop side as a multiple of the face size (default 2.2)")
     parser.add_argument("--fit-iterations", type=int, default=None,
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace, progress) -> int:
         n_expressions=args.n_expressions, start=args.start,
         end=args.end, stride=args.stride, size=args.size, fps=args.fps, masks=args.masks,
         focal=args.focal, crop_scale=args.crop_scale, fit_iterations=args.fit_iterations,
-        refine=args.refine,
+        refine=args.refine, eye_contact=args.eye_contact,
         min_face_fraction=args.min_face_fraction, qa=not args.no_qa)
     prepare(options, progress)
     return 0

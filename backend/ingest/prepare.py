@@ -52,6 +52,7 @@ class PrepareOptions:
     min_face_fraction: float = 0.3    # error below this fraction of frames with a face
     fit_iterations: int | None = None  # most Levenberg-Marquardt steps (None: FitConfig's)
     refine: str = "none"              # "photometric": align to the pixels after the landmark fit
+    eye_contact: str | None = None    # "A-B": prepared frames in which the person looks into the lens
     qa: bool = True
     extra: dict = field(default_factory=dict)
 

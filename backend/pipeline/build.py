@@ -40,6 +40,7 @@ class BuildContext:
     device: str = "auto"
     style_strength: float | None = None
     refine_tracking: str = "none"  # prepare --refine: none or photometric
+    eye_contact: str | None = None  # prepare --eye-contact A-B
 
     @property
     def data(self) -> str:
@@ -80,6 +81,8 @@ def _prepare_argv(ctx: BuildContext) -> list[str]:
         argv += ["--landmark-embedding", ctx.landmark_embedding]
     if ctx.refine_tracking != "none":
         argv += ["--refine", ctx.refine_tracking]
+    if ctx.eye_contact:
+        argv += ["--eye-contact", ctx.eye_contact]
     return argv
 
 
@@ -178,9 +181,13 @@ def make_stages(ctx: BuildContext, progress):
     def params(*names: str):
         return lambda c: {n: getattr(c, n) for n in names}
 
-    def _prepare_params(c):  # refine_tracking only when set: earlier builds stay complete
+    def _prepare_params(c):  # options only when set: earlier builds stay complete
         values = params("source", "head_model", "landmark_embedding", "size")(c)
-        return values if c.refine_tracking == "none" else {**values, "refine_tracking": c.refine_tracking}
+        if c.refine_tracking != "none":
+            values["refine_tracking"] = c.refine_tracking
+        if c.eye_contact:
+            values["eye_contact"] = c.eye_contact
+        return values
 
     stylized = ctx.style != "none"
     stages = [

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine-tracking", choices=("none", "photometric"), default="none",
                         help="prepare --refine: photometric aligns the tracked head to the pixels "
                              "(more accurate, about 2.5 s per frame on a 2-core CPU; default none)")
+    parser.add_argument("--eye-contact", metavar="A-B", default=None,
+                        help="prepare --eye-contact: frames of the prepared clip (0-based, "
+                             "inclusive) in which the person looks into the lens")
     parser.add_argument("--frame-start", type=int, default=0, help="first video frame to use")
     parser.add_argument("--frame-end", type=int, default=-1, help="last video frame (-1: the end)")
     parser.add_argument("--frame-stride", type=int, default=1, help="use every N-th frame")
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace, progress) -> int:
                        preset=preset, iters=args.iters, size=args.size,
                        device=args.device, style_strength=args.style_strength,
                        force=set(args.force), progress_mode=progress.mode,
-                       stop_after=args.stop_after, refine_tracking=args.refine_tracking)
+                       stop_after=args.stop_after, refine_tracking=args.refine_tracking,
+                       eye_contact=args.eye_contact)
     if args.stop_after:
         progress.result(f"build stopped after {args.stop_after}; run it again without "
                         "--stop-after to go on", path=result["out"], qa=result["qa"],

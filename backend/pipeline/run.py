@@ -21,7 +21,8 @@ def run_build(source: list[str], out: str, style: str = "toon", head_model: str 
               iters: int | None = None, size: int = 512, device: str = "auto",
               style_strength: float | None = None,
               force: set[str] | None = None, progress_mode: str = "human",
-              stop_after: str | None = None, refine_tracking: str = "none") -> dict[str, Any]:
+              stop_after: str | None = None, refine_tracking: str = "none",
+              eye_contact: str | None = None) -> dict[str, Any]:
     """Build an avatar from ``source`` (prepare's input arguments) into ``out``; resumable.
 
     ``stop_after`` names the last stage to run (the later ones are left for a later call).
@@ -32,7 +33,7 @@ def run_build(source: list[str], out: str, style: str = "toon", head_model: str 
                        head_model=head_model, landmark_embedding=landmark_embedding,
                        preset=preset, iters=iters, size=size,
                        device=device, style_strength=style_strength,
-                       refine_tracking=refine_tracking)
+                       refine_tracking=refine_tracking, eye_contact=eye_contact or None)
     progress = PipelineProgress(progress_mode)
     stages = make_stages(ctx, progress)
     if stop_after:

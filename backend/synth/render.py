@@ -61,8 +61,12 @@ def render_frame(subject: Subject, posed_head: torch.Tensor, transforms: torch.T
 
 
 def synthesize(out: str, n_frames: int = 300, size: int = 256, seed: int = 0, video: bool = True,
-               progress=None) -> dict:
-    """Write the synthetic subject to ``out``; returns what synth.json holds."""
+               eye_contact: int = 0, progress=None) -> dict:
+    """Write the synthetic subject to ``out``; returns what synth.json holds.
+
+    ``eye_contact``: the first that many frames look into the lens (the head keeps its motion,
+    the eyes hold on the camera), as a person asked to do for a gaze calibration would.
+    """
     from ..headmodel import load_head_model
 
     head = load_head_model("builtin")
@@ -78,6 +82,8 @@ def synthesize(out: str, n_frames: int = 300, size: int = 256, seed: int = 0, vi
     subject = build_subject(head, neutral.vertices[0], neutral.rest_joints[0])
     center = subject.vertices[: subject.n_head].mean(dim=0).numpy()
     viewmat, intrinsics = camera(size, center)
+    if eye_contact:
+        _look_into_lens(head, performance, shape_t, viewmat, eye_contact)
     for folder in ("frames", "masks"):
         ensure_writable_folder(os.path.join(out, folder))
     if progress is not None:
@@ -94,9 +100,24 @@ def synthesize(out: str, n_frames: int = 300, size: int = 256, seed: int = 0, vi
         write_video(os.path.join(out, "video.mp4"), frames, FPS)
     info = {"frames": n_frames, "size": size, "seed": seed, "n_test": performance.n_test,
             "test_combinations": [list(c) for c in performance.test_combinations],
-            "expression_names": list(head.expression_names), "background": BACKGROUND}
+            "expression_names": list(head.expression_names), "background": BACKGROUND,
+            "eye_contact_frames": int(eye_contact)}
     write_json(os.path.join(out, "synth.json"), info)
     return info
+
+
+def _look_into_lens(head, performance, shape_t, viewmat: np.ndarray, n_frames: int) -> None:
+    """Aim both eyes of the first ``n_frames`` frames of ``performance`` at the camera (in place)."""
+    from ..headmodel.gaze import camera_centres, look_at_eye_rotations
+
+    rotations = torch.from_numpy(performance.joint_rotations[:n_frames])
+    shape = None if shape_t is None else shape_t.expand(n_frames, -1)
+    with torch.no_grad():
+        posed = head(shape=shape, expression=torch.from_numpy(performance.expressions[:n_frames]),
+                     joint_rotations=rotations, translation=torch.zeros(n_frames, 3))
+    target = camera_centres(torch.from_numpy(viewmat).double()[None].expand(n_frames, -1, -1))
+    eyes = look_at_eye_rotations(posed.transforms.double(), posed.joints.double(), head.parents, target)
+    performance.joint_rotations[:n_frames, 3:5] = eyes.numpy()
 
 
 def _render_index(head, subject, performance, shape_t, index, viewmat, intrinsics, size, out) -> np.ndarray:

@@ -65,6 +65,14 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
         fit_focal=fit_focal)
     if options.fit_iterations is not None:
         config.iterations = options.fit_iterations
+    eye_contact = None
+    if options.eye_contact:
+        from .eye_contact import calibrate_eye_contact, parse_frame_range
+
+        eye_contact = parse_frame_range(options.eye_contact)  # bad input fails before the fit
+        if eye_contact[1] >= len(landmarks.valid):
+            raise InputError(f"--eye-contact {options.eye_contact}: the prepared clip has only "
+                             f"{len(landmarks.valid)} frames (0-{len(landmarks.valid) - 1})")
     refine = None
     if options.refine == "photometric":
         if len(landmarks.valid) < 3:
@@ -90,6 +98,11 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
                     "(extreme head turn or occlusion?)", int(flagged.sum()), FLAG_ERROR_PX)
     track = to_tracking(model, result, frames, valid, options.size, info,
                         options.landmark_embedding)
+    eye_contact_report = None
+    if eye_contact is not None:
+        track, eye_contact_report = calibrate_eye_contact(model, track, *eye_contact)
+        log.info("eye contact in frames %d-%d: gaze turned by %.1f deg (left), %.1f deg (right)",
+                 *eye_contact, *eye_contact_report["correction_deg"].values())
     tracking_format.write(os.path.join(out, "tracking.npz"), track)
     atomic_write_npz(os.path.join(out, "landmarks.npz"),
                      {"points": landmarks.points[..., :2].astype(np.float32),
@@ -109,6 +122,7 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
             "flagged_frames": np.flatnonzero(flagged).tolist(),
             "invalid_frames": np.flatnonzero(~valid).tolist(),
             "focal_factor": result.focal_factor, "fit_timings": result.timings,
+            "eye_contact": eye_contact_report,
             "head_model": {"kind": model.kind, "spec": options.head_model},
             "qa": [os.path.relpath(p, out) for p in qa_paths]}
 

@@ -1,0 +1,64 @@
+"""Eye rotations that aim each eye's optical axis at a point (the camera, for eye contact).
+
+An eye's optical axis is its joint's +Z: at rest both eyes look along the head's +Z, and a posed
+eye looks along ``G_parent @ R_eye @ [0, 0, 1]``, with ``G_parent`` the parent joint's global
+rotation. The eyeball centre is the eye joint, which the eye's own rotation does not move, so the
+rotation that makes an eye look at a point follows from one posing of the head.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EYES = (3, 4)  # eye_L, eye_R in JOINT_NAMES
+
+
+def camera_centres(extrinsics: torch.Tensor) -> torch.Tensor:
+    """World positions of the cameras. (T, 4, 4) world-to-camera -> (T, 3)."""
+    rotation, translation = extrinsics[:, :3, :3], extrinsics[:, :3, 3]
+    return -torch.einsum("tji,tj->ti", rotation, translation)
+
+
+def rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The smallest rotation taking unit vectors ``a`` onto unit vectors ``b``, as axis-angle.
+
+    Args:
+        a, b: (..., 3) unit vectors.
+
+    Returns:
+        (..., 3) axis-angle (the axis a x b, the angle between them).
+    """
+    cross = torch.linalg.cross(a, b)
+    sine = cross.norm(dim=-1, keepdim=True)
+    angle = torch.atan2(sine, (a * b).sum(dim=-1, keepdim=True))
+    axis = cross / sine.clamp_min(1e-12)
+    return axis * angle
+
+
+def look_at_eye_rotations(transforms: torch.Tensor, joints: torch.Tensor, parents, target: torch.Tensor
+                          ) -> torch.Tensor:
+    """Eye rotations (relative to their parent joint) that point both optical axes at ``target``.
+
+    Args:
+        transforms: (T, 5, 4, 4) the posed head's joint transforms (``HeadOutput.transforms``).
+        joints: (T, 5, 3) posed joint positions (``HeadOutput.joints``).
+        parents: the model's joint parents.
+        target: (T, 3) the point to look at, in the same (world) space.
+
+    Returns:
+        (T, 2, 3) axis-angle rotations for eye_L and eye_R, without roll about the optical axis.
+    """
+    rest_axis = torch.tensor([0.0, 0.0, 1.0], dtype=joints.dtype)
+    rotations = []
+    for eye in EYES:
+        direction = target - joints[:, eye]
+        direction = direction / direction.norm(dim=-1, keepdim=True)
+        parent_rotation = transforms[:, parents[eye], :3, :3]
+        local = torch.einsum("tji,tj->ti", parent_rotation, direction)   # G_parent^T d
+        rotations.append(rotation_between(rest_axis.expand_as(local), local))
+    return torch.stack(rotations, dim=1)
+
+
+def optical_axes(transforms: torch.Tensor) -> torch.Tensor:
+    """The posed eyes' optical axes in world space. (T, 5, 4, 4) -> (T, 2, 3)."""
+    return torch.stack([transforms[:, eye, :3, 2] for eye in EYES], dim=1)

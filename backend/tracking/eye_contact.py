@@ -1,0 +1,148 @@
+"""Gaze calibration from frames in which the subject looks into the lens (``--eye-contact``).
+
+The landmark fit reads the gaze from the iris relative to the eye socket, and the socket from the
+eyelid and face landmarks: a socket placed half a pixel off turns every frame's gaze by a few
+degrees the same way, and nothing in the pixels can tell (docs/TRACKING.md). Frames in which the
+person looks into the lens fix that constant part: there each optical axis must pass through the
+camera centre. Per eye, one rotation (in the eye's parent frame) takes the fitted optical axes of
+those frames, averaged, onto the directions from the fitted eyeball centres to the camera, and is
+applied to the eye in every frame. The per-frame motion of the eyes stays the fit's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from ..errors import InputError
+from ..formats.tracking import Tracking
+from ..headmodel.gaze import camera_centres, look_at_eye_rotations, rotation_between
+
+log = logging.getLogger(__name__)
+
+EYE_NAMES = ("eye_L", "eye_R")
+SPREAD_WARNING_DEG = 4.0  # mean disagreement of the calibration frames that earns a warning
+ROLL_DAMPING = np.sin(np.radians(2.0)) ** 2  # per frame: axes spread less than ~2 deg fix no roll
+
+
+def parse_frame_range(text: str) -> tuple[int, int]:
+    """``"A-B"`` (inclusive frame numbers of the prepared clip) or ``"A"`` -> (A, B)."""
+    parts = str(text).split("-")
+    try:
+        if len(parts) == 1:
+            first = last = int(parts[0])
+        elif len(parts) == 2:
+            first, last = int(parts[0]), int(parts[1])
+        else:
+            raise ValueError(text)
+    except ValueError:
+        raise InputError(f"--eye-contact takes frame numbers of the prepared clip as A-B (for "
+                         f"example 0-24) or one frame A, not {text!r}") from None
+    if first < 0 or last < first:
+        raise InputError(f"--eye-contact {text}: the range must start at 0 or later and end at or "
+                         "after its start")
+    return first, last
+
+
+def calibrate_eye_contact(model, tracking: Tracking, first: int, last: int
+                          ) -> tuple[Tracking, dict]:
+    """Turn each eye by one constant rotation so that frames first..last look into the lens.
+
+    Args:
+        model: the head model of ``tracking``.
+        tracking: a fitted tracking (its cameras and poses).
+        first, last: inclusive frame numbers (0-based, of this tracking) of the eye contact.
+
+    Returns:
+        (the tracking with corrected eye rotations, a report: frames used, the correction per
+        eye in degrees and as axis-angle, and the calibration frames' remaining spread).
+    """
+    if last >= tracking.n_frames:
+        raise InputError(f"--eye-contact {first}-{last}: the prepared clip has only "
+                         f"{tracking.n_frames} frames (0-{tracking.n_frames - 1})")
+    chosen = np.arange(first, last + 1)
+    chosen = chosen[np.asarray(tracking.valid, bool)[chosen]]
+    if chosen.size == 0:
+        raise InputError(f"--eye-contact {first}-{last}: no frame in that range has a valid fit "
+                         "(no face found or flagged); pick frames where the face is visible")
+    have, want = _axes_in_parent_frame(model, tracking, chosen)
+    corrected = tracking.joint_rotations.astype(np.float64).copy()
+    report = {"frames": [int(first), int(last)], "frames_used": int(chosen.size),
+              "correction_deg": {}, "correction_axis_angle": {}, "spread_deg": {}}
+    for index, name in enumerate(EYE_NAMES):
+        mean_have = _unit(have[:, index].mean(dim=0))
+        mean_want = _unit(want[:, index].mean(dim=0))
+        turn = _with_roll(Rotation.from_rotvec(rotation_between(mean_have, mean_want).numpy()),
+                          have[:, index].numpy(), want[:, index].numpy(), mean_want.numpy())
+        correction = torch.from_numpy(turn.as_rotvec())
+        joint = 3 + index
+        corrected[:, joint] = (turn * Rotation.from_rotvec(corrected[:, joint])).as_rotvec()
+        residual = _angles_deg(torch.from_numpy(turn.apply(have[:, index].numpy())), want[:, index])
+        report["correction_deg"][name] = float(np.rad2deg(correction.norm()))
+        report["correction_axis_angle"][name] = correction.tolist()
+        report["spread_deg"][name] = float(residual.mean())
+    worst = max(report["spread_deg"].values())
+    if worst > SPREAD_WARNING_DEG:
+        log.warning("--eye-contact %d-%d: after the correction the eyes still miss the lens by "
+                    "%.1f deg on average in those frames; was the person looking into the lens "
+                    "throughout?", first, last, worst)
+    return _with_eyes(tracking, corrected), report
+
+
+def _axes_in_parent_frame(model, tracking: Tracking, frames: np.ndarray):
+    """Fitted optical axes and the directions to the camera, both in the eyes' parent frames.
+
+    Returns:
+        (have, want): (F, 2, 3) each, unit vectors.
+    """
+    def pick(array):
+        return None if array is None else torch.as_tensor(np.asarray(array)[frames], dtype=torch.float32)
+
+    shape = torch.as_tensor(tracking.shape, dtype=torch.float32)[None].expand(len(frames), -1)
+    with torch.no_grad():
+        posed = model(shape=shape, expression=pick(tracking.expressions),
+                      joint_rotations=pick(tracking.joint_rotations),
+                      translation=pick(tracking.translation), vertex_offsets=pick(tracking.vertex_offsets))
+    transforms, joints = posed.transforms.double(), posed.joints.double()
+    camera = camera_centres(torch.as_tensor(np.asarray(tracking.extrinsics)[frames], dtype=torch.float64))
+    want_rotations = look_at_eye_rotations(transforms, joints, model.parents, camera)
+    eye_rotations = np.asarray(tracking.joint_rotations, np.float64)[frames][:, 3:5]
+    return _optical(eye_rotations), _optical(want_rotations.numpy())
+
+
+def _with_roll(turn: Rotation, have: np.ndarray, want: np.ndarray, axis: np.ndarray) -> Rotation:
+    """Add the roll about ``axis`` (the mean target direction) that best aligns the frames' axes.
+
+    ``turn`` aligns the mean directions only; when the eyes looked into the lens from several
+    directions (the head moving), the axes spread and a roll about the mean direction shows in
+    them. Solved in closed form per Gauss-Newton step, damped by ``ROLL_DAMPING`` so that axes
+    spread by less than a few degrees (a still head) leave the roll at zero.
+    """
+    for _ in range(3):
+        turned = turn.apply(have)
+        tangent = np.cross(axis, turned)                       # d(turned)/d(roll)
+        step = -((turned - want) * tangent).sum() / ((tangent ** 2).sum() + ROLL_DAMPING * len(have))
+        turn = Rotation.from_rotvec(axis * step) * turn
+    return turn
+
+
+def _optical(axis_angle: np.ndarray) -> torch.Tensor:
+    """Where rotations (..., 3) take the rest optical axis +Z. -> (..., 3) unit vectors."""
+    flat = Rotation.from_rotvec(axis_angle.reshape(-1, 3)).apply([0.0, 0.0, 1.0])
+    return torch.from_numpy(flat.reshape(axis_angle.shape))
+
+
+def _unit(vector: torch.Tensor) -> torch.Tensor:
+    return vector / vector.norm(dim=-1, keepdim=True)
+
+
+def _angles_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.rad2deg(torch.arccos((a * b).sum(dim=-1).clamp(-1.0, 1.0)))
+
+
+def _with_eyes(tracking: Tracking, joint_rotations: np.ndarray) -> Tracking:
+    return replace(tracking, joint_rotations=joint_rotations.astype(np.float32))
