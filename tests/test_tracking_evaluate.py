@@ -167,8 +167,9 @@ def test_accuracy_bench_prints_every_metric():
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert {r["case"] for r in records} == {"synth-512", "synth-512-known-focal",
-                                            "synth-512-known-focal-photometric"}
-    assert {r["unit"] for r in records} == {"px", "deg", "mm", "fps"} and len(records) == 31
+                                            "synth-512-known-focal-photometric",
+                                            "synth-512-eye-contact-photometric"}
+    assert {r["unit"] for r in records} == {"px", "deg", "mm", "fps"} and len(records) == 42
     assert {r["metric"] for r in records if r["unit"] == "mm"} == {"vertices", "vertices aligned"}
-    assert [r["metric"] for r in records if r["unit"] == "fps"] == ["refine speed"]
+    assert [r["metric"] for r in records if r["unit"] == "fps"] == ["refine speed"] * 2
     assert all(np.isfinite(r["value"]) and r["value"] >= 0 for r in records)

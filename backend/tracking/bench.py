@@ -100,7 +100,9 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
     Renders the synthetic subject (seed 0, 40 frames at 512; 12 with --quick), runs ``prepare``
     with the default focal guess (case ``synth-512``), with the true focal length (case
     ``synth-512-known-focal``) and with it plus ``--refine photometric`` (case
-    ``synth-512-known-focal-photometric``), and compares each with the ground truth
+    ``synth-512-known-focal-photometric``), then the same subject rendered with its first quarter
+    looking into the lens and prepared with ``--eye-contact`` on those frames as well (case
+    ``synth-512-eye-contact-photometric``), and compares each with the ground truth
     (``evaluate-tracking``): reprojection (px at 512), per-joint rotation error and per-eye gaze
     direction error (deg), head-space vertex error with and without the clip's unobservable offset
     (mm); the refined case also reports its speed (fps).
@@ -117,14 +119,18 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
     with tempfile.TemporaryDirectory() as folder:
         synth = os.path.join(folder, "synth")
         synthesize(synth, n_frames=frames, size=512, seed=0)
-        truth = tracking_format.read(os.path.join(synth, "tracking.npz"))
-        focal = float(truth.intrinsics[0, 0, 0])
-        cases = (("synth-512", None, "none"), ("synth-512-known-focal", focal, "none"),
-                 ("synth-512-known-focal-photometric", focal, "photometric"))
-        for case, known, refine in cases:
+        contact = frames // 4
+        synthesize(synth + "-contact", n_frames=frames, size=512, seed=0, eye_contact=contact)
+        focal = float(tracking_format.read(os.path.join(synth, "tracking.npz")).intrinsics[0, 0, 0])
+        cases = (("synth-512", None, "none", ""), ("synth-512-known-focal", focal, "none", ""),
+                 ("synth-512-known-focal-photometric", focal, "photometric", ""),
+                 ("synth-512-eye-contact-photometric", focal, "photometric", "-contact"))
+        for case, known, refine, subject in cases:
             out = os.path.join(folder, case)
-            report = prepare(PrepareOptions(video=os.path.join(synth, "video.mp4"), out=out,
-                                            focal=known, qa=False, refine=refine), Progress("quiet"))
+            truth = tracking_format.read(os.path.join(synth + subject, "tracking.npz"))
+            report = prepare(PrepareOptions(
+                video=os.path.join(synth + subject, "video.mp4"), out=out, focal=known, qa=False,
+                refine=refine, eye_contact=f"0-{contact - 1}" if subject else None), Progress("quiet"))
             if refine != "none":
                 seconds = report["fit_timings"]["refine"]["seconds"]
                 yield BenchRecord("track-accuracy", case, "refine speed", frames / seconds, "fps",

@@ -4,9 +4,12 @@ The landmark fit reads the gaze from the iris relative to the eye socket, and th
 eyelid and face landmarks: a socket placed half a pixel off turns every frame's gaze by a few
 degrees the same way, and nothing in the pixels can tell (docs/TRACKING.md). Frames in which the
 person looks into the lens fix that constant part: there each optical axis must pass through the
-camera centre. Per eye, one rotation (in the eye's parent frame) takes the fitted optical axes of
-those frames, averaged, onto the directions from the fitted eyeball centres to the camera, and is
-applied to the eye in every frame. The per-frame motion of the eyes stays the fit's.
+camera centre. Per eye, the smallest rotation (in the eye's parent frame) that takes the fitted
+optical axes of those frames, averaged, onto the directions from the fitted eyeball centres to
+the camera is applied to the eye in every frame. The per-frame motion of the eyes stays the
+fit's. No roll about the mean direction is estimated: it shows only in how the frames' axes
+spread, which is the fit's per-frame noise on these few frames (estimating it made the gaze of
+the rendered clips worse: docs/TRACKING.md).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ log = logging.getLogger(__name__)
 
 EYE_NAMES = ("eye_L", "eye_R")
 SPREAD_WARNING_DEG = 4.0  # mean disagreement of the calibration frames that earns a warning
-ROLL_DAMPING = np.sin(np.radians(2.0)) ** 2  # per frame: axes spread less than ~2 deg fix no roll
 
 
 def parse_frame_range(text: str) -> tuple[int, int]:
@@ -76,9 +78,8 @@ def calibrate_eye_contact(model, tracking: Tracking, first: int, last: int
     for index, name in enumerate(EYE_NAMES):
         mean_have = _unit(have[:, index].mean(dim=0))
         mean_want = _unit(want[:, index].mean(dim=0))
-        turn = _with_roll(Rotation.from_rotvec(rotation_between(mean_have, mean_want).numpy()),
-                          have[:, index].numpy(), want[:, index].numpy(), mean_want.numpy())
-        correction = torch.from_numpy(turn.as_rotvec())
+        correction = rotation_between(mean_have, mean_want)
+        turn = Rotation.from_rotvec(correction.numpy())
         joint = 3 + index
         corrected[:, joint] = (turn * Rotation.from_rotvec(corrected[:, joint])).as_rotvec()
         residual = _angles_deg(torch.from_numpy(turn.apply(have[:, index].numpy())), want[:, index])
@@ -112,22 +113,6 @@ def _axes_in_parent_frame(model, tracking: Tracking, frames: np.ndarray):
     want_rotations = look_at_eye_rotations(transforms, joints, model.parents, camera)
     eye_rotations = np.asarray(tracking.joint_rotations, np.float64)[frames][:, 3:5]
     return _optical(eye_rotations), _optical(want_rotations.numpy())
-
-
-def _with_roll(turn: Rotation, have: np.ndarray, want: np.ndarray, axis: np.ndarray) -> Rotation:
-    """Add the roll about ``axis`` (the mean target direction) that best aligns the frames' axes.
-
-    ``turn`` aligns the mean directions only; when the eyes looked into the lens from several
-    directions (the head moving), the axes spread and a roll about the mean direction shows in
-    them. Solved in closed form per Gauss-Newton step, damped by ``ROLL_DAMPING`` so that axes
-    spread by less than a few degrees (a still head) leave the roll at zero.
-    """
-    for _ in range(3):
-        turned = turn.apply(have)
-        tangent = np.cross(axis, turned)                       # d(turned)/d(roll)
-        step = -((turned - want) * tangent).sum() / ((tangent ** 2).sum() + ROLL_DAMPING * len(have))
-        turn = Rotation.from_rotvec(axis * step) * turn
-    return turn
 
 
 def _optical(axis_angle: np.ndarray) -> torch.Tensor:
