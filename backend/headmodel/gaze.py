@@ -58,7 +58,3 @@ def look_at_eye_rotations(transforms: torch.Tensor, joints: torch.Tensor, parent
         rotations.append(rotation_between(rest_axis.expand_as(local), local))
     return torch.stack(rotations, dim=1)
 
-
-def optical_axes(transforms: torch.Tensor) -> torch.Tensor:
-    """The posed eyes' optical axes in world space. (T, 5, 4, 4) -> (T, 2, 3)."""
-    return torch.stack([transforms[:, eye, :3, 2] for eye in EYES], dim=1)
