@@ -35,9 +35,9 @@ def rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return axis * angle
 
 
-def look_at_eye_rotations(transforms: torch.Tensor, joints: torch.Tensor, parents, target: torch.Tensor
-                          ) -> torch.Tensor:
-    """Eye rotations (relative to their parent joint) that point both optical axes at ``target``.
+def look_directions(transforms: torch.Tensor, joints: torch.Tensor, parents, target: torch.Tensor
+                    ) -> torch.Tensor:
+    """Unit directions from each eyeball centre to ``target``, in the eye's parent (head) frame.
 
     Args:
         transforms: (T, 5, 4, 4) the posed head's joint transforms (``HeadOutput.transforms``).
@@ -46,15 +46,21 @@ def look_at_eye_rotations(transforms: torch.Tensor, joints: torch.Tensor, parent
         target: (T, 3) the point to look at, in the same (world) space.
 
     Returns:
-        (T, 2, 3) axis-angle rotations for eye_L and eye_R, without roll about the optical axis.
+        (T, 2, 3) for eye_L and eye_R: ``G_parent^T (target - centre) / |target - centre|``.
     """
-    rest_axis = torch.tensor([0.0, 0.0, 1.0], dtype=joints.dtype)
-    rotations = []
+    directions = []
     for eye in EYES:
         direction = target - joints[:, eye]
         direction = direction / direction.norm(dim=-1, keepdim=True)
         parent_rotation = transforms[:, parents[eye], :3, :3]
-        local = torch.einsum("tji,tj->ti", parent_rotation, direction)   # G_parent^T d
-        rotations.append(rotation_between(rest_axis.expand_as(local), local))
-    return torch.stack(rotations, dim=1)
+        directions.append(torch.einsum("tji,tj->ti", parent_rotation, direction))
+    return torch.stack(directions, dim=1)
 
+
+def look_at_eye_rotations(transforms: torch.Tensor, joints: torch.Tensor, parents, target: torch.Tensor
+                          ) -> torch.Tensor:
+    """Eye rotations (relative to their parent joint) that point both optical axes at ``target``
+    (arguments as ``look_directions``). -> (T, 2, 3) axis-angle, without roll about the axis."""
+    local = look_directions(transforms, joints, parents, target)
+    rest_axis = torch.tensor([0.0, 0.0, 1.0], dtype=local.dtype)
+    return rotation_between(rest_axis.expand_as(local), local)

@@ -22,8 +22,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from ..errors import InputError
-from ..formats.tracking import Tracking
-from ..headmodel.gaze import camera_centres, look_at_eye_rotations, rotation_between
+from ..formats.tracking import Tracking, slice_frames
+from ..headmodel.gaze import camera_centres, look_directions, rotation_between
+from .evaluate import pose
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +101,11 @@ def _axes_in_parent_frame(model, tracking: Tracking, frames: np.ndarray):
     Returns:
         (have, want): (F, 2, 3) each, unit vectors.
     """
-    def pick(array):
-        return None if array is None else torch.as_tensor(np.asarray(array)[frames], dtype=torch.float32)
-
-    shape = torch.as_tensor(tracking.shape, dtype=torch.float32)[None].expand(len(frames), -1)
-    with torch.no_grad():
-        posed = model(shape=shape, expression=pick(tracking.expressions),
-                      joint_rotations=pick(tracking.joint_rotations),
-                      translation=pick(tracking.translation), vertex_offsets=pick(tracking.vertex_offsets))
-    transforms, joints = posed.transforms.double(), posed.joints.double()
-    camera = camera_centres(torch.as_tensor(np.asarray(tracking.extrinsics)[frames], dtype=torch.float64))
-    want_rotations = look_at_eye_rotations(transforms, joints, model.parents, camera)
-    eye_rotations = np.asarray(tracking.joint_rotations, np.float64)[frames][:, 3:5]
-    return _optical(eye_rotations), _optical(want_rotations.numpy())
+    chosen = slice_frames(tracking, frames)
+    posed = pose(model, chosen)
+    camera = camera_centres(torch.as_tensor(chosen.extrinsics, dtype=torch.float64))
+    want = look_directions(posed.transforms.double(), posed.joints.double(), model.parents, camera)
+    return _optical(np.asarray(chosen.joint_rotations, np.float64)[:, 3:5]), want
 
 
 def _optical(axis_angle: np.ndarray) -> torch.Tensor:
