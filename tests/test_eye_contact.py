@@ -112,11 +112,44 @@ def test_eye_contact_removes_a_constant_gaze_offset(model, still, tolerance):
     corrected, report = calibrate_eye_contact(model, fitted, 0, 4)
     after = gaze_errors_deg(corrected.joint_rotations, truth.joint_rotations)
     assert after[:5].max() < tolerance and after.max() < 0.5, after
-    assert report["frames_used"] == 5
+    assert report["frames_used"] == {"eye_L": 5, "eye_R": 5}
+    assert report["frames_narrowed"] == {"eye_L": [], "eye_R": []}
     assert report["correction_deg"]["eye_L"] == pytest.approx(4.0, abs=0.1)
     assert report["correction_deg"]["eye_R"] == pytest.approx(3.0, abs=0.1)
     assert max(report["spread_deg"].values()) < tolerance
     np.testing.assert_array_equal(corrected.joint_rotations[:, :3], fitted.joint_rotations[:, :3])
+
+
+def test_eye_contact_leaves_out_frames_with_the_eyes_narrowed(model):
+    """A blink inside the range: the fit's gaze there is off by more than the constant (a lid over
+    the iris), so those frames must not pull the correction."""
+    truth_rotations, viewmat, intrinsics = _subject_with_eye_contact(model, still=True)
+    offset = Rotation.from_euler("x", 4.0, degrees=True)
+    blink_error = Rotation.from_euler("x", -8.0, degrees=True)
+    fitted_rotations = truth_rotations.copy()
+    for joint in (3, 4):
+        turned = offset * Rotation.from_rotvec(truth_rotations[:, joint])
+        fitted_rotations[:, joint] = turned.as_rotvec()
+        fitted_rotations[1:3, joint] = (blink_error * turned[1:3]).as_rotvec()
+    fitted = _tracking(model, fitted_rotations, viewmat, intrinsics)
+    names = list(model.expression_names)
+    fitted.expressions[1:3, [names.index("blink_L"), names.index("blink_R")]] = 0.9
+    truth = _tracking(model, truth_rotations, viewmat, intrinsics)
+
+    corrected, report = calibrate_eye_contact(model, fitted, 0, 4)
+    assert report["frames_narrowed"] == {"eye_L": [1, 2], "eye_R": [1, 2]}
+    assert report["frames_used"] == {"eye_L": 3, "eye_R": 3}
+    after = gaze_errors_deg(corrected.joint_rotations, truth.joint_rotations)
+    assert np.delete(after, [1, 2], axis=0).max() < 0.5, after
+    # the same frames counted as open would have moved every frame by about 3 deg
+    fitted.expressions[:] = 0
+    _, blind = calibrate_eye_contact(model, fitted, 0, 4)
+    assert blind["frames_narrowed"] == {"eye_L": [], "eye_R": []}
+    assert abs(blind["correction_deg"]["eye_L"] - report["correction_deg"]["eye_L"]) > 2.0
+
+    fitted.expressions[:5, [names.index("blink_L"), names.index("blink_R")]] = 0.9
+    with pytest.raises(InputError, match="narrowed or closed in every frame"):
+        calibrate_eye_contact(model, fitted, 0, 4)
 
 
 def test_eye_contact_warns_when_the_eyes_were_not_on_the_lens(model, caplog):

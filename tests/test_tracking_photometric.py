@@ -17,8 +17,10 @@ from backend.tracking.photometric import (
     PhotometricConfig,
     PhotometricTerm,
     check_memory,
+    eye_rings,
     levels_for,
     load_frames,
+    radial_eye_texture,
     sample_with_gradient,
     surface_samples,
 )
@@ -189,6 +191,69 @@ def test_samples_cover_the_face_and_the_eyes_densely():
     assert (samples.bary >= 0).all()
     assert int(samples.on_eye.sum()) > 500
     assert float(rest[:, 2].min()) > float(model.v_template[:, 2].min()) + 0.02  # not the back
+
+
+def _iris_colours(direction: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    """Sclera, iris and pupil about ``axis``, as the synthetic subject paints them. (N, 3)."""
+    cos = direction @ axis
+    colour = torch.tensor([0.95, 0.94, 0.92]).expand(len(direction), 3).clone()
+    colour[cos > 0.88] = torch.tensor([0.20, 0.45, 0.42])
+    colour[cos > 0.975] = torch.tensor([0.04, 0.04, 0.05])
+    return colour
+
+
+def test_radial_eye_texture_recovers_the_iris_and_shading_and_pins_the_axis():
+    """Ring albedos times a smooth shading, from a part of the points: the unseen points' colours
+    come back. An iris painted about a turned axis does not fit the model, so the gaze is not free
+    to turn with the texture (the gauge a per-point texture has)."""
+    model = load_head_model("builtin")
+    samples = surface_samples(model, 0.25)
+    rings = eye_rings(model, samples, 1.0)
+    on_eye = rings.ring >= 0
+    shade = torch.exp(-0.1 + 0.15 * rings.direction[:, 0] + 0.1 * rings.direction[:, 1])[:, None]
+    truth = torch.rand(len(samples.faces), 3, generator=torch.Generator().manual_seed(0))
+    truth[on_eye] = (_iris_colours(rings.direction[on_eye], torch.tensor([0.0, 0.0, 1.0]))
+                     * shade[on_eye]).clamp(0, 1)
+    seen = torch.rand(len(truth), generator=torch.Generator().manual_seed(1)) < 0.6
+    front = rings.direction[:, 2] > 0.3                       # what a lid opening would show
+    observed = torch.where((seen & front)[:, None], truth, torch.zeros_like(truth))
+    recovered = radial_eye_texture(observed, seen & front, rings)
+    check = on_eye & front & ~seen
+    assert int(check.sum()) > 100
+    error = (recovered[check] - truth[check]).abs()
+    assert float(error.mean()) < 0.01 and float(error.quantile(0.95)) < 0.03, float(error.max())
+    assert torch.equal(recovered[~on_eye], observed[~on_eye])       # skin untouched
+    # the same iris 6 deg off the axis: the radial model cannot follow it
+    turned = torch.tensor([np.sin(np.radians(6.0)), 0.0, np.cos(np.radians(6.0))], dtype=torch.float32)
+    off = truth.clone()
+    off[on_eye] = (_iris_colours(rings.direction[on_eye], turned) * shade[on_eye]).clamp(0, 1)
+    refit = radial_eye_texture(off, seen & front, rings)
+    assert float((refit[check] - off[check]).abs().mean()) > 5 * float(error.mean())
+
+
+def test_a_narrowed_eye_leaves_its_gaze_to_the_neighbouring_frames(clip):
+    """Eyeball points of a frame in which the lids hide most of an eye (a blink) get a low weight;
+    an eye that only turns away (fewer points face the camera) keeps its weight."""
+    root, _ = clip
+    term, _, _, _ = _term_at_the_landmark_fit(root, PhotometricConfig(density=0.05))
+    left = term.samples.on_eye & (term.rings.eye == 0)
+    # every frame shows the same share of each eye; frames 4 and 6 turn the left eye away a little
+    turned = torch.zeros(FRAMES, len(left))
+    turned[:, term.samples.on_eye] = 1.0
+    visible = turned * (torch.arange(len(left)) % 4 != 0).float()           # 3/4 of each eye
+    turned[[4, 6], :] *= (torch.arange(len(left)) % 5 != 0).float()         # foreshortening
+    visible = visible * turned
+    lid = left & (torch.arange(len(left)) % 2 == 0)
+    visible[4, lid] = 0                                                      # the lid over half
+    visible[6, left] = 0                                                     # a closed left eye
+    weights = term._eye_weights(visible, turned)
+    low, high = term.config.narrowed
+    share_4 = float(visible[4, left].sum() / turned[4, left].sum()) / 0.75
+    assert 0.5 < share_4 < 0.8
+    assert float(weights[4, left].mean()) == pytest.approx((share_4 - low) / (high - low), abs=0.05)
+    assert float(weights[6, left].max()) == 0.0
+    assert float(weights[[0, 1, 2, 3, 5, 7, 8, 9]].min()) == 1.0            # open eyes: full weight
+    assert float(weights[4, ~left].min()) == 1.0 and float(weights[6, ~left].min()) == 1.0
 
 
 def test_one_photo_cannot_be_refined(tmp_path):

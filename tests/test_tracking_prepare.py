@@ -88,7 +88,7 @@ def test_video_prepares_frames_masks_and_tracking(tmp_path):
     assert sorted(p.name for p in (out / "frames").iterdir())[-1] == "000003.png"
     assert read_png(out / "masks" / "000003.png", gray=True).shape == (128, 128)
     assert report["faces_found"] == 4 and report["landmark_error_px_at_512"] < 12
-    assert report["eye_contact"]["frames_used"] == 2
+    assert report["eye_contact"]["frames_used"] == {"eye_L": 2, "eye_R": 2}
     assert set(report["eye_contact"]["correction_deg"]) == {"eye_L", "eye_R"}
 
 

@@ -10,6 +10,10 @@ the camera is applied to the eye in every frame. The per-frame motion of the eye
 fit's. No roll about the mean direction is estimated: it shows only in how the frames' axes
 spread, which is the fit's per-frame noise on these few frames (estimating it made the gaze of
 the rendered clips worse: docs/TRACKING.md).
+
+Frames of the range in which an eye is narrowed (a blink, a squint: the lids' opening under
+``OPEN_SHARE`` of its median over the clip) are left out for that eye: a lid over the iris puts
+the fitted gaze off by several degrees (docs/TRACKING.md).
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ log = logging.getLogger(__name__)
 
 EYE_NAMES = ("eye_L", "eye_R")
 SPREAD_WARNING_DEG = 4.0  # mean disagreement of the calibration frames that earns a warning
+OPEN_SHARE = 0.8          # an eye opened less than this share of its median is not used
+# (upper, lower) eyelid landmarks whose distance is an eye's opening: MediaPipe ids, then the
+# 68-point embedding's (1000 + iBUG index); whichever the head model carries.
+LID_PAIRS = ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373),
+             (1037, 1041), (1038, 1040), (1043, 1047), (1044, 1046))
 
 
 def parse_frame_range(text: str) -> tuple[int, int]:
@@ -61,8 +70,13 @@ def calibrate_eye_contact(model, tracking: Tracking, first: int, last: int
         first, last: inclusive frame numbers (0-based, of this tracking) of the eye contact.
 
     Returns:
-        (the tracking with corrected eye rotations, a report: frames used, the correction per
-        eye in degrees and as axis-angle, and the calibration frames' remaining spread).
+        (the tracking with corrected eye rotations, a report per eye: the frames used and those
+        left out as narrowed, the correction in degrees and as axis-angle, and the used frames'
+        remaining spread).
+
+    Raises:
+        InputError: a range outside the clip, without a valid frame, or with an eye narrowed in
+        all of it.
     """
     if last >= tracking.n_frames:
         raise InputError(f"--eye-contact {first}-{last}: the prepared clip has only "
@@ -72,18 +86,31 @@ def calibrate_eye_contact(model, tracking: Tracking, first: int, last: int
     if chosen.size == 0:
         raise InputError(f"--eye-contact {first}-{last}: no frame in that range has a valid fit "
                          "(no face found or flagged); pick frames where the face is visible")
+    opening = eye_openings(model, tracking)
     have, want = _axes_in_parent_frame(model, tracking, chosen)
     corrected = tracking.joint_rotations.astype(np.float64).copy()
-    report = {"frames": [int(first), int(last)], "frames_used": int(chosen.size),
+    report = {"frames": [int(first), int(last)], "frames_used": {}, "frames_narrowed": {},
               "correction_deg": {}, "correction_axis_angle": {}, "spread_deg": {}}
     for index, name in enumerate(EYE_NAMES):
-        mean_have = _unit(have[:, index].mean(dim=0))
-        mean_want = _unit(want[:, index].mean(dim=0))
+        open_enough = np.ones(chosen.size, bool)
+        if opening is not None:
+            typical = np.median(opening[np.asarray(tracking.valid, bool), index])
+            open_enough = opening[chosen, index] >= OPEN_SHARE * typical
+        if not open_enough.any():
+            raise InputError(f"--eye-contact {first}-{last}: the {name} is narrowed or closed in "
+                             "every frame of that range (a blink, a squint); pick frames where the "
+                             "eyes are open and look into the lens")
+        used = torch.from_numpy(open_enough)
+        mean_have = _unit(have[used, index].mean(dim=0))
+        mean_want = _unit(want[used, index].mean(dim=0))
         correction = rotation_between(mean_have, mean_want)
         turn = Rotation.from_rotvec(correction.numpy())
         joint = 3 + index
         corrected[:, joint] = (turn * Rotation.from_rotvec(corrected[:, joint])).as_rotvec()
-        residual = _angles_deg(torch.from_numpy(turn.apply(have[:, index].numpy())), want[:, index])
+        residual = _angles_deg(torch.from_numpy(turn.apply(have[used, index].numpy())),
+                               want[used, index])
+        report["frames_used"][name] = int(open_enough.sum())
+        report["frames_narrowed"][name] = chosen[~open_enough].tolist()
         report["correction_deg"][name] = float(np.rad2deg(correction.norm()))
         report["correction_axis_angle"][name] = correction.tolist()
         report["spread_deg"][name] = float(residual.mean())
@@ -93,6 +120,29 @@ def calibrate_eye_contact(model, tracking: Tracking, first: int, last: int
                     "%.1f deg on average in those frames; was the person looking into the lens "
                     "throughout?", first, last, worst)
     return _with_eyes(tracking, corrected), report
+
+
+def eye_openings(model, tracking: Tracking) -> np.ndarray | None:
+    """Per frame and eye, the mean distance (m) between the head model's upper and lower eyelid
+    landmarks (``LID_PAIRS``), expressions applied. -> (T, 2) for ``EYE_NAMES``, or None when the
+    model's landmarks do not include a lid pair for each eye (the calibration then uses every
+    frame of the range)."""
+    ids = model.landmark_ids.tolist()
+    pairs = [(ids.index(upper), ids.index(lower)) for upper, lower in LID_PAIRS
+             if upper in ids and lower in ids]
+    if not pairs:
+        return None
+    posed = pose(model, tracking, head_space=True)
+    landmarks, eyes = posed.landmarks.double(), posed.joints[0, 3:5].double()
+    sums, counts = np.zeros((tracking.n_frames, 2)), np.zeros(2)
+    for upper, lower in pairs:
+        middle = 0.5 * (landmarks[0, upper] + landmarks[0, lower])
+        eye = int((eyes - middle).norm(dim=-1).argmin())
+        sums[:, eye] += (landmarks[:, upper] - landmarks[:, lower]).norm(dim=-1).numpy()
+        counts[eye] += 1
+    if not counts.all():
+        return None
+    return sums / counts
 
 
 def _axes_in_parent_frame(model, tracking: Tracking, frames: np.ndarray):

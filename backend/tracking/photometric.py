@@ -15,10 +15,13 @@ foreground mask, 0 on it, and ``front`` the points on the front-most surface tha
 background or within ``OUTLINE_BAND`` pixels of it (elsewhere D and its gradient vanish). The
 texture is learned from the frames, so the colour term cannot tell a head that is a little too
 large or too near from the truth; the mask edge can. One-sided because masks also hold hair, neck
-and body: the head must lie inside the foreground, not fill it. With a learned texture the
-constant part of the gaze is not measured either: an eyeball turned by one angle in every frame,
-with its colours turned back, looks the same, so the landmark fit's constant gaze stays
-(docs/TRACKING.md).
+and body: the head must lie inside the foreground, not fill it. The eyeballs' colours are not
+learned freely per point: an eyeball turned by one angle in every frame, with its colours turned
+back, would look the same, so nothing would hold the gaze. They are a profile of the angle from
+the optical axis (the iris and pupil are discs centred on it) times a smooth shading per eye
+(``radial_eye_texture``), which ties the gaze to where the iris is. Eyeball points next to the
+lids (``eye_seam_grow``) are left out: blurred with the lid's colour, which does not turn with the
+eye, they hold the eye still against the lids (docs/TRACKING.md).
 
 Unknowns and solver are the landmark fit's (``LandmarkProblem``, ``LevenbergMarquardt``): the
 points are virtual landmarks of a ``LandmarkHead`` (barycentric points of the mesh), so their
@@ -77,8 +80,13 @@ class PhotometricConfig:
     edge_depth_m: float = 0.001                # depth step that marks an occlusion edge
     edge_grow: int = 2                         # pixels around occlusion edges left out
     seam_grow: int = 2                         # pixels around eyelid seams left out (skin side)
+    eye_seam_grow: int = 1                     # pixels (at 512) around eyelid seams left out (eyeball side)
+    narrowed: tuple = (0.6, 0.9)               # eyeball weight ramps 0 -> 1 between these shares of
+                                               # an eye's median visible points (blinks)
     silhouette_weight: float = 100.0           # the visible surface inside the foreground mask
     silhouette_px: float = 1.0                 # distance outside the mask that costs one unit
+    eye_ring_deg: float = 1.0                  # eyeball colour: one per ring of this width about the axis
+    radial_eyes: bool = True                   # eyeball colours as a radial profile (else free per point)
     shape_prior_scale: float = 1.0             # identity prior relative to the landmark fit's
     expression_prior_scale: float = 1.0        # expression prior relative to the landmark fit's
 
@@ -120,6 +128,65 @@ def eye_faces(model) -> torch.Tensor:
     if weights.shape[1] < 5:
         return torch.zeros(len(model.faces), dtype=torch.bool)
     return weights[model.faces[:, 0], 3:].max(dim=1).values > 0.5
+
+
+@dataclass
+class EyeRings:
+    """Where the eyeball samples lie about their eye's optical axis (rest pose)."""
+
+    ring: torch.Tensor       # (N,) int64: eye * 1000 + ring index, -1 off the eyeballs
+    direction: torch.Tensor  # (N, 3) unit vector from the eye's centre, rest pose
+    eye: torch.Tensor        # (N,) int64: 0 left, 1 right (meaningless off the eyeballs)
+
+
+def eye_rings(model, samples: SurfaceSamples, ring_deg: float) -> EyeRings:
+    """Rings of ``ring_deg`` about each eye joint's +z axis (the optical axis at rest)."""
+    rest = (model.v_template[model.faces[samples.faces]] * samples.bary[..., None]).sum(dim=1)
+    centres = (model.J_regressor @ model.v_template)[3:5]
+    eye = torch.cdist(rest, centres).argmin(dim=1)
+    direction = rest - centres[eye]
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-9)
+    theta = torch.rad2deg(torch.acos(direction[:, 2].clamp(-1.0, 1.0)))
+    ring = torch.where(samples.on_eye, (theta / ring_deg).long() + eye * 1000, -1)
+    return EyeRings(ring, direction, eye)
+
+
+def radial_eye_texture(texture: torch.Tensor, seen: torch.Tensor, rings: EyeRings,
+                       passes: int = 3) -> torch.Tensor:
+    """The eyeballs' colours as a profile of the angle from the optical axis times a smooth shading.
+
+    A colour learned freely per point cannot fix the gaze: turning an eyeball by a constant angle
+    and its texture back by the same angle changes no pixel, so any prior drags the eyes. The iris
+    is a disc centred on the optical axis, so here each ring about the axis has one albedo (median
+    of the points seen), multiplied by a grey shading exp(a + b . d) per eye, d the point's rest
+    direction (light falls on one side of the ball), fitted to the log ratio by least squares.
+
+    Args:
+        texture: (N, 3) per-point colours (medians over frames); seen: (N,) bool, enough frames.
+    Returns:
+        (N, 3): ``texture`` with the eyeball points replaced where their ring has seen points.
+    """
+    out = texture.clone()
+    for eye in (0, 1):
+        points = torch.nonzero((rings.ring >= 0) & (rings.eye == eye))[:, 0]
+        used = seen[points]
+        if int(used.sum()) < 10:
+            continue
+        basis = torch.cat([torch.ones(len(points), 1), rings.direction[points]], dim=1)
+        ids = torch.unique(rings.ring[points], return_inverse=True)[1]
+        colour, ring, fit_basis = texture[points[used]].clamp_min(1e-3), ids[used], basis[used]
+        shade = torch.ones(len(colour), 1)
+        for _ in range(passes):
+            albedo = torch.full((int(ids.max()) + 1, 3), float("nan"))
+            for index in torch.unique(ring):
+                albedo[index] = (colour[ring == index] / shade[ring == index]).median(dim=0).values
+            log_ratio = torch.log(colour / albedo[ring].clamp_min(1e-3)).mean(dim=1, keepdim=True)
+            coefficients = torch.linalg.lstsq(fit_basis, log_ratio).solution
+            shade = torch.exp(fit_basis @ coefficients)
+        model_colour = albedo[ids] * torch.exp(basis @ coefficients)
+        known = ~torch.isnan(model_colour[:, 0])
+        out[points[known]] = model_colour[known].clamp(0.0, 1.0)
+    return out
 
 
 class _SampleView:
@@ -200,6 +267,7 @@ class PhotometricTerm:
         self.scale = size / problem.image_size
         self.head = LandmarkHead(_SampleView(model, samples))
         self.eye_face = eye_faces(model)
+        self.rings = eye_rings(model, samples, config.eye_ring_deg)
         self.visible = torch.zeros(images.shape[0], len(samples.faces))
         self.outline = torch.zeros(images.shape[0], len(samples.faces))
         self.texture = torch.zeros(len(samples.faces), 3)
@@ -226,6 +294,7 @@ class PhotometricTerm:
         pixels = project(points, intrinsics, problem.depth) * self.scale         # (T, N, 2)
         visible = torch.zeros(frames, len(corners))
         outline = torch.zeros(frames, len(corners))
+        turned_to_camera = torch.zeros(frames, len(corners))
         camera = torch.tensor([0.0, 0.0, problem.depth])
         for t in range(frames):
             if float(problem.frame_weight[t]) == 0:
@@ -247,6 +316,7 @@ class PhotometricTerm:
             inside = sample_images(self.masks[t:t + 1], pixels[t:t + 1], size)[0, :, 0] > 0.5
             front = near & (seen >= 0)
             visible[t] = (front & (facing > config.facing) & clear & inside).float()
+            turned_to_camera[t] = (facing > config.facing).float()
             outline[t] = (front & background[py, px]).float()
             # A mask that leaves much of the head out (segmentation lost it, an occluder) would
             # drag the head: that frame gets no silhouette term.
@@ -255,9 +325,31 @@ class PhotometricTerm:
                 outline[t] = 0
         colours = sample_images(self.images[:, :3], pixels, size)
         masked = torch.where(visible[..., None] > 0, colours, torch.full_like(colours, float("nan")))
-        self.texture = torch.nan_to_num(torch.nanmedian(masked, dim=0).values)
-        self.visible = visible * (visible.sum(dim=0) >= config.min_frames).float()[None]
+        texture = torch.nan_to_num(torch.nanmedian(masked, dim=0).values)
+        seen = visible.sum(dim=0) >= config.min_frames
+        self.texture = radial_eye_texture(texture, seen, self.rings) if config.radial_eyes else texture
+        visible = visible * seen.float()[None]
+        self.visible = visible * self._eye_weights(visible, turned_to_camera)
         self.outline = outline
+
+    def _eye_weights(self, visible: torch.Tensor, turned_to_camera: torch.Tensor) -> torch.Tensor:
+        """(T, N) weights: 1 off the eyeballs; on an eyeball, a ramp (``config.narrowed``) over
+        the share of its points turned to the camera that the lids leave in view, against that
+        share's median over the clip: a lid over most of the eye (a blink) leaves the gaze of that
+        frame to the frames around it. ``visible``, ``turned_to_camera``: (T, N) 0/1."""
+        low, high = self.config.narrowed
+        weights = torch.ones_like(visible)
+        if high <= 0:
+            return weights
+        for eye in (0, 1):
+            points = self.samples.on_eye & (self.rings.eye == eye)
+            shown = visible[:, points].sum(dim=1) / turned_to_camera[:, points].sum(dim=1).clamp_min(1.0)
+            seen = shown[shown > 0]
+            typical = seen.median() if len(seen) else torch.tensor(1.0)
+            share = shown / typical.clamp_min(1e-6)
+            ramp = ((share - low) / max(high - low, 1e-6)).clamp(0.0, 1.0)
+            weights[:, points] = ramp[:, None]
+        return weights
 
     def _edges(self, face: torch.Tensor, bary: torch.Tensor, depth: torch.Tensor) -> tuple:
         """Pixels near occlusion edges (all points) and near eyelid seams (eye points)."""
@@ -272,7 +364,8 @@ class PhotometricTerm:
         def dilate(flags, grow):
             return F.max_pool2d(flags.float()[None, None], 2 * grow + 1, 1, grow)[0, 0] > 0
 
-        return dilate(step, self.config.edge_grow) | dilate(seams, self.config.seam_grow), seams
+        return (dilate(step, self.config.edge_grow) | dilate(seams, self.config.seam_grow),
+                dilate(seams, round(self.config.eye_seam_grow * self.size / 512)))
 
     def _normalizer(self) -> float:
         return max(float(self.visible.sum()) / max(self.visible.shape[0], 1), 1.0)

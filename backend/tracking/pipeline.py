@@ -103,6 +103,10 @@ def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: 
         track, eye_contact_report = calibrate_eye_contact(model, track, *eye_contact)
         log.info("eye contact in frames %d-%d: gaze turned by %.1f deg (left), %.1f deg (right)",
                  *eye_contact, *eye_contact_report["correction_deg"].values())
+        for name, narrowed in eye_contact_report["frames_narrowed"].items():
+            if narrowed:
+                log.info("eye contact: %s narrowed (blink, squint) in frames %s, not used", name,
+                         ", ".join(map(str, narrowed)))
     tracking_format.write(os.path.join(out, "tracking.npz"), track)
     atomic_write_npz(os.path.join(out, "landmarks.npz"),
                      {"points": landmarks.points[..., :2].astype(np.float32),
