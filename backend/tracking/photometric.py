@@ -21,7 +21,9 @@ back, would look the same, so nothing would hold the gaze. They are a profile of
 the optical axis (the iris and pupil are discs centred on it) times a smooth shading per eye
 (``radial_eye_texture``), which ties the gaze to where the iris is. Eyeball points next to the
 lids (``eye_seam_grow``) are left out: blurred with the lid's colour, which does not turn with the
-eye, they hold the eye still against the lids (docs/TRACKING.md).
+eye, they hold the eye still against the lids. In a frame whose lids hide more of an eye than
+usual (a blink), its eyeball points weigh less (``narrowed``) and the smoothness carries the gaze
+over from the frames around it (docs/TRACKING.md).
 
 Unknowns and solver are the landmark fit's (``LandmarkProblem``, ``LevenbergMarquardt``): the
 points are virtual landmarks of a ``LandmarkHead`` (barycentric points of the mesh), so their
