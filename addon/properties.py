@@ -31,7 +31,8 @@ class ToonSplatSettings(bpy.types.PropertyGroup):
     eye_contact: StringProperty(
         name="Eye Contact", default="",
         description="Frames (A-B, counted from 0 after Start and Stride) in which the person looks "
-                    "into the lens; they calibrate the gaze of the whole clip. Empty: none")
+                    "into the lens; they calibrate the gaze of the whole clip (blinks in them are "
+                    "skipped). Empty: none")
     # Style
     style: EnumProperty(name="Style", items=STYLES, default="toon")
     style_strength: FloatProperty(name="Strength", default=0.8, min=0.0, max=1.0, subtype="FACTOR")
