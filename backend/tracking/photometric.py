@@ -136,7 +136,7 @@ def eye_faces(model) -> torch.Tensor:
 class EyeRings:
     """Where the eyeball samples lie about their eye's optical axis (rest pose)."""
 
-    ring: torch.Tensor       # (N,) int64: eye * 1000 + ring index, -1 off the eyeballs
+    ring: torch.Tensor       # (N,) int64: ring index about its eye's axis, -1 off the eyeballs
     direction: torch.Tensor  # (N, 3) unit vector from the eye's centre, rest pose
     eye: torch.Tensor        # (N,) int64: 0 left, 1 right (meaningless off the eyeballs)
 
@@ -149,7 +149,7 @@ def eye_rings(model, samples: SurfaceSamples, ring_deg: float) -> EyeRings:
     direction = rest - centres[eye]
     direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-9)
     theta = torch.rad2deg(torch.acos(direction[:, 2].clamp(-1.0, 1.0)))
-    ring = torch.where(samples.on_eye, (theta / ring_deg).long() + eye * 1000, -1)
+    ring = torch.where(samples.on_eye, (theta / ring_deg).long(), -1)
     return EyeRings(ring, direction, eye)
 
 
