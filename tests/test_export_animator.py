@@ -16,7 +16,7 @@ import torch
 from backend.export import animator as animator_module
 from backend.export.animator import CHANNELS, SLICES, Animator, int8_unavailable
 from backend.formats import animate, examples
-from backend.train.geometry import quat_multiply
+from backend.geometry.rotations import quat_multiply
 from backend.train.model import skinning_quats
 
 K = 9

@@ -8,7 +8,6 @@ from PIL import Image
 
 from backend.formats import tracking as tracking_format
 from backend.synth.performance import make_performance
-from backend.synth.raster import project, rasterize
 from tests.conftest import run_backend
 
 
@@ -40,21 +39,6 @@ def test_held_out_part_has_unseen_expression_combinations():
     assert max(len(c) for c in held_out) >= 3 and max(len(c) for c in seen) <= 2
     assert np.ptp(performance.joint_rotations[:, 0, 1]) > 0.2  # the head turns
     assert performance.joint_rotations[:, 2, 0].max() > 0.1     # the jaw opens
-
-
-def test_rasterizer_depth_order_and_coverage():
-    # Two overlapping squares at different depths: the nearer one wins where they overlap.
-    square = torch.tensor([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], dtype=torch.float32)
-    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
-    near = square * 0.5 + torch.tensor([0.3, 0.0, 0.0])
-    vertices = torch.cat([square, near])
-    vertices[:4, 2] = 5.0
-    vertices[4:, 2] = 4.0
-    viewmat = torch.eye(4)
-    intrinsics = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]])
-    face, bary = rasterize(project(vertices, viewmat, intrinsics), faces, 32, 32)
-    assert face[16, 20] in (2, 3) and face[16, 10] in (0, 1) and face[0, 0] == -1
-    assert torch.allclose(bary[face >= 0].sum(-1), torch.ones(int((face >= 0).sum())), atol=1e-5)
 
 
 def test_features_are_drawn_on_their_landmark_contours():

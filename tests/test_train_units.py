@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from backend.formats import animate, examples
-from backend.train import deform, geometry
+from backend.geometry.rotations import matrix_to_quat, quat_multiply, quat_to_matrix
+from backend.train import deform
 from backend.train.config import PRESETS, from_dict, make_config, to_dict
 
 
@@ -17,32 +18,6 @@ def _random_rotations(n: int, seed: int = 0) -> torch.Tensor:
     from scipy.spatial.transform import Rotation
 
     return torch.from_numpy(Rotation.random(n, random_state=seed).as_matrix()).float()
-
-
-def test_closest_point_matches_dense_sampling():
-    generator = torch.Generator().manual_seed(0)
-    points = torch.randn(300, 3, generator=generator, dtype=torch.float64)
-    a, b, c = torch.randn(3, 3, generator=generator, dtype=torch.float64)
-    bary, dist = geometry.closest_point_on_triangles(points, a, b, c)
-    u = torch.rand(100_000, 2, generator=generator, dtype=torch.float64)
-    flip = u.sum(1) > 1
-    u[flip] = 1 - u[flip]
-    samples = a + u[:, :1] * (b - a) + u[:, 1:] * (c - a)
-    brute = torch.cdist(points, samples).min(dim=1).values ** 2
-    assert (dist <= brute + 1e-9).all()  # never farther than any sampled point
-    assert (brute - dist).max() < 0.05 * brute.max()
-    assert torch.allclose(bary.sum(1), torch.ones(300, dtype=torch.float64)) and bary.min() >= 0
-
-
-def test_quaternion_and_polar_roundtrips():
-    rotations = _random_rotations(200)
-    quats = geometry.matrix_to_quat(rotations)
-    assert torch.allclose(geometry.quat_to_matrix(quats), rotations, atol=1e-5)
-    stretch = torch.diag_embed(torch.rand(200, 3) + 0.5)
-    assert torch.allclose(geometry.polar_rotation(rotations @ stretch), rotations, atol=1e-4)
-    q1, q2 = geometry.matrix_to_quat(rotations[:100]), geometry.matrix_to_quat(rotations[100:])
-    product = geometry.quat_to_matrix(geometry.quat_multiply(q1, q2))
-    assert torch.allclose(product, rotations[:100] @ rotations[100:], atol=1e-5)
 
 
 def test_ssim_matches_scikit_image():
@@ -76,12 +51,12 @@ def test_deformation_init_recovers_a_rigid_expression():
     bary = bary / bary.sum(1, keepdim=True)
     surface = (vertices[faces[face_ids]] * bary[..., None]).sum(1)
     means = surface + 0.01 * torch.randn(50, 3, generator=generator)  # off the surface
-    quats = geometry.matrix_to_quat(_random_rotations(50, seed=4))
+    quats = matrix_to_quat(_random_rotations(50, seed=4))
     init = deform.initial_deltas(means, quats, face_ids, bary, vertices, faces, dirs, rotations)
     assert torch.allclose(init["means"][:, 0], means @ rotation.T - means, atol=1e-5)
-    expected_q = geometry.quat_multiply(geometry.matrix_to_quat(rotation).expand(50, 4), quats)
+    expected_q = quat_multiply(matrix_to_quat(rotation).expand(50, 4), quats)
     got = init["quats"][:, 0] + quats
-    assert torch.allclose(geometry.quat_to_matrix(got), geometry.quat_to_matrix(expected_q), atol=1e-5)
+    assert torch.allclose(quat_to_matrix(got), quat_to_matrix(expected_q), atol=1e-5)
 
 
 def test_consistency_scale_is_eq2():
@@ -163,8 +138,8 @@ def test_blend_and_skin_match_the_numpy_reference():
     assert np.abs(fast["means"].numpy() - expected).max() < 1e-5
     positions = animator.positions(torch.tensor(expressions).float(), transforms)
     assert np.abs(positions.numpy() - expected).max() < 1e-5
-    fast_rotation = geometry.quat_to_matrix(fast["quats"])
-    same_rotation = fast_rotation @ geometry.quat_to_matrix(posed.quats).transpose(1, 2)
+    fast_rotation = quat_to_matrix(fast["quats"])
+    same_rotation = fast_rotation @ quat_to_matrix(posed.quats).transpose(1, 2)
     assert torch.allclose(same_rotation, torch.eye(3).expand_as(same_rotation), atol=1e-4)
 
 

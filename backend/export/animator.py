@@ -26,7 +26,7 @@ import warnings
 
 import torch
 
-from ..train.geometry import matrix_to_quat
+from ..geometry.rotations import matrix_to_quat, quat_multiply
 
 # Blended property -> number of channels, in channel order.
 LAYOUT = (("means", 3), ("log_scales", 3), ("quats", 4), ("opacity_logits", 1), ("sh_dc", 3))
@@ -172,7 +172,7 @@ class Animator:
         posed_means = _apply_rows(per_gaussian[:12].view(3, 4, -1), channels[SLICES["means"]])
         channels[SLICES["means"]] = posed_means
         if channels.shape[0] >= SLICES["quats"].stop:
-            quats = _quat_multiply_rows(per_gaussian[12:], channels[SLICES["quats"]])
+            quats = quat_multiply(per_gaussian[12:], channels[SLICES["quats"]], dim=0)
             squared = quats[0] * quats[0]
             for row in quats[1:]:
                 squared.addcmul_(row, row)
@@ -212,17 +212,6 @@ def _apply_rows(maps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     for b in range(width):
         out.addcmul_(maps[:, b], rows[b])
     return out
-
-
-def _quat_multiply_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Hamilton product a * b of channel-major quaternions (wxyz rows). (4, N), (4, N) -> 4 x (N,)."""
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    w = (aw * bw).addcmul_(ax, bx, value=-1).addcmul_(ay, by, value=-1).addcmul_(az, bz, value=-1)
-    x = (aw * bx).addcmul_(ax, bw).addcmul_(ay, bz).addcmul_(az, by, value=-1)
-    y = (aw * by).addcmul_(ax, bz, value=-1).addcmul_(ay, bw).addcmul_(az, bx)
-    z = (aw * bz).addcmul_(ax, by).addcmul_(ay, bx, value=-1).addcmul_(az, bw)
-    return w, x, y, z
 
 
 def _views(channels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..geometry.rotations import quat_to_matrix
+
 LOW_PASS = 0.3          # px^2 added to the 2D covariance's diagonal
 EXTENT_SIGMAS = 3.33    # box half-size in standard deviations (gsplat's GAUSSIAN_EXTEND)
 NEAR_PLANE = 0.01       # metres, as gsplat's default
@@ -45,22 +47,6 @@ class Projected:
     extents: torch.Tensor
 
 
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices from (w, x, y, z) quaternions, normalized first.
-
-    Args:
-        quats: (N, 4).
-
-    Returns:
-        (N, 3, 3).
-    """
-    w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
-    rows = [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]
-    return torch.stack(rows, dim=-1).reshape(quats.shape[0], 3, 3)
-
-
 def covariance_3d(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """Sigma = R S S^T R^T.
 
@@ -70,7 +56,7 @@ def covariance_3d(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     Returns:
         (N, 3, 3) symmetric covariances.
     """
-    rs = quat_to_rotmat(quats) * scales[:, None, :]  # R S
+    rs = quat_to_matrix(quats) * scales[:, None, :]  # R S
     return rs @ rs.transpose(1, 2)
 
 

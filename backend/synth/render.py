@@ -9,8 +9,9 @@ import torch
 
 from ..fileio import ensure_writable_folder, write_image, write_json
 from ..formats import tracking as tracking_format
+from ..geometry.raster import project, rasterize
+from ..headmodel.lbs import skin_points
 from .performance import make_performance
-from .raster import project, rasterize
 from .subject import CAVITY, Subject, albedo, build_subject, shading
 
 BACKGROUND = (0.62, 0.64, 0.66)
@@ -27,16 +28,11 @@ def camera(size: int, center: np.ndarray, distance: float = 0.65) -> tuple[np.nd
     return viewmat.astype(np.float32), intrinsics.astype(np.float32)
 
 
-def skin_points(points: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
-    """LBS of rest points (P, 3) with weights (P, J) and transforms (J, 4, 4)."""
-    blended = torch.einsum("pj,jab->pab", weights, transforms)
-    return (blended[:, :3, :3] @ points[:, :, None]).squeeze(-1) + blended[:, :3, 3]
-
-
 def render_frame(subject: Subject, posed_head: torch.Tensor, transforms: torch.Tensor,
                  viewmat: torch.Tensor, intrinsics: torch.Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One frame: RGB (S, S, 3) uint8 on the background and mask (S, S) uint8."""
-    extra = skin_points(subject.vertices[subject.n_head:], subject.lbs_weights[subject.n_head:], transforms)
+    extra = skin_points(subject.vertices[None, subject.n_head:], subject.lbs_weights[subject.n_head:],
+                        transforms[None])[0]
     posed = torch.cat([posed_head, extra])
     big = size * SUPERSAMPLE
     scaled_k = intrinsics.clone()

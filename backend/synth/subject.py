@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..geometry.triangles import vertex_normals
 from ..tracking import regions
-from ..train.geometry import vertex_normals
-from ..train.mouth import _back_of_head_weights, mouth_landmarks
+from ..train.mouth import back_of_head_weights, mouth_landmarks
 
 # Part labels of the vertices.
 HEAD, EYE, TEETH, CAVITY = 0, 1, 2, 3
@@ -48,7 +48,7 @@ def build_subject(head, neutral: torch.Tensor, rest_joints: torch.Tensor) -> Sub
     parts = torch.where(weights[:, 3:].max(dim=1).values > 0.5, EYE, HEAD)
     center, width = mouth_landmarks(_with_vertices(head, neutral))
     blocks = [(neutral, head.faces.long(), parts, weights)]
-    upper_w = _back_of_head_weights(_with_vertices(head, neutral))
+    upper_w = back_of_head_weights(_with_vertices(head, neutral))
     lower_w = weights[int(weights[:, 2].argmax())]
     n = len(neutral)
     for sign, w in ((1.0, upper_w), (-1.0, lower_w)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import matrix_to_quat, polar_rotation, quat_multiply
+from ..geometry.rotations import matrix_to_quat, polar_rotation, quat_multiply
 
 
 def _frames(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

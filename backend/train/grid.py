@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import incident_faces, nearest_triangles
+from ..geometry.triangles import incident_faces, nearest_triangles
 
 
 class SurfaceGrid:

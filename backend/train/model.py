@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry import matrix_to_quat, quat_multiply
+from ..geometry.rotations import matrix_to_quat, quat_multiply
 from .sh import eval_sh
 
 PARAMETERS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest",

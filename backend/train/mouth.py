@@ -89,7 +89,7 @@ def teeth_billboards(head, n_points: int, seed: int = 0) -> dict[str, torch.Tens
     upper = torch.zeros(len(means), dtype=torch.bool, device=means.device)
     upper[:half] = True
     weights = torch.empty(len(means), head.lbs_weights.shape[1], device=means.device)
-    weights[upper] = _back_of_head_weights(head)
+    weights[upper] = back_of_head_weights(head)
     weights[~upper] = head.lbs_weights[int(head.lbs_weights[:, 2].argmax())]
     volume = MouthVolume(center=(center + torch.tensor([0.0, 0.0, -depth - 0.2 * width],
                                                        device=center.device)),
@@ -97,7 +97,7 @@ def teeth_billboards(head, n_points: int, seed: int = 0) -> dict[str, torch.Tens
     return {"means": means, "lbs_weights": weights, "upper": upper, "volume": volume}
 
 
-def _back_of_head_weights(head) -> torch.Tensor:
+def back_of_head_weights(head) -> torch.Tensor:
     """Skinning weights of the back-most vertex above the mouth (rigid with the skull)."""
     verts = head.v_template
     above = verts[:, 1] > verts[:, 1].median()

@@ -119,7 +119,7 @@ def posed_mesh(trainer, index: int) -> torch.Tensor:
 def depth_buffer(vertices: torch.Tensor, faces: torch.Tensor, viewmat: torch.Tensor,
                  intrinsics: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Depth (H, W) of the nearest front-facing triangle per pixel, inf where there is none."""
-    from ..synth.raster import project, rasterize
+    from ..geometry.raster import project, rasterize
 
     screen = project(vertices.cpu(), viewmat.cpu(), intrinsics.cpu())
     faces = faces.cpu()
@@ -169,7 +169,7 @@ def gaussian_visibility(trainer, index: int) -> tuple[torch.Tensor, torch.Tensor
     """
     from scipy.spatial import cKDTree
 
-    from .geometry import vertex_normals
+    from ..geometry.triangles import vertex_normals
 
     cfg, data, model = trainer.config.oneshot, trainer.data, trainer.model
     expressions = torch.as_tensor(data.tracking.expressions[index], device=trainer.device).float()

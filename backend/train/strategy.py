@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..geometry.rotations import quat_to_matrix
 from .config import DensifyConfig
-from .geometry import quat_to_matrix
 from .model import PARAMETERS, GaussianBlendshapes
 
 Refresh = Callable[[torch.Tensor, dict[str, torch.Tensor]], None]

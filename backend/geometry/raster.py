@@ -1,7 +1,8 @@
-"""A small vectorized triangle rasterizer (z-buffer) in torch, for the synthetic subject.
+"""The mesh z-buffer: a small vectorized triangle rasterizer in torch.
 
-Independent of the Gaussian rasterizer on purpose: the synthetic frames are rendered from a
-mesh with a procedural texture, so the avatar has to *learn* the subject, as with a real video.
+Independent of the Gaussian rasterizer on purpose. It renders the synthetic subject (a mesh with
+a procedural texture, so the avatar has to *learn* it, as with a real video), and gives the
+exact visibility of a posed head mesh to one-shot training and photometric tracking.
 Output per pixel: the visible triangle and the perspective-correct barycentric coordinates.
 """
 
