@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..train.geometry import vertex_normals as _vertex_normals
+from ..geometry.triangles import vertex_normals as _vertex_normals
 from .landmark_head import LandmarkHead
 from .solver import LevenbergMarquardt, NormalBlocks
 
@@ -281,7 +281,7 @@ class PhotometricTerm:
 
     def update(self, x_frames: torch.Tensor, x_shared: torch.Tensor) -> None:
         """Re-estimate visibility and the texture at the current unknowns."""
-        from ..synth.raster import rasterize
+        from ..geometry.raster import rasterize
         from .fit import project
 
         problem, config, size = self.problem, self.config, self.size
