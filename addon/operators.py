@@ -53,7 +53,7 @@ def _start_build(operator, context, title: str, stop_after: str, on_done) -> set
             settings.style_strength, bpy.path.abspath(settings.exemplar_path),
             bpy.path.abspath(settings.style_model_path), bpy.path.abspath(settings.stylized_folder),
             settings.preset, settings.iterations, device, settings.frame_start,
-            settings.frame_end, settings.frame_stride, settings.size, prefs.head_model_arguments(),
+            settings.frame_end, settings.frame_stride, settings.size, **prefs.head_model_files(),
             stop_after=stop_after, refine_tracking=settings.refine_tracking,
             eye_contact=settings.eye_contact)
         argv = runner.backend_argv(prefs.backend_python(), "build", arguments)

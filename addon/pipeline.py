@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from ..backend.errors import ToonSplatError
+from ..backend.formats import options
 from . import runner
 
 
@@ -13,16 +14,18 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
                     exemplar: str = "", style_model: str = "", stylized_folder: str = "",
                     preset: str = "default", iterations: int = 0, device: str = "auto",
                     frame_start: int = 0, frame_end: int = -1, frame_stride: int = 1,
-                    size: int = 512, head_model: list[str] | None = None,
+                    size: int = 512, head_model: str = "builtin", landmark_embedding: str = "",
                     stop_after: str = "", refine_tracking: bool = False,
                     eye_contact: str = "") -> list[str]:
-    """Arguments of ``python -m backend build`` (after the command name); ``stop_after`` names
-    the last stage to run (``prepare``: check the tracking before the long part);
-    ``refine_tracking`` adds the photometric refinement of the tracking; ``eye_contact``
-    ("A-B") names the frames in which the person looks into the lens.
+    """Arguments of ``python -m backend build`` (after the command name), written from the
+    backend's own ``BuildOptions``; ``stop_after`` names the last stage to run (``prepare``:
+    check the tracking before the long part); ``refine_tracking`` adds the photometric
+    refinement of the tracking; ``eye_contact`` ("A-B") names the frames in which the person
+    looks into the lens.
 
     Raises:
-        ToonSplatError: the video or a file the style needs is missing.
+        ToonSplatError: the video or a file the style needs is missing, or a setting the backend
+            does not know.
     """
     if not video or not os.path.exists(video):
         raise ToonSplatError(f"video not found: {video!r}; choose a video file or image folder "
@@ -30,23 +33,25 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
     needs = {"exemplar": exemplar, "model": style_model, "folder": stylized_folder}
     if style in needs and not (needs[style] and os.path.exists(needs[style])):
         raise ToonSplatError(f"the '{style}' style needs its {style} path; set it in the Style panel")
-    arguments = ["--video", video, "--out", out_dir, "--style", style, "--preset", preset,
-                 "--device", device, "--size", str(size)]
-    optional = (("--style-strength", f"{style_strength:g}", style_strength != 0.8),
-                ("--frame-start", str(frame_start), frame_start != 0),
-                ("--frame-end", str(frame_end), frame_end >= 0),
-                ("--frame-stride", str(frame_stride), frame_stride != 1),
-                ("--iters", str(iterations), iterations > 0),
-                ("--exemplar", exemplar, style == "exemplar"),
-                ("--style-model", style_model, style == "model"),
-                ("--stylized-folder", stylized_folder, style == "folder"),
-                ("--stop-after", stop_after, bool(stop_after)),
-                ("--refine-tracking", "photometric", refine_tracking),
-                ("--eye-contact", eye_contact.strip(), bool(eye_contact.strip())))
-    for flag, value, wanted in optional:
-        if wanted:
-            arguments += [flag, value]
-    return arguments + list(head_model or [])
+    if preset not in options.TRAIN_PRESETS:
+        raise ToonSplatError(f"unknown training preset {preset!r}; one of "
+                             f"{', '.join(options.TRAIN_PRESETS)}")
+    track = options.TrackOptions(head_model=head_model,
+                                 landmark_embedding=landmark_embedding or None,
+                                 refine="photometric" if refine_tracking else "none",
+                                 eye_contact=eye_contact.strip() or None)
+    build = options.BuildOptions(
+        out=out_dir, exemplar=exemplar if style == "exemplar" else None,
+        style_model=style_model if style == "model" else None,
+        stylized_folder=stylized_folder if style == "folder" else None,
+        frame_start=frame_start, frame_end=max(frame_end, -1), frame_stride=frame_stride,
+        stop_after=stop_after or None,
+        prepare=options.PrepareOptions(video=video, size=size, track=track),
+        style=options.StyleOptions(style=style,
+                                   strength=None if style_strength == 0.8 else style_strength),
+        train=options.TrainOptions(preset=preset, iters=iterations if iterations > 0 else None,
+                                   device=device))
+    return options.to_argv(build, options.BUILD)
 
 
 def export_arguments(avatar_path: str, out_path: str, export_format: str,

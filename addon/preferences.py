@@ -81,13 +81,14 @@ class ToonSplatPreferences(bpy.types.AddonPreferences):
     def work(self) -> str:
         return bpy.path.abspath(self.work_folder) if self.work_folder else default_work_folder()
 
-    def head_model_arguments(self) -> list[str]:
+    def head_model_files(self) -> dict[str, str]:
+        """``head_model`` and ``landmark_embedding`` for ``pipeline.build_arguments``."""
         if self.head_model == "builtin":
-            return ["--head-model", "builtin"]
-        arguments = ["--head-model", bpy.path.abspath(self.flame_path)]
+            return {"head_model": "builtin"}
+        files = {"head_model": bpy.path.abspath(self.flame_path)}
         if self.landmark_embedding:
-            arguments += ["--landmark-embedding", bpy.path.abspath(self.landmark_embedding)]
-        return arguments
+            files["landmark_embedding"] = bpy.path.abspath(self.landmark_embedding)
+        return files
 
 
 def base_python() -> str:

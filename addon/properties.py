@@ -6,14 +6,14 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 STYLES = [("toon", "Toon", "Flat colours and ink edges (built-in, no weights)"),
-          ("sketch", "Sketch", "Pencil-like strokes (built-in, no weights)"),
           ("exemplar", "Exemplar", "Transfer the colours of an exemplar image"),
           ("model", "Model File", "A TorchScript or ONNX image-to-image model you provide"),
           ("folder", "Frames Folder", "Frames you already stylized, same names as the frames"),
           ("none", "None", "No stylization (a photoreal avatar)")]
-PRESETS = [("fast", "Fast", "Few iterations, for a first look"),
-           ("default", "Default", "The papers' settings, scaled to the video"),
-           ("quality", "Quality", "More iterations and Gaussians")]
+PRESETS = [("default", "Default", "gpu-paper on a CUDA GPU, cpu-fast otherwise"),
+           ("cpu-fast", "CPU Fast", "The schedule for a CPU: fewer Gaussians and iterations"),
+           ("gpu-paper", "GPU Paper", "The papers' settings (CUDA GPU)"),
+           ("tiny", "Tiny", "A few hundred iterations, for a first look")]
 
 
 class ToonSplatSettings(bpy.types.PropertyGroup):

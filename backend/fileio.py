@@ -1,4 +1,5 @@
-"""Atomic file writing for everything that is not a contract file: JSON reports, images, bytes.
+"""Atomic file writing for everything that is not a contract file (JSON reports, images, bytes),
+and the PNG reader and writer of frames and masks.
 
 Every writer here writes a temporary file in the target's folder and renames it over the target,
 so a failure (crash, Ctrl-C, full disk) never leaves a half-written output behind.
@@ -80,6 +81,36 @@ def write_image(path: str | os.PathLike, image: Any) -> None:
     image_format = Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower())
     with atomic_path(path) as tmp:
         image.save(tmp, format=image_format)
+
+
+def write_png(path: str | os.PathLike, image: Any) -> None:
+    """Write an (H, W, 3) RGB or (H, W) gray uint8 array as PNG, atomically (no fsync: thousands
+    of frames; a crash still leaves no half-written PNG).
+
+    OpenCV's encoder at compression level 1 with the run-length strategy: about 40% smaller than
+    raw and several times faster to write than the default level.
+    """
+    import cv2
+    import numpy as np
+
+    array = np.ascontiguousarray(image[..., ::-1] if image.ndim == 3 else image)
+    ok, buffer = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1,
+                                              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+    if not ok:
+        raise InputError(f"could not encode {path} as PNG")
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(buffer.tobytes())
+
+
+def read_png(path: str | os.PathLike, gray: bool = False) -> Any:
+    """An image file as (H, W, 3) RGB or (H, W) gray uint8 (alpha dropped, 16 bits scaled)."""
+    import cv2
+    import numpy as np
+
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"cannot read the image {path}; it is missing or not an image")
+    return image if gray else np.ascontiguousarray(image[..., ::-1])
 
 
 def _jsonable(value: Any) -> Any:

@@ -58,7 +58,7 @@ def run(arguments):
         build_arguments = pipeline.build_arguments(
             os.path.abspath(args.video), work, style=args.style, preset=args.preset,
             iterations=args.iters, device=args.device, size=args.size,
-            head_model=["--head-model", args.head_model])
+            head_model=args.head_model)
         avatar_path, tracking_path = batch.run_build(build_arguments, args.python or default_python(),
                                                      work, args.timeout)
     imported = batch.import_results(avatar_path, tracking_path, splats=not args.no_splats)

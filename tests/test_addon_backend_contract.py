@@ -39,13 +39,16 @@ def test_build_arguments_parse_with_the_backend(addon_pipeline, tmp_path, style,
     arguments = addon_pipeline.build_arguments(
         str(video), str(tmp_path / "out"), style=style, style_strength=0.5, preset="default",
         iterations=100, device="cpu", frame_start=3, frame_end=50, frame_stride=2, size=256,
-        head_model=["--head-model", "builtin"], **extra)
+        head_model="builtin", **extra)
     args = _parse("build", arguments)
     assert args.video == str(video) and args.iters == 100 and args.size == 256
     assert (args.frame_start, args.frame_end, args.frame_stride) == (3, 50, 2)
-    from backend.pipeline.cli import style_spec
+    from backend.formats.options import BUILD, BuildOptions, from_args
+    from backend.pipeline.build import style_spec
 
-    spec = style_spec(args)
+    options = from_args(BuildOptions, args, BUILD)
+    assert options.style.strength == 0.5 and options.train.iters == 100
+    spec = style_spec(options)
     assert spec == style or spec.endswith(":" + str(tmp_path))
 
 
@@ -62,15 +65,19 @@ def test_tracking_options_reach_prepare(addon_pipeline, tmp_path):
     video.write_bytes(b"not decoded here")
     args = _parse("build", addon_pipeline.build_arguments(str(video), str(tmp_path / "out"),
                                                           refine_tracking=True, eye_contact=" 0-24 "))
-    assert args.refine_tracking == "photometric" and args.eye_contact == "0-24"
+    assert args.refine == "photometric" and args.eye_contact == "0-24"
     plain = _parse("build", addon_pipeline.build_arguments(str(video), str(tmp_path)))
-    assert plain.refine_tracking == "none" and plain.eye_contact is None
-    from backend.pipeline.build import BuildContext, _prepare_argv
+    assert plain.refine == "none" and plain.eye_contact is None
+    from backend.formats.options import BUILD, BuildOptions, from_args, to_argv
+    from backend.pipeline.build import Build
 
-    ctx = BuildContext(out=str(tmp_path), source=["--video", str(video)], refine_tracking="photometric",
-                       eye_contact="0-24")
-    prepare = _parse("prepare", _prepare_argv(ctx))
-    assert prepare.refine == "photometric" and prepare.eye_contact == "0-24"
+    options = from_args(BuildOptions, args, BUILD)
+    prepare = Build(options, str(tmp_path)).prepare_options()
+    assert prepare.track.refine == "photometric" and prepare.track.eye_contact == "0-24"
+    assert prepare.video == str(video) and prepare.out == str(tmp_path / "data")
+    # The stage's own command takes the same options back from its flags.
+    reparsed = _parse("prepare", to_argv(prepare))
+    assert reparsed.refine == "photometric" and reparsed.eye_contact == "0-24"
 
 
 @pytest.mark.parametrize("export_format, command", [("ply", "export"), ("video", "render")])

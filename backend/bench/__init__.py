@@ -27,8 +27,9 @@ BENCHES: dict[str, tuple[str, str, str]] = {
     "head-model": (".headmodel.bench", "run", "head-model forward for a batch of 256 on CPU (ms)"),
     "raster": (".render.bench", "run", "render a head-sized cloud, forward and backward (s)"),
     "stylize": (".stylize.bench", "run", "built-in styles on a 512 x 512 face video (fps)"),
-    "track": (".tracking.bench", "run", "prepare end to end at 512, plus landmarks and fit alone (fps)"),
-    "track-accuracy": (".tracking.bench", "run_accuracy",
+    "track": (".pipeline.bench_tracking", "run",
+              "prepare end to end at 512, plus landmarks and fit alone (fps)"),
+    "track-accuracy": (".pipeline.bench_tracking", "run_accuracy",
                        "prepare on the rendered synthetic subject against its truth (px, deg, mm)"),
 }
 

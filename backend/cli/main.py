@@ -21,14 +21,14 @@ import traceback
 
 from .. import __version__
 from ..errors import ToonSplatError
-from ..progress import MODES, Progress, ProgressLogHandler
+from ..progress import MODES, Progress, ProgressLogHandler, hide_native_logs
 
 # name -> (module, help). Order is the order shown in --help: the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": (".cli.info", "summarize an avatar or tracking file"),
     "demo": (".pipeline.demo", "run the built-in demo end to end on built-in defaults"),
     "synth": (".synth.cli", "render a synthetic test subject with exact tracking"),
-    "prepare": (".ingest.cli", "ingest a video/images and track the head (issue 6)"),
+    "prepare": (".pipeline.prepare", "ingest a video/images and track the head"),
     "evaluate-tracking": (".tracking.evaluate", "accuracy of a prepared tracking against a synth truth"),
     "stylize": (".stylize.cli", "stylize prepared frames, Stage 1: toon, exemplar, models, frames"),
     "train": (".train.cli", "train Gaussian blendshapes, Stage 2"),
@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": (".export.cli", "render an avatar driven by a tracking file"),
     "export": (".export.cli", "export an avatar as 3DGS PLY and other formats"),
     "bench": (".cli.bench", "run a benchmark; prints one JSON line per measurement"),
-    "head-model": (".headmodel.cli", "inspect, convert and preview head models (issue 3)"),
+    "head-model": (".headmodel.cli", "inspect, convert and preview head models"),
 }
 
 log = logging.getLogger("toonsplat")
@@ -90,6 +90,7 @@ def _setup_logging(progress: Progress, level: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.ERROR if progress.mode == "quiet" else level.upper())
     log.propagate = False
+    hide_native_logs(progress.mode == "quiet" or level != "debug")  # mediapipe's C++ chatter
 
 
 def _raise_keyboard_interrupt(signum, frame):

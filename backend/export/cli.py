@@ -28,24 +28,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress) -> int:
+    if args.command == "render":
+        render_reenactment(args.avatar, args.tracking, args.out, progress, size=args.size)
+    else:
+        export_ply(args.avatar, args.out, progress, tracking_path=args.tracking, frame=args.frame)
+    return 0
+
+
+def render_reenactment(avatar_path: str, tracking_path: str, out: str, progress,
+                       size: int | None = None) -> int:
+    """The avatar driven by every frame of a tracking, as a video; returns the frame count."""
     from ..formats import avatar as avatar_format
     from ..formats import tracking as tracking_format
     from . import reenact
 
-    avatar = avatar_format.read(args.avatar)
-    tracking = tracking_format.read(args.tracking) if args.tracking else None
-    if tracking is not None:
-        reenact.check_compatible(avatar, tracking, args.tracking)
-    if args.command == "render":
-        progress.stage("render", f"{tracking.n_frames} frames", total=tracking.n_frames)
-        count = reenact.render_video(avatar, tracking, args.out, size=args.size, progress=progress)
-        progress.result(f"rendered {count} frames", path=os.path.abspath(args.out))
-        return 0
+    avatar = avatar_format.read(avatar_path)
+    tracking = tracking_format.read(tracking_path)
+    reenact.check_compatible(avatar, tracking, tracking_path)
+    progress.stage("render", f"{tracking.n_frames} frames", total=tracking.n_frames)
+    count = reenact.render_video(avatar, tracking, out, size=size, progress=progress)
+    progress.result(f"rendered {count} frames", path=os.path.abspath(out))
+    return count
+
+
+def export_ply(avatar_path: str, out: str, progress, tracking_path: str | None = None,
+               frame: int = 0) -> None:
+    """The avatar as a standard 3DGS PLY: neutral, or posed by one frame of a tracking."""
+    from ..formats import avatar as avatar_format
+    from ..formats import tracking as tracking_format
+    from . import reenact
     from .ply import write_ply
 
-    arrays = reenact.frame_ply_arrays(avatar, tracking, args.frame)
-    write_ply(args.out, **arrays)
-    what = "neutral avatar" if tracking is None else f"frame {args.frame}"
+    avatar = avatar_format.read(avatar_path)
+    tracking = tracking_format.read(tracking_path) if tracking_path else None
+    if tracking is not None:
+        reenact.check_compatible(avatar, tracking, tracking_path)
+    arrays = reenact.frame_ply_arrays(avatar, tracking, frame)
+    write_ply(out, **arrays)
+    what = "neutral avatar" if tracking is None else f"frame {frame}"
     progress.result(f"3DGS PLY of the {what}: {len(arrays['means'])} Gaussians",
-                    path=os.path.abspath(args.out))
-    return 0
+                    path=os.path.abspath(out))

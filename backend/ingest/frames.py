@@ -1,4 +1,4 @@
-"""``prepare``: a video, image folder or portrait in; the prepared-data folder out.
+"""Ingest: a video, image folder or portrait in; cropped frames, masks and landmarks out.
 
 Two streaming passes over the source, so memory stays bounded whatever the video's length:
 
@@ -7,54 +7,27 @@ Two streaming passes over the source, so memory stays bounded whatever the video
 2. crop: full-resolution frames cut to the crops at ``size``; FaceMesh again on the crop (more
    pixels on the face), a foreground mask, and the frame and mask PNGs written by a writer thread.
 
-Then the landmarks are cleaned (spikes dropped, gaps filled, zero-phase One-Euro smoothing), the
-head model is fitted to all frames at once, and tracking.npz, QA strips and prepare.json written.
+Then the landmarks are cleaned (spikes dropped, gaps filled, zero-phase One-Euro smoothing). The
+head-model fit that follows is tracking's (``backend/pipeline/prepare.py`` runs both).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import ensure_writable_folder, write_json
+from ..fileio import ensure_writable_folder
+from ..formats.options import PrepareOptions
+from ..formats.prepared import FRAMES, MASKS, PreparedData
 from . import crop as crops
-from .sources import Selection, open_source
+from .sources import Selection, SourceInfo, open_source
 
 log = logging.getLogger("toonsplat")
-
-
-@dataclass
-class PrepareOptions:
-    """What ``prepare`` does; the command-line flags map one to one."""
-
-    video: str | None = None
-    images: str | None = None
-    image: str | None = None
-    out: str = "prepared"
-    head_model: str = "builtin"
-    landmark_embedding: str | None = None  # FLAME: mediapipe_landmark_embedding.npz
-    n_expressions: int = 50
-    start: float = 0.0
-    end: float | None = None
-    stride: int = 1
-    size: int = 512
-    fps: float = 25.0                 # frame rate assumed for image folders
-    masks: str | None = None          # user mask folder instead of selfie segmentation
-    detect_size: int = 640            # long side of the frames of the detection pass
-    crop_scale: float = crops.DEFAULT_SCALE
-    focal: float | None = None        # source focal length in pixels; default 0.9 x long side
-    min_face_fraction: float = 0.3    # error below this fraction of frames with a face
-    fit_iterations: int | None = None  # most Levenberg-Marquardt steps (None: FitConfig's)
-    refine: str = "none"              # "photometric": align to the pixels after the landmark fit
-    eye_contact: str | None = None    # "A-B": prepared frames in which the person looks into the lens
-    qa: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -66,45 +39,40 @@ class Landmarks:
     valid: np.ndarray    # (T,) bool, found and not an outlier
 
 
-def prepare(options: PrepareOptions, progress) -> dict:
-    """Run the whole ingest + tracking stage; returns the prepare.json report."""
+@dataclass
+class Ingested:
+    """What ingest hands to tracking: the source, the kept frames and their crops, landmarks."""
+
+    info: SourceInfo
+    frames: dict              # {"indices": (T,), "timestamps": (T,), "names": [T]}
+    crop_boxes: np.ndarray    # (T, 3) centre x, centre y, side in source pixels
+    intrinsics: np.ndarray    # (T, 3, 3) crop intrinsics from the assumed source focal length
+    landmarks: Landmarks
+    single_image: bool        # unrelated images (a portrait, an image folder): no temporal terms
+    timings: dict
+
+
+def ingest(options: PrepareOptions, data: PreparedData, progress) -> Ingested:
+    """Detect, crop, segment and find landmarks; writes frames/ and masks/ of ``data``."""
     started = time.perf_counter()
-    out = ensure_writable_folder(options.out)
-    single = bool(options.image)
     source = open_source(options.video, options.images, options.image,
                          Selection(options.start, options.end, options.stride), options.fps)
+    static = source.info.kind != "video"
     progress.stage("detect", f"finding the face in {source.info.path}")
-    frames, boxes = detect_pass(source, options, progress, static=source.info.kind != "video")
+    frames, boxes = detect_pass(source, options, progress, static=static)
     timings = {"detect_s": time.perf_counter() - started}
     crop_boxes = crops.stable_crop_boxes(boxes, frames["timestamps"], options.crop_scale,
-                                         sigma_s=0.0 if source.info.kind != "video" else 0.25)
-    if source.info.kind == "images" or single:
+                                         sigma_s=0.0 if static else 0.25)
+    if static:
         crop_boxes = _per_image_boxes(boxes, crop_boxes, options.crop_scale)
     progress.stage("crop", f"cropping {len(crop_boxes)} frames to {options.size} px")
     stamp = time.perf_counter()
-    landmarks = crop_pass(source, crop_boxes, frames, options, out, progress)
+    landmarks = crop_pass(source, crop_boxes, frames, options, data, progress)
     timings["crop_s"] = time.perf_counter() - stamp
-    from ..tracking import pipeline
-
-    progress.stage("fit", "fitting the head model to the landmarks")
-    stamp = time.perf_counter()
-    focal = options.focal or 0.9 * max(source.info.width, source.info.height)
+    focal = options.track.focal or 0.9 * max(source.info.width, source.info.height)
     principal = np.array([source.info.width / 2, source.info.height / 2])
     intrinsics = crops.crop_intrinsics(focal, principal, crop_boxes, options.size)
-    summary = pipeline.fit_and_write(out, options, source.info, frames, landmarks, intrinsics,
-                                     single_image=single or source.info.kind == "images",
-                                     progress=progress)
-    timings["fit_s"] = time.perf_counter() - stamp
-    timings["total_s"] = time.perf_counter() - started
-    report = {"source": asdict(source.info), "options": asdict(options),
-              "frames": len(crop_boxes), "crop_boxes": np.round(crop_boxes, 2).tolist(),
-              "faces_found": int(landmarks.found.sum()), "valid": int(landmarks.valid.sum()),
-              "timings": timings, "fps_end_to_end": len(crop_boxes) / timings["total_s"],
-              **summary}
-    write_json(os.path.join(out, "prepare.json"), report)
-    progress.result(f"prepared {len(crop_boxes)} frames ({report['valid']} with a face) in "
-                    f"{timings['total_s']:.1f} s", path=out)
-    return report
+    return Ingested(source.info, frames, crop_boxes, intrinsics, landmarks, static, timings)
 
 
 def detect_pass(source, options: PrepareOptions, progress, static: bool):
@@ -162,14 +130,14 @@ def _check_faces(found: np.ndarray, path: str, min_fraction: float) -> None:
     check_enough_faces(found, path, min_fraction)
 
 
-def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOptions, out: str,
-              progress) -> Landmarks:
+def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOptions,
+              data: PreparedData, progress) -> Landmarks:
     """Pass 2: crops, landmarks on the crops, masks; frames/ and masks/ written as it goes."""
     from ..tracking import landmarks as marks
     from .masks import SelfieSegmenter, UserMasks
 
-    frames_dir = ensure_writable_folder(os.path.join(out, "frames"))
-    masks_dir = ensure_writable_folder(os.path.join(out, "masks"))
+    ensure_writable_folder(data.folder(FRAMES))
+    ensure_writable_folder(data.folder(MASKS))
     user_masks = UserMasks(options.masks) if options.masks else None
     segmenter = None if user_masks else SelfieSegmenter()
     total = len(crop_boxes)
@@ -192,7 +160,7 @@ def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOpti
                     mask = crops.crop_image(full, crop_boxes[t], options.size)
                 else:
                     mask = segmenter(image)
-                pending.append(writer.submit(_write_pair, frames_dir, masks_dir, t, image, mask,
+                pending.append(writer.submit(_write_pair, data, t, image, mask,
                                              user_masks is None))
                 if len(pending) > 8:
                     pending.pop(0).result()
@@ -207,18 +175,18 @@ def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOpti
                             static)
 
 
-def _write_pair(frames_dir: str, masks_dir: str, t: int, image: np.ndarray, mask: np.ndarray,
+def _write_pair(data: PreparedData, t: int, image: np.ndarray, mask: np.ndarray,
                 refine: bool) -> None:
     """Writes a crop and its mask (a segmentation's mask with its edges refined first: this runs
     on the writer thread, next to mediapipe on the main one)."""
-    from .imageio import write_png
+    from ..fileio import write_png
     from .masks import refine_edges
 
     if refine:
         mask = refine_edges(image, mask)
 
-    write_png(os.path.join(frames_dir, f"{t:06d}.png"), image)
-    write_png(os.path.join(masks_dir, f"{t:06d}.png"), mask)
+    write_png(data.image_path(FRAMES, t), image)
+    write_png(data.image_path(MASKS, t), mask)
 
 
 def _clean_landmarks(points: np.ndarray, found: np.ndarray, times: np.ndarray,

@@ -78,8 +78,9 @@ def run(args) -> Iterator[BenchRecord]:
 
 def _prepare_case(case: str, frames: list[np.ndarray], device: str) -> Iterator[BenchRecord]:
     """``prepare`` on a video of ``frames`` at 512: wall and CPU throughput, and the fit alone."""
-    from ..ingest.prepare import PrepareOptions, prepare
+    from ..formats.options import PrepareOptions
     from ..progress import Progress
+    from .prepare import prepare
 
     with tempfile.TemporaryDirectory() as folder:
         video = os.path.join(folder, "bench.mp4")
@@ -95,7 +96,7 @@ def _prepare_case(case: str, frames: list[np.ndarray], device: str) -> Iterator[
 
 
 def run_accuracy(args) -> Iterator[BenchRecord]:
-    """Bench ``track-accuracy``: the issue's accuracy measurement in one command.
+    """Bench ``track-accuracy``: the tracking accuracy measurement in one command.
 
     Renders the synthetic subject (seed 0, 40 frames at 512; 12 with --quick), runs ``prepare``
     with the default focal guess (case ``synth-512``), with the true focal length (case
@@ -108,11 +109,13 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
     (mm); the refined case also reports its speed (fps).
     """
     from ..formats import tracking as tracking_format
+    from ..formats.options import PrepareOptions, TrackOptions
+    from ..formats.prepared import PreparedData
     from ..headmodel import load_head_model
-    from ..ingest.prepare import PrepareOptions, prepare
     from ..progress import Progress
     from ..synth.render import synthesize
-    from .evaluate import evaluate
+    from ..tracking.evaluate import evaluate
+    from .prepare import prepare
 
     device, frames = cpu_device_name(), 12 if getattr(args, "quick", False) else 40
     model = load_head_model("builtin")
@@ -121,21 +124,22 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
         synthesize(synth, n_frames=frames, size=512, seed=0)
         contact = frames // 4
         synthesize(synth + "-contact", n_frames=frames, size=512, seed=0, eye_contact=contact)
-        focal = float(tracking_format.read(os.path.join(synth, "tracking.npz")).intrinsics[0, 0, 0])
+        focal = float(tracking_format.read(PreparedData(synth).tracking).intrinsics[0, 0, 0])
         cases = (("synth-512", None, "none", ""), ("synth-512-known-focal", focal, "none", ""),
                  ("synth-512-known-focal-photometric", focal, "photometric", ""),
                  ("synth-512-eye-contact-photometric", focal, "photometric", "-contact"))
         for case, known, refine, subject in cases:
             out = os.path.join(folder, case)
-            truth = tracking_format.read(os.path.join(synth + subject, "tracking.npz"))
-            report = prepare(PrepareOptions(
-                video=os.path.join(synth + subject, "video.mp4"), out=out, focal=known, qa=False,
-                refine=refine, eye_contact=f"0-{contact - 1}" if subject else None), Progress("quiet"))
+            truth = tracking_format.read(PreparedData(synth + subject).tracking)
+            track = TrackOptions(focal=known, refine=refine,
+                                 eye_contact=f"0-{contact - 1}" if subject else None)
+            report = prepare(PrepareOptions(video=os.path.join(synth + subject, "video.mp4"),
+                                            out=out, qa=False, track=track), Progress("quiet"))
             if refine != "none":
                 seconds = report["fit_timings"]["refine"]["seconds"]
                 yield BenchRecord("track-accuracy", case, "refine speed", frames / seconds, "fps",
                                   device)
-            result = evaluate(model, truth, tracking_format.read(os.path.join(out, "tracking.npz")),
+            result = evaluate(model, truth, tracking_format.read(PreparedData(out).tracking),
                               report["crop_boxes"])
             yield BenchRecord("track-accuracy", case, "reprojection", result["reprojection_px"],
                               "px", device)

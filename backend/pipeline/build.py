@@ -1,8 +1,8 @@
 """``python -m backend build``: prepare -> stylize -> train -> evaluate -> export, resumable.
 
-Each stage is run through its own command's parser and ``run`` function (so ``build`` accepts
-exactly what the stage commands accept), inside one PipelineProgress stream with an overall ETA.
-Layout of the build folder::
+Each stage runs on its own typed options (``backend/formats/options.py``), derived from the
+build's: the build sets the folders and the source, the rest is what the user gave. Layout of
+the build folder::
 
     OUT/data/           prepare's prepared-data folder (frames, masks, tracking.npz, stylized/)
     OUT/train/          train's folder (checkpoints, previews, evaluation)
@@ -14,192 +14,166 @@ Layout of the build folder::
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ..cli.main import COMMANDS, add_command_arguments
 from ..errors import InputError
+from ..formats import options as opts
+from ..formats.options import BuildOptions, PrepareOptions, StyleOptions, TrainOptions
+from ..formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData
 
 log = logging.getLogger("toonsplat")
 
 
 @dataclass
-class BuildContext:
-    out: str
-    source: list[str]            # prepare's input arguments, e.g. ["--video", "clip.mp4"]
-    style: str = "toon"
-    head_model: str = "builtin"
-    landmark_embedding: str | None = None
-    preset: str = "cpu-fast"
-    iters: int | None = None
-    size: int = 512
-    device: str = "auto"
-    style_strength: float | None = None
-    refine_tracking: str = "none"  # prepare --refine: none or photometric
-    eye_contact: str | None = None  # prepare --eye-contact A-B
+class Build:
+    """A build's folders and the options of each of its stages."""
+
+    options: BuildOptions
+    out: str                       # the build folder, absolute
 
     @property
-    def data(self) -> str:
-        return os.path.join(self.out, "data")
+    def data(self) -> PreparedData:
+        return PreparedData(os.path.join(self.out, "data"))
 
     @property
     def train_dir(self) -> str:
         return os.path.join(self.out, "train")
 
+    @property
+    def stylized(self) -> bool:
+        return self.options.style.style != "none"
+
     def path(self, *parts: str) -> str:
         return os.path.join(self.out, *parts)
 
+    def prepare_options(self) -> PrepareOptions:
+        """prepare's options: the source made absolute, the frame range in its seconds."""
+        given = self.options.prepare
+        sources = [v for v in (given.video, given.images, given.image) if v]
+        if len(sources) != 1:
+            raise InputError("give exactly one input: --video FILE, --images FOLDER or "
+                             "--image PHOTO")
+        absolute = {name: os.path.abspath(value) for name in ("video", "images", "image")
+                    if (value := getattr(given, name))}
+        start, end, stride = given.start, given.end, self.options.frame_stride
+        if given.video and (self.options.frame_start or self.options.frame_end >= 0):
+            fps = _video_fps(given.video)
+            start = round(self.options.frame_start / fps, 6)
+            if self.options.frame_end >= 0:
+                end = round((self.options.frame_end + 0.5) / fps, 6)
+        return replace(given, out=self.data.root, start=start, end=end, stride=stride, **absolute)
 
-def call_command(name: str, argv: list[str], progress) -> int:
-    """Run the ``name`` command in-process with ``argv``, as ``python -m backend name argv``."""
-    module_name, _ = COMMANDS[name]
-    module = importlib.import_module(module_name, package="backend" if __package__ is None
-                                     else __package__.rpartition(".")[0])
-    parser = argparse.ArgumentParser(prog=f"build:{name}")
-    add_command_arguments(name, module, parser)
+    def style_options(self) -> StyleOptions:
+        return replace(self.options.style, data=self.data.root, style=style_spec(self.options))
+
+    def train_options(self) -> TrainOptions:
+        from ..train.cli import resolve_preset
+
+        given = self.options.train
+        return replace(given, data=self.data.root, out=self.train_dir, resume=True,
+                       images=STYLIZED if self.stylized else FRAMES,
+                       preset=resolve_preset(given.preset, given.device))
+
+
+def style_spec(options: BuildOptions) -> str:
+    """The stylize stage's --style value: build's shorthands take their path from its flags."""
+    style = options.style.style
+    paths = {"exemplar": ("exemplar", options.exemplar, "--exemplar"),
+             "model": ("model", options.style_model, "--style-model"),
+             "folder": ("frames", options.stylized_folder, "--stylized-folder")}
+    if style in paths:
+        kind, path, flag = paths[style]
+        if not path:
+            raise InputError(f"--style {style} needs its path: pass {flag} PATH")
+        return f"{kind}:{os.path.abspath(path)}"
+    return style
+
+
+def _video_fps(path: str) -> float:
+    import av
+
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed what was wrong
-        raise InputError(f"invalid arguments for the {name} stage: {' '.join(argv)}") from exc
-    args.command, args.progress, args.log_level = name, progress.mode, "info"
-    return int(module.run(args, progress) or 0)
+        with av.open(path) as container:
+            rate = container.streams.video[0].average_rate
+    except (av.error.FFmpegError, IndexError, OSError) as exc:
+        raise InputError(f"cannot read the video {path}: {exc}") from exc
+    return float(rate) if rate else 25.0
 
 
 # -- stage functions ---------------------------------------------------------------------------
-def _count_pngs(folder: str) -> int:
-    return len([n for n in os.listdir(folder) if n.endswith(".png")]) if os.path.isdir(folder) else 0
+def _prepare(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
+    from .prepare import prepare
 
-
-def _prepare_argv(ctx: BuildContext) -> list[str]:
-    """prepare's arguments for this build."""
-    argv = [*ctx.source, "--out", ctx.data, "--head-model", ctx.head_model, "--size", str(ctx.size)]
-    if ctx.landmark_embedding:
-        argv += ["--landmark-embedding", ctx.landmark_embedding]
-    if ctx.refine_tracking != "none":
-        argv += ["--refine", ctx.refine_tracking]
-    if ctx.eye_contact:
-        argv += ["--eye-contact", ctx.eye_contact]
-    return argv
-
-
-def _prepare(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
-    call_command("prepare", _prepare_argv(ctx), progress)
-    report = _read_json_or_empty(os.path.join(ctx.data, "prepare.json"))
-    metrics = {"frames": _count_pngs(os.path.join(ctx.data, "frames"))}
+    report = prepare(build.prepare_options(), progress)
+    metrics = {"frames": build.data.count(FRAMES)}
     metrics.update({k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "frames"})
-    return ["data/frames", "data/masks", "data/tracking.npz"], metrics
+    return [f"data/{FRAMES}", f"data/{MASKS}", "data/tracking.npz"], metrics
 
 
-def _validate_prepare(ctx: BuildContext) -> None:
-    from ..formats import tracking
+def _stylize(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
+    from ..stylize.cli import stylize
 
-    track = tracking.read(os.path.join(ctx.data, "tracking.npz"))
-    frames = _count_pngs(os.path.join(ctx.data, "frames"))
-    if frames != track.n_frames:
-        raise ValueError(f"{frames} frames on disk but the tracking has {track.n_frames}")
-
-
-def _stylize(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
-    argv = ["--data", ctx.data, "--style", ctx.style]
-    if ctx.style_strength is not None:
-        argv += ["--strength", str(ctx.style_strength)]
-    call_command("stylize", argv, progress)
-    report = _read_json_or_empty(os.path.join(ctx.data, "stylize.json"))
+    report = stylize(build.style_options(), progress)
     metrics = {k: v for k, v in report.get("metrics", report).items() if isinstance(v, (int, float))}
-    return ["data/stylized"], metrics
+    return [f"data/{STYLIZED}"], metrics
 
 
-def _validate_stylize(ctx: BuildContext) -> None:
-    frames = _count_pngs(os.path.join(ctx.data, "frames"))
-    styled = _count_pngs(os.path.join(ctx.data, "stylized"))
-    if styled != frames:
-        raise ValueError(f"{styled} stylized frames for {frames} frames")
+def _train(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
+    from ..train.cli import train
 
-
-def _train(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
-    argv = ["--data", ctx.data, "--out", ctx.train_dir, "--preset", ctx.preset, "--images",
-            "stylized" if ctx.style != "none" else "frames", "--device", ctx.device, "--resume"]
-    if ctx.iters:
-        argv += ["--iters", str(ctx.iters)]
-    call_command("train", argv, progress)
-    report = _read_json_or_empty(os.path.join(ctx.train_dir, "eval", "report.json"))
+    report = train(build.train_options(), progress)["report"]
     metrics = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     return ["train/avatar.npz"], metrics
 
 
-def _validate_train(ctx: BuildContext) -> None:
+def _validate_train(build: Build) -> None:
     from ..formats import avatar
 
-    avatar.read(os.path.join(ctx.train_dir, "avatar.npz"))
+    avatar.read(os.path.join(build.train_dir, "avatar.npz"))
 
 
-def _read_json_or_empty(path: str) -> dict[str, Any]:
-    from ..errors import ToonSplatError
-    from ..fileio import read_json
-
-    if not os.path.exists(path):
-        return {}
-    try:
-        value = read_json(path)
-    except ToonSplatError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _export(ctx: BuildContext, progress) -> tuple[list[str], dict[str, Any]]:
+def _export(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
     import shutil
 
+    from ..export.cli import export_ply, render_reenactment
     from ..fileio import atomic_path
 
-    avatar_path = ctx.path("avatar.npz")
+    avatar_path = build.path("avatar.npz")
     with atomic_path(avatar_path) as tmp:
-        shutil.copyfile(os.path.join(ctx.train_dir, "avatar.npz"), tmp)
-    outputs = ["avatar.npz"]
-    call_command("export", ["--avatar", avatar_path, "--out", ctx.path("avatar.ply")], progress)
-    outputs.append("avatar.ply")
-    tracking_path = os.path.join(ctx.data, "tracking.npz")
-    call_command("render", ["--avatar", avatar_path, "--tracking", tracking_path,
-                            "--out", ctx.path("reenactment.mp4")], progress)
-    outputs.append("reenactment.mp4")
+        shutil.copyfile(os.path.join(build.train_dir, "avatar.npz"), tmp)
+    export_ply(avatar_path, build.path("avatar.ply"), progress)
+    render_reenactment(avatar_path, build.data.tracking, build.path("reenactment.mp4"), progress)
+    outputs = ["avatar.npz", "avatar.ply", "reenactment.mp4"]
     return outputs, {"avatar_mb": round(os.path.getsize(avatar_path) / 1e6, 2)}
 
 
-def _validate_export(ctx: BuildContext) -> None:
+def _validate_export(build: Build) -> None:
     from ..formats import avatar
 
-    avatar.read(ctx.path("avatar.npz"))
+    avatar.read(build.path("avatar.npz"))
 
 
-def make_stages(ctx: BuildContext, progress):
-    """The build's stages in order, with their expected share of the time."""
+def make_stages(build: Build, progress):
+    """The build's stages in order, with their expected share of the time. A stage's recorded
+    parameters are its options that differ from the defaults, so an option added later (at its
+    default) leaves earlier builds complete."""
     from .stages import Stage
 
-    def params(*names: str):
-        return lambda c: {n: getattr(c, n) for n in names}
-
-    def _prepare_params(c):  # options only when set: earlier builds stay complete
-        values = params("source", "head_model", "landmark_embedding", "size")(c)
-        if c.refine_tracking != "none":
-            values["refine_tracking"] = c.refine_tracking
-        if c.eye_contact:
-            values["eye_contact"] = c.eye_contact
-        return values
-
-    stylized = ctx.style != "none"
     stages = [
-        Stage("prepare", lambda c: _prepare(c, progress), _validate_prepare,
-              _prepare_params, weight=1.0,
+        Stage("prepare", lambda b: _prepare(b, progress), lambda b: b.data.validate(FRAMES, MASKS),
+              lambda b: opts.changed(b.prepare_options()), weight=1.0,
               hint="check the input video/images (a visible, unobstructed face) and re-run"),
-        Stage("stylize", lambda c: _stylize(c, progress), _validate_stylize,
-              params("style", "style_strength"), weight=0.5,
+        Stage("stylize", lambda b: _stylize(b, progress), lambda b: b.data.validate(STYLIZED),
+              lambda b: opts.changed(b.style_options()), weight=0.5,
               hint="check the --style argument (toon, exemplar:IMG, model:FILE, frames:DIR) and re-run"),
-        Stage("train", lambda c: _train(c, progress), _validate_train, params("style", "preset", "iters"),
-              weight=6.0, hint="re-run the same command to resume from the last checkpoint"),
-        Stage("export", lambda c: _export(c, progress), _validate_export, params(), weight=0.5,
+        Stage("train", lambda b: _train(b, progress), _validate_train,
+              lambda b: opts.changed(b.train_options()), weight=6.0,
+              hint="re-run the same command to resume from the last checkpoint"),
+        Stage("export", lambda b: _export(b, progress), _validate_export, lambda b: {},
+              weight=0.5,
               hint="re-run the same command; the trained avatar is kept in train/avatar.npz"),
     ]
-    return [s for s in stages if stylized or s.name != "stylize"]
+    return [s for s in stages if build.stylized or s.name != "stylize"]

@@ -20,7 +20,8 @@ import time
 
 from ..errors import NotAvailableError, ToonSplatError
 from ..fileio import ensure_writable_folder, write_image
-from .build import call_command
+from ..formats.options import BuildOptions, PrepareOptions, TrainOptions
+from ..formats.prepared import PreparedData
 from .run import run_build
 
 log = logging.getLogger("toonsplat")
@@ -46,17 +47,19 @@ def run(args: argparse.Namespace, progress) -> int:
     progress.stage("demo", "synthetic subject (the performance, and the video subject's input)")
     synthetic = os.path.join(inputs, "synthetic")
     if not os.path.exists(os.path.join(synthetic, "video.mp4")):
-        call_command("synth", ["--out", synthetic, "--frames", str(args.frames),
-                               "--size", str(args.size)], progress)
-    performance = os.path.join(synthetic, "tracking.npz")
+        from ..synth.render import synthesize
+
+        synthesize(synthetic, n_frames=args.frames, size=args.size, progress=progress)
+    performance = PreparedData(synthetic).tracking
     results = {}
     if "photo" in subjects:
         photo = os.path.join(inputs, "astronaut.png")
         write_image(photo, _astronaut())
-        results["photo"] = _subject("photo", ["--image", photo], out, args, performance, progress)
+        results["photo"] = _subject("photo", PrepareOptions(image=photo), out, args, performance,
+                                    progress)
     if "video" in subjects:
-        results["video"] = _subject("video", ["--video", os.path.join(synthetic, "video.mp4")], out,
-                                    args, performance, progress)
+        results["video"] = _subject("video", PrepareOptions(
+            video=os.path.join(synthetic, "video.mp4")), out, args, performance, progress)
     minutes = (time.monotonic() - start) / 60
     for name, paths in results.items():
         for kind, path in paths.items():
@@ -75,13 +78,16 @@ def _astronaut():
     return data.astronaut()
 
 
-def _subject(name: str, source: list[str], out: str, args, performance: str, progress) -> dict:
+def _subject(name: str, source: PrepareOptions, out: str, args, performance: str,
+             progress) -> dict:
+    from ..export.cli import render_reenactment
+
     folder = os.path.join(out, name)
-    built = run_build(source, folder, style="toon", size=args.size, iters=_iters(name, args),
-                      progress_mode=progress.mode)
+    source.size = args.size
+    options = BuildOptions(out=folder, prepare=source, train=TrainOptions(iters=_iters(name, args)))
+    built = run_build(options, progress_mode=progress.mode)
     video = os.path.join(folder, "performance.mp4")
-    call_command("render", ["--avatar", built["avatar"], "--tracking", performance, "--out", video],
-                 progress)
+    render_reenactment(built["avatar"], performance, video, progress)
     paths = {"avatar": built["avatar"], "report": built["report_html"], "performance": video}
     if not args.no_blender:
         paths.update(_blender(folder, built["avatar"], performance, progress))

@@ -8,69 +8,56 @@ import time
 from typing import Any
 
 from ..fileio import ensure_writable_folder
+from ..formats.options import BuildOptions
+from ..formats.prepared import FRAMES, STYLIZED
 from ..progress import PipelineProgress
-from .build import BuildContext, make_stages
+from .build import Build, make_stages
 from .report import write_report
 from .stages import run_stages
 
 log = logging.getLogger("toonsplat")
 
 
-def run_build(source: list[str], out: str, style: str = "toon", head_model: str = "builtin",
-              landmark_embedding: str | None = None, preset: str = "cpu-fast",
-              iters: int | None = None, size: int = 512, device: str = "auto",
-              style_strength: float | None = None,
-              force: set[str] | None = None, progress_mode: str = "human",
-              stop_after: str | None = None, refine_tracking: str = "none",
-              eye_contact: str | None = None) -> dict[str, Any]:
-    """Build an avatar from ``source`` (prepare's input arguments) into ``out``; resumable.
+def run_build(options: BuildOptions, progress_mode: str = "human") -> dict[str, Any]:
+    """Build an avatar as ``options`` say into ``options.out``; resumable.
 
-    ``stop_after`` names the last stage to run (the later ones are left for a later call).
-    Returns the paths of the avatar, the tracking, the tracking QA picture and the report.
+    ``options.stop_after`` names the last stage to run (the later ones are left for a later
+    call). Returns the paths of the avatar, the tracking, the tracking QA picture and the report.
     """
-    out = os.path.abspath(ensure_writable_folder(out))
-    ctx = BuildContext(out=out, source=[_absolute_if_path(a) for a in source], style=style,
-                       head_model=head_model, landmark_embedding=landmark_embedding,
-                       preset=preset, iters=iters, size=size,
-                       device=device, style_strength=style_strength,
-                       refine_tracking=refine_tracking, eye_contact=eye_contact or None)
+    build = Build(options, os.path.abspath(ensure_writable_folder(options.out)))
     progress = PipelineProgress(progress_mode)
-    stages = make_stages(ctx, progress)
-    if stop_after:
+    stages = make_stages(build, progress)
+    if options.stop_after:
         names = [s.name for s in stages]
         # Without a style there is no stylize stage: stopping "after it" stops after prepare.
-        last = names.index(stop_after) if stop_after in names else names.index("prepare")
+        last = names.index(options.stop_after) if options.stop_after in names else \
+            names.index("prepare")
         stages = stages[:last + 1]
     progress.total_weight = sum(s.weight for s in stages)
     start = time.monotonic()
-    outcomes = run_stages(out, stages, ctx, progress, force or set())
+    outcomes = run_stages(build.out, stages, build, progress, set(options.force))
+    source = next(v for v in (options.prepare.video, options.prepare.images,
+                              options.prepare.image) if v)
     summary = {
-        "title": f"ToonSplat build: {os.path.basename(source[-1])}",
-        "inputs": {"source": ctx.source, "style": style, "head_model": head_model, "preset": preset,
-                   "iters": iters, "size": size},
+        "title": f"ToonSplat build: {os.path.basename(os.path.normpath(source))}",
+        "inputs": {"source": os.path.abspath(source), "style": options.style.style,
+                   "head_model": options.prepare.track.head_model,
+                   "preset": options.train.preset, "iters": options.train.iters,
+                   "size": options.prepare.size},
         "seconds": round(time.monotonic() - start, 1),
         "stages": [{"name": o.name, "skipped": o.skipped, "seconds": round(o.seconds, 1),
                     "metrics": o.metrics} for o in outcomes],
     }
-    paths = write_report(out, summary, _picture_rows(ctx))
-    return {"out": out, "avatar": ctx.path("avatar.npz"),
-            "tracking": os.path.join(ctx.data, "tracking.npz"),
-            "qa": os.path.join(ctx.data, "qa", "landmarks.png"), "report_html": paths["html"]}
+    paths = write_report(build.out, summary, _picture_rows(build))
+    return {"out": build.out, "avatar": build.path("avatar.npz"), "tracking": build.data.tracking,
+            "qa": os.path.join(build.data.qa, "landmarks.png"), "report_html": paths["html"]}
 
 
-def _absolute_if_path(argument: str) -> str:
-    return os.path.abspath(argument) if os.path.exists(argument) else argument
-
-
-def _picture_rows(ctx: BuildContext) -> list[list[tuple[str, str]]]:
+def _picture_rows(build: Build) -> list[list[tuple[str, str]]]:
     """Input | stylized | avatar rows from the held-out evaluation pictures, else first frames."""
-    eval_dir = os.path.join(ctx.train_dir, "eval")
-    rows = []
-    frames = sorted(os.listdir(os.path.join(ctx.data, "frames")))[:1] if os.path.isdir(
-        os.path.join(ctx.data, "frames")) else []
-    for name in frames:
-        rows.append([("input", os.path.join(ctx.data, "frames", name)),
-                     ("stylized", os.path.join(ctx.data, "stylized", name))])
+    eval_dir = os.path.join(build.train_dir, "eval")
+    rows = [[("input", build.data.image_path(FRAMES, 0)),
+             ("stylized", build.data.image_path(STYLIZED, 0))]] if build.data.count(FRAMES) else []
     if os.path.isdir(eval_dir):
         pictures = sorted(n for n in os.listdir(eval_dir) if n.endswith(".png"))[:3]
         rows += [[("held-out: target | avatar | error", os.path.join(eval_dir, n))] for n in pictures]

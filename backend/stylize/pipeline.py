@@ -15,36 +15,28 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from ..fileio import ensure_writable_folder, write_image, write_json
+from ..fileio import ensure_writable_folder, read_png, write_image, write_json, write_png
+from ..formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData
 from .base import Stylizer
 from .metrics import JitterMeter
 from .region import BoxSource, centre_box, mask_box, tracking_boxes
 
 THUMBNAIL_HEIGHT = 256
 BOX_SOURCES = ("auto", "mask", "tracking", "center")
+QA_PICTURE = "stylize_side_by_side.png"
 
 
 def list_frames(data_dir: str) -> tuple[str, list[str]]:
     """The frames folder of a prepared-data folder and its PNG names, sorted."""
-    frames_dir = os.path.join(data_dir, "frames")
+    data = PreparedData(data_dir)
+    frames_dir = data.folder(FRAMES)
     if not os.path.isdir(frames_dir):
         raise InputError(f"{frames_dir} not found: --data must be a prepared-data folder "
                          "(run `python -m backend prepare` first)")
-    names = sorted(n for n in os.listdir(frames_dir) if n.lower().endswith(".png") and not n.startswith("."))
+    names = data.names(FRAMES)
     if not names:
         raise InputError(f"{frames_dir} holds no PNG frames; re-run `python -m backend prepare`")
     return frames_dir, names
-
-
-def read_rgb(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from an image file; InputError naming the file if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot read the frame {path} ({exc}); re-run prepare or remove it") from exc
 
 
 def make_box_source(data_dir: str, frame_names: list[str], mode: str = "auto") -> tuple[BoxSource, str]:
@@ -54,8 +46,8 @@ def make_box_source(data_dir: str, frame_names: list[str], mode: str = "auto") -
     """
     if mode not in BOX_SOURCES:
         raise InputError(f"--face-box must be one of {BOX_SOURCES}, got {mode!r}")
-    masks_dir = os.path.join(data_dir, "masks")
-    tracking_path = os.path.join(data_dir, "tracking.npz")
+    data = PreparedData(data_dir)
+    masks_dir, tracking_path = data.folder(MASKS), data.tracking
     if mode == "auto":
         mode = "mask" if os.path.isdir(masks_dir) else "tracking" if os.path.isfile(tracking_path) \
             else "center"
@@ -67,10 +59,7 @@ def make_box_source(data_dir: str, frame_names: list[str], mode: str = "auto") -
             path = os.path.join(masks_dir, frame_names[index])
             if not os.path.isfile(path):
                 return None
-            from PIL import Image
-
-            with Image.open(path) as image:
-                return mask_box(np.asarray(image.convert("L")))
+            return mask_box(read_png(path, gray=True))
         return from_mask, "mask"
     if mode == "tracking":
         from ..formats import tracking as tracking_format
@@ -100,7 +89,8 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
     """
     frames_dir, names = list_frames(data_dir)
     names = frame_names or names
-    out_dir = ensure_writable_folder(os.path.join(data_dir, "stylized"))
+    data = PreparedData(data_dir)
+    out_dir = ensure_writable_folder(data.folder(STYLIZED))
     _remove_stale(out_dir, names)
     meters = {"input": JitterMeter(), "stylized": JitterMeter()}
     samples = set(np.unique(np.linspace(0, len(names) - 1, 3).round().astype(int)).tolist())
@@ -112,11 +102,11 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
         progress.stage("stylize", f"{style or stylizer.name}: {len(names)} frames", total=len(names))
     for index, name in enumerate(names):
         clock = time.perf_counter()
-        frame = read_rgb(os.path.join(frames_dir, name))
+        frame = read_png(os.path.join(frames_dir, name))
         clock = _tick(timings, "read_s", clock)
         result = stylizer.stylize(frame)
         clock = _tick(timings, "stylize_s", clock)
-        write_image(os.path.join(out_dir, name), result)
+        write_png(os.path.join(out_dir, name), result)
         clock = _tick(timings, "write_s", clock)
         meters["input"].add(frame)
         meters["stylized"].add(result)
@@ -127,9 +117,9 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
             progress.progress(index + 1, len(names))
     report = _report(data_dir, stylizer, style, names, frame, meters, timings,
                      time.perf_counter() - started)
-    qa_path = os.path.join(ensure_writable_folder(os.path.join(data_dir, "qa")), "stylize_side_by_side.png")
+    qa_path = os.path.join(ensure_writable_folder(data.qa), QA_PICTURE)
     write_image(qa_path, _stack(thumbnails))
-    write_json(os.path.join(data_dir, "stylize.json"), report)
+    write_json(data.stylize_report, report)
     if progress is not None:
         progress.preview(qa_path, "input | stylized")
     return report
@@ -149,8 +139,8 @@ def _report(data_dir, stylizer, style, names, last_frame, meters, timings, total
                                    "isi: mean SSIM of consecutive frames (11x11 Gaussian, sigma 1.5)"},
         "timing": {**{k: round(v, 3) for k, v in timings.items()}, "total_s": round(total_s, 3),
                    "stylize_fps": round(n / max(timings["stylize_s"], 1e-9), 2)},
-        "outputs": {"stylized": os.path.join(data_dir, "stylized"),
-                    "side_by_side": os.path.join(data_dir, "qa", "stylize_side_by_side.png")},
+        "outputs": {"stylized": PreparedData(data_dir).folder(STYLIZED),
+                    "side_by_side": os.path.join(PreparedData(data_dir).qa, QA_PICTURE)},
     }
 
 

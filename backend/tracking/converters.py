@@ -16,9 +16,9 @@ import os
 import numpy as np
 
 from ..errors import FormatError, InputError
-from ..fileio import ensure_writable_folder, write_json
+from ..fileio import ensure_writable_folder, write_json, write_png
 from ..formats import tracking as tracking_format
-from ..ingest.imageio import write_png
+from ..formats.prepared import FRAMES, MASKS, PreparedData
 
 log = logging.getLogger("toonsplat")
 FLAME_EXPRESSIONS = 50  # expressions kept from FLAME's 100 (3DGB uses the first 50)
@@ -134,7 +134,7 @@ def convert_metrical(folder: str, out: str, head_model: str = "flame", progress=
         shape=params[0]["shape"], expression_names=[f"expr{i:02d}" for i in range(k)],
         head_model=_head_model_record(head_model),
         source={"kind": "metrical-tracker", "path": os.path.abspath(folder)})
-    tracking_format.write(os.path.join(out, "tracking.npz"), track)
+    tracking_format.write(PreparedData(out).tracking, track)
     _report(out, folder, "metrical-tracker", track, progress)
     return track
 
@@ -186,7 +186,7 @@ def convert_vhap(folder: str, out: str, head_model: str = "flame", progress=None
         head_model=_head_model_record(head_model),
         source={"kind": "vhap", "path": os.path.abspath(folder)},
         vertex_offsets=None if offsets is None else np.asarray(offsets).reshape(-1, 3))
-    tracking_format.write(os.path.join(out, "tracking.npz"), track)
+    tracking_format.write(PreparedData(out).tracking, track)
     _report(out, folder, "vhap", track, progress)
     return track
 
@@ -214,8 +214,9 @@ def _write_frames(images: list[str], out: str, size: int | None, progress,
     """Copy images (alpha or a mask file -> masks/) as frames/{i:06d}.png. Returns (H, W)."""
     from PIL import Image, UnidentifiedImageError
 
-    frames_dir = ensure_writable_folder(os.path.join(out, "frames"))
-    masks_dir = ensure_writable_folder(os.path.join(out, "masks"))
+    data = PreparedData(out)
+    ensure_writable_folder(data.folder(FRAMES))
+    ensure_writable_folder(data.folder(MASKS))
     shape = None
     for i, path in enumerate(images):
         try:
@@ -236,8 +237,8 @@ def _write_frames(images: list[str], out: str, size: int | None, progress,
         if rgb.shape[:2] != shape:
             raise InputError(f"{path} is {rgb.shape[1]}x{rgb.shape[0]}, the first frame was "
                              f"{shape[1]}x{shape[0]}; all frames must share one size")
-        write_png(os.path.join(frames_dir, f"{i:06d}.png"), rgb)
-        write_png(os.path.join(masks_dir, f"{i:06d}.png"), np.asarray(mask.resize(rgb.shape[1::-1])))
+        write_png(data.image_path(FRAMES, i), rgb)
+        write_png(data.image_path(MASKS, i), np.asarray(mask.resize(rgb.shape[1::-1])))
         if progress is not None:
             progress.progress(i + 1, len(images))
     return shape
@@ -255,7 +256,7 @@ def _rescale_intrinsics(intrinsics: np.ndarray, source_hw, target_hw) -> np.ndar
 
 
 def _report(out: str, folder: str, kind: str, track, progress) -> None:
-    write_json(os.path.join(out, "prepare.json"),
+    write_json(PreparedData(out).prepare_report,
                {"source": {"kind": kind, "path": os.path.abspath(folder)},
                 "frames": track.n_frames, "converted": True})
     if progress is not None:

@@ -1,4 +1,7 @@
-"""From cleaned landmarks to the files of the prepared-data folder: fit, tracking.npz, QA strips."""
+"""From cleaned landmarks to a tracking: the model, the fit, the gaze calibration, the files.
+
+Each step is its own function; ``backend/pipeline/prepare.py`` runs them in order.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import numpy as np
 from ..errors import InputError
 from ..formats import tracking as tracking_format
 from ..formats.npzio import atomic_write_npz
+from ..formats.options import TrackOptions
+from ..formats.prepared import PreparedData
 from .fit import FitConfig, FitResult, fit_landmarks
 from .landmarks import N_LANDMARKS
 
@@ -17,8 +22,8 @@ log = logging.getLogger("toonsplat")
 FLAG_ERROR_PX = 12.0  # frames whose fitted landmarks miss by more (pixels at 512) are flagged
 
 
-def load_model(spec: str, n_expressions: int = 50, landmark_embedding: str | None = None):
-    """The head model named on the command line (``builtin`` or a FLAME file), checked for fitting.
+def load_model(track: TrackOptions):
+    """The head model the options name (``builtin`` or a FLAME file), checked for fitting.
 
     Raises:
         InputError: the model has no MediaPipe landmarks to fit (a FLAME file without, or with a
@@ -26,7 +31,8 @@ def load_model(spec: str, n_expressions: int = 50, landmark_embedding: str | Non
     """
     from ..headmodel import load_head_model
 
-    model = load_head_model(spec=spec, n_expressions=n_expressions,
+    spec, landmark_embedding = track.head_model, track.landmark_embedding
+    model = load_head_model(spec=spec, n_expressions=track.n_expressions,
                             landmark_embedding=landmark_embedding)
     ids = model.landmark_ids.numpy()
     if len(ids) == 0:
@@ -41,94 +47,106 @@ def load_model(spec: str, n_expressions: int = 50, landmark_embedding: str | Non
     return model
 
 
-def fit_and_write(out: str, options, info, frames: dict, landmarks, intrinsics: np.ndarray,
-                  single_image: bool, progress) -> dict:
-    """Fit the head model and write tracking.npz and qa/*.png into ``out``.
+def check_options(track: TrackOptions, n_frames: int, size: int) -> tuple[int, int] | None:
+    """Reject options the clip cannot satisfy before the fit starts; returns the eye-contact
+    frame range (or None).
 
-    Args:
-        out: the prepared-data folder.
-        options: ``PrepareOptions``.
-        info: the source's ``SourceInfo``.
-        frames: {"indices": (T,), "timestamps": (T,), "names": [T]}.
-        landmarks: ``Landmarks`` in crop pixels.
-        intrinsics: (T, 3, 3) crop intrinsics from the assumed source focal length.
-        single_image: unrelated images: no temporal terms.
-        progress: ``Progress``.
-
-    Returns:
-        a summary for prepare.json: errors, flagged frames, focal factor, timings.
+    Raises:
+        InputError: a bad eye-contact range, too few frames or too little memory for the
+            photometric refinement.
     """
-    model = load_model(options.head_model, options.n_expressions, options.landmark_embedding)
-    # A focal length the user gives is the lens: held; the default guess is fitted.
-    fit_focal = options.focal is None
-    config = FitConfig(temporal=False, fit_focal=fit_focal) if single_image else FitConfig.video(
-        fit_focal=fit_focal)
-    if options.fit_iterations is not None:
-        config.iterations = options.fit_iterations
     eye_contact = None
-    if options.eye_contact:
-        from .eye_contact import calibrate_eye_contact, parse_frame_range
+    if track.eye_contact:
+        from .eye_contact import parse_frame_range
 
-        eye_contact = parse_frame_range(options.eye_contact)  # bad input fails before the fit
-        if eye_contact[1] >= len(landmarks.valid):
-            raise InputError(f"--eye-contact {options.eye_contact}: the prepared clip has only "
-                             f"{len(landmarks.valid)} frames (0-{len(landmarks.valid) - 1})")
-    refine = None
-    if options.refine == "photometric":
-        if len(landmarks.valid) < 3:
+        eye_contact = parse_frame_range(track.eye_contact)
+        if eye_contact[1] >= n_frames:
+            raise InputError(f"--eye-contact {track.eye_contact}: the prepared clip has only "
+                             f"{n_frames} frames (0-{n_frames - 1})")
+    if track.refine == "photometric":
+        if n_frames < 3:
             raise InputError("--refine photometric needs a video or at least 3 images: the colour "
                              "of each surface point is learned across frames")
         from .photometric import check_memory
-        from .photometric import refine as photometric_refine
 
-        check_memory(len(landmarks.valid), options.size)
+        check_memory(n_frames, size)
+    elif track.refine not in (None, "none"):
+        raise InputError(f"--refine must be 'none' or 'photometric', not {track.refine!r}")
+    return eye_contact
+
+
+def fit(model, points: np.ndarray, valid: np.ndarray, intrinsics: np.ndarray, size: int,
+        track: TrackOptions, single_image: bool, data: PreparedData, progress) -> FitResult:
+    """Fit the head model to the landmarks of all frames at once (then to the pixels of
+    ``data``'s frames when ``track.refine`` is photometric).
+
+    Args:
+        points: (T, L, 2) landmarks in crop pixels; valid: (T,) frames to fit.
+        intrinsics: (T, 3, 3) crop intrinsics from the assumed source focal length.
+        single_image: unrelated images: no temporal terms.
+    """
+    # A focal length the user gives is the lens: held; the default guess is fitted.
+    fit_focal = track.focal is None
+    config = FitConfig(temporal=False, fit_focal=fit_focal) if single_image else FitConfig.video(
+        fit_focal=fit_focal)
+    if track.fit_iterations is not None:
+        config.iterations = track.fit_iterations
+    refine = None
+    if track.refine == "photometric":
+        from .photometric import refine as photometric_refine
 
         def refine(problem, x_frames, x_shared):  # runs after the landmark fit
             progress.stage("refine", "photometric refinement (aligning the head to the pixels)")
-            return photometric_refine(model, problem, x_frames, x_shared, out, progress=progress)
-    elif options.refine not in (None, "none"):
-        raise InputError(f"--refine must be 'none' or 'photometric', not {options.refine!r}")
-    result = fit_landmarks(model, landmarks.points[..., :2], landmarks.valid, intrinsics,
-                           options.size, config, progress, refine)
-    scale = 512.0 / options.size
-    flagged = landmarks.valid & (result.errors_px * scale > FLAG_ERROR_PX)
-    valid = landmarks.valid & ~flagged
+            return photometric_refine(model, problem, x_frames, x_shared, data.root,
+                                      progress=progress)
+    return fit_landmarks(model, points, valid, intrinsics, size, config, progress, refine)
+
+
+def flag_bad_fits(result: FitResult, valid: np.ndarray, size: int) -> np.ndarray:
+    """Frames whose fitted landmarks miss by more than FLAG_ERROR_PX (at 512 pixels)."""
+    flagged = valid & (result.errors_px * 512.0 / size > FLAG_ERROR_PX)
     if flagged.any():
         log.warning("%d frames fit badly (landmark error > %.0f px at 512): flagged invalid "
                     "(extreme head turn or occlusion?)", int(flagged.sum()), FLAG_ERROR_PX)
-    track = to_tracking(model, result, frames, valid, options.size, info,
-                        options.landmark_embedding)
-    eye_contact_report = None
-    if eye_contact is not None:
-        track, eye_contact_report = calibrate_eye_contact(model, track, *eye_contact)
-        log.info("eye contact in frames %d-%d: gaze turned by %.1f deg (left), %.1f deg (right)",
-                 *eye_contact, *eye_contact_report["correction_deg"].values())
-        for name, narrowed in eye_contact_report["frames_narrowed"].items():
-            if narrowed:
-                log.info("eye contact: %s narrowed (blink, squint) in frames %s, not used", name,
-                         ", ".join(map(str, narrowed)))
-    tracking_format.write(os.path.join(out, "tracking.npz"), track)
-    atomic_write_npz(os.path.join(out, "landmarks.npz"),
-                     {"points": landmarks.points[..., :2].astype(np.float32),
-                      "found": np.asarray(landmarks.found, bool), "valid": np.asarray(valid, bool)},
-                     {"kind": "mediapipe landmarks", "units": "crop pixels", "size": options.size})
-    qa_paths = []
-    if options.qa:
-        from .qa import write_strips
+    return flagged
 
-        qa_paths = write_strips(out, model, result, landmarks.points[..., :2], landmarks.found)
-        for path in qa_paths:
-            progress.preview(path, "landmark and mesh QA strip")
-    good = landmarks.valid
-    return {"landmark_error_px": float(np.mean(result.errors_px[good])) if good.any() else None,
-            "landmark_error_px_at_512": float(np.mean(result.errors_px[good]) * scale) if good.any()
-            else None,
+
+def calibrate_gaze(model, track: tracking_format.Tracking, frames: tuple[int, int]
+                   ) -> tuple[tracking_format.Tracking, dict]:
+    """The eye-contact calibration of ``track`` from the frames first..last, with its log lines."""
+    from .eye_contact import calibrate_eye_contact
+
+    track, report = calibrate_eye_contact(model, track, *frames)
+    log.info("eye contact in frames %d-%d: gaze turned by %.1f deg (left), %.1f deg (right)",
+             *frames, *report["correction_deg"].values())
+    for name, narrowed in report["frames_narrowed"].items():
+        if narrowed:
+            log.info("eye contact: %s narrowed (blink, squint) in frames %s, not used", name,
+                     ", ".join(map(str, narrowed)))
+    return track, report
+
+
+def write_tracking(data: PreparedData, track: tracking_format.Tracking, points: np.ndarray,
+                   found: np.ndarray, size: int) -> None:
+    """tracking.npz and landmarks.npz (the landmarks the fit used, in crop pixels)."""
+    tracking_format.write(data.tracking, track)
+    atomic_write_npz(data.landmarks,
+                     {"points": points.astype(np.float32), "found": np.asarray(found, bool),
+                      "valid": np.asarray(track.valid, bool)},
+                     {"kind": "mediapipe landmarks", "units": "crop pixels", "size": size})
+
+
+def fit_summary(model, result: FitResult, fitted: np.ndarray, valid: np.ndarray,
+                flagged: np.ndarray, size: int) -> dict:
+    """prepare.json's account of the fit: errors on the ``fitted`` frames, flagged and invalid
+    frames, focal factor, timings."""
+    error = float(np.mean(result.errors_px[fitted])) if fitted.any() else None
+    return {"landmark_error_px": error,
+            "landmark_error_px_at_512": None if error is None else error * 512.0 / size,
             "flagged_frames": np.flatnonzero(flagged).tolist(),
             "invalid_frames": np.flatnonzero(~valid).tolist(),
             "focal_factor": result.focal_factor, "fit_timings": result.timings,
-            "eye_contact": eye_contact_report,
-            "head_model": {"kind": model.kind, "spec": options.head_model},
-            "qa": [os.path.relpath(p, out) for p in qa_paths]}
+            "head_model": {"kind": model.kind}}
 
 
 def to_tracking(model, result: FitResult, frames: dict, valid: np.ndarray, size: int,

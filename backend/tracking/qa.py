@@ -13,8 +13,8 @@ import os
 import numpy as np
 import torch
 
-from ..fileio import ensure_writable_folder
-from ..ingest.imageio import read_png, write_png
+from ..fileio import ensure_writable_folder, write_png
+from ..formats.prepared import PreparedData
 from .fit import FitResult, project
 
 
@@ -63,12 +63,12 @@ def draw_frame(image: np.ndarray, detected: np.ndarray | None, fitted: np.ndarra
     return canvas
 
 
-def write_strips(out: str, model, result: FitResult, detected: np.ndarray, found: np.ndarray,
-                 count: int = 8, tile: int = 256) -> list[str]:
+def write_strips(data: PreparedData, model, result: FitResult, detected: np.ndarray,
+                 found: np.ndarray, count: int = 8, tile: int = 256) -> list[str]:
     """Write ``qa/landmarks.png``: ``count`` frames in a grid of ``tile``-pixel tiles.
 
     Args:
-        out: prepared-data folder holding frames/.
+        data: the prepared-data folder (its frames and masks are drawn on).
         model: the ``HeadModel`` that was fitted.
         result: the fit.
         detected: (T, 478, 2) landmarks in crop pixels.
@@ -84,9 +84,7 @@ def write_strips(out: str, model, result: FitResult, detected: np.ndarray, found
     faces = model.faces.numpy()
     tiles = []
     for n, t in enumerate(frames):
-        image = read_png(os.path.join(out, "frames", f"{t:06d}.png"))
-        mask_path = os.path.join(out, "masks", f"{t:06d}.png")
-        mask = read_png(mask_path, gray=True) if os.path.exists(mask_path) else None
+        image, mask = data.read_frame(t), data.read_mask(t)
         picture = draw_frame(image, detected[t, result.landmark_ids] if found[t] else None,
                              result.projected[t], mesh[n], faces, bool(found[t]), mask)
         picture = cv2.resize(picture, (tile, tile), interpolation=cv2.INTER_AREA)
@@ -98,7 +96,7 @@ def write_strips(out: str, model, result: FitResult, detected: np.ndarray, found
     for n, picture in enumerate(tiles):
         r, c = divmod(n, columns)
         grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = picture
-    folder = ensure_writable_folder(os.path.join(out, "qa"))
+    folder = ensure_writable_folder(data.qa)
     path = os.path.join(folder, "landmarks.png")
     write_png(path, grid)
     return [path]

@@ -11,31 +11,31 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="prepared-data folder (frames/, masks/, tracking.npz)")
-    parser.add_argument("--out", required=True, help="output folder for checkpoints and the avatar")
-    parser.add_argument("--preset", default="cpu-fast", choices=("cpu-fast", "gpu-paper", "tiny", "oneshot"),
-                        help="training preset (default cpu-fast; single-frame data, e.g. from "
-                             "`prepare --image`, trains in one-shot mode whatever the preset)")
-    parser.add_argument("--iters", type=int, default=None, help="number of iterations (overrides the preset)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--images", default="frames", choices=("frames", "stylized"),
-                        help="train on the real or the stylized frames")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--head-model", default=None,
-                        help="head model: builtin or a FLAME file (default: what the tracking names)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default 0: one thread when the machine is already "
-                             "busy, i.e. load average >= cores - 1, else torch's choice)")
-    parser.add_argument("--progressive", action="store_true",
-                        help="3DToonify schedule: fit the real frames, then adapt geometry on near-frontal "
-                             "stylized frames, then colours on all stylized frames (needs stylized/)")
-    parser.add_argument("--frontal-yaw", type=float, default=0.2,
-                        help="with --progressive: largest |head yaw| in radians of the geometry phase "
-                             "(default 0.2)")
+    from ..formats.options import TrainOptions, add_arguments
+
+    add_arguments(parser, TrainOptions)
 
 
 def run(args: argparse.Namespace, progress) -> int:
+    from ..formats.options import TrainOptions, from_args
+
+    train(from_args(TrainOptions, args), progress)
+    return 0
+
+
+def resolve_preset(preset: str, device: str) -> str:
+    """``default`` is gpu-paper where training runs on CUDA, cpu-fast elsewhere."""
+    if preset != "default":
+        return preset
+    import torch
+
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return "gpu-paper" if cuda else "cpu-fast"
+
+
+def train(options, progress) -> dict:
+    """Train on ``options.data`` into ``options.out`` (a ``TrainOptions``); returns the outputs
+    (avatar path, evaluation folder and report)."""
     import signal
 
     import torch
@@ -43,35 +43,37 @@ def run(args: argparse.Namespace, progress) -> int:
     from ..errors import InputError
     from .session import train_and_export
 
-    device = args.device
+    device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but this machine has no CUDA GPU; use --device cpu")
-    if args.threads < 0:
-        raise InputError(f"--threads {args.threads} must be 0 (torch's default) or a positive count")
-    threads = args.threads or _auto_threads()
+    if options.threads < 0:
+        raise InputError(f"--threads {options.threads} must be 0 (torch's default) or a positive count")
+    threads = options.threads or _auto_threads()
     if threads and device == "cpu":
         torch.set_num_threads(threads)
-    if args.progressive:
-        overrides = progressive_overrides(args.frontal_yaw)
+    if options.progressive:
+        overrides = progressive_overrides(options.frontal_yaw)
     else:
-        overrides = {"phases": [{"name": "photoreal", "images": args.images}]}
-    if args.iters is not None:
-        overrides["iterations"] = args.iters
-    if args.seed is not None:
-        overrides["seed"] = args.seed
+        overrides = {"phases": [{"name": "photoreal", "images": options.images}]}
+    if options.iters is not None:
+        overrides["iterations"] = options.iters
+    if options.seed is not None:
+        overrides["seed"] = options.seed
+    preset = resolve_preset(options.preset, options.device)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        outputs = train_and_export(args.data, args.out, args.preset, overrides, device=device,
-                                   resume=args.resume, head_model=args.head_model, progress=progress)
+        outputs = train_and_export(options.data, options.out, preset, overrides, device=device,
+                                   resume=options.resume, head_model=options.head_model,
+                                   progress=progress)
     finally:
         signal.signal(signal.SIGTERM, previous)
     report = outputs["report"]
     progress.result(f"avatar trained: {report['split']} PSNR {report['psnr']:.2f} dB, "
                     f"SSIM {report['ssim']:.4f}",
                     path=os.path.abspath(outputs["avatar"]), **{"eval": outputs["eval_dir"]})
-    return 0
+    return outputs
 
 
 def progressive_overrides(frontal_yaw: float = 0.2, fractions=(0.5, 0.3, 0.2)) -> dict:
