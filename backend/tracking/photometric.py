@@ -215,19 +215,17 @@ def load_frames(folder: str, count: int, size: int, sigma: float) -> tuple:
     """
     import cv2
 
+    from ..formats.prepared import PreparedData
+
+    data = PreparedData(folder)
     images = np.empty((count, 4, size, size), np.float32)
     masks = np.ones((count, 1, size, size), np.float32)
     for t in range(count):
-        name = f"{t:06d}.png"
-        path = os.path.join(folder, "frames", name)
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f"cannot read the prepared frame {path}; run prepare again")
-        image = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (size, size),
+        image = cv2.resize(data.read_frame(t), (size, size),
                            interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         if sigma > 0:
             image = cv2.GaussianBlur(image, (0, 0), sigma)
-        mask = cv2.imread(os.path.join(folder, "masks", name), cv2.IMREAD_GRAYSCALE)
+        mask = data.read_mask(t)
         if mask is not None:
             masks[t, 0] = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA) / 255.0
         outside = (masks[t, 0] < 0.5).astype(np.uint8)
