@@ -36,7 +36,7 @@ def start(slot: str, steps: list[list[str]], title: str, log_path: str,
     run = runner.BackendRun(steps, title, log_path).start()
     _runs[slot] = run
     if bpy.app.background:
-        run.wait(timeout_s, on_event=_print_event)
+        run.wait(timeout_s, on_event=lambda event: _print_event(event, run.state))
         _finish(slot, run, on_done)
     else:
         _callbacks[slot] = on_done
@@ -93,12 +93,11 @@ def _finish(slot: str, run: runner.BackendRun, on_done) -> None:
             print(f"ToonSplat: {exc}", file=sys.stderr)
 
 
-def _print_event(event: dict) -> None:
+def _print_event(event: dict, state: runner.RunState) -> None:
+    """Background mode's progress: ``state`` has already folded ``event`` in."""
     kind = event.get("event")
     if kind == "progress":
-        total = max(int(event.get("total", 0)), 1)
-        print(f"  {event.get('stage', '')} {event.get('step', 0)}/{total} "
-              f"{runner.format_eta(event.get('eta_s'))}", flush=True)
+        print(f"  {runner.progress_text(state)}", flush=True)
     elif kind in ("stage", "result", "log", "error"):
         print(f"  [{kind}] {event.get('stage', '')} {event.get('message', '')}".rstrip(), flush=True)
 
@@ -128,18 +127,19 @@ def _redraw() -> None:
 
 
 def draw_run(layout: bpy.types.UILayout, slot: str, show_preview: bool = False) -> None:
-    """Progress bar with stage and ETA, cancel, last preview, error with the log path."""
+    """Progress bar (the whole build's fraction and time left when the run reports them, the
+    stage's otherwise), cancel, last preview, error with the log path."""
     run = _runs.get(slot)
     if run is None:
         return
     state = run.state
     box = layout.box()
     if not state.finished:
-        text = f"{state.stage}: {state.step}/{state.total} {runner.format_eta(state.eta_s)}"
+        text = runner.progress_text(state)
         if hasattr(box, "progress"):
-            box.progress(factor=state.fraction, type="BAR", text=text)
+            box.progress(factor=state.overall_fraction, type="BAR", text=text)
         else:
-            box.label(text=f"{text} ({state.fraction:.0%})")
+            box.label(text=f"{text} ({state.overall_fraction:.0%})")
         box.label(text=state.message[:90] or state.title)
         box.operator("toonsplat.cancel_run", icon="CANCEL").slot = slot
     elif state.status == "failed":

@@ -4,14 +4,15 @@ No bpy here: the add-on polls ``BackendRun.poll()`` from ``bpy.app.timers`` on t
 (interactive Blender), or calls the blocking ``BackendRun.wait()`` in background mode, where
 timers never fire. A run is a list of steps (argument lists, never shell strings) executed one
 after another by a reader thread; stdout lines are parsed as protocol events, anything else is a
-log line. Everything the processes print goes to a log file whose path every error names.
+log line, and folded into a ``RunState`` (both with ``backend/formats/progress_events.py``, the
+protocol's one reader). Everything the processes print goes to a log file whose path every error names.
 Cancel ends the whole process tree (a new session / process group per step); the backend keeps
 its last checkpoint, so a cancelled run can be resumed by starting it again.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import queue
 import signal
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..backend.errors import ToonSplatError
-from ..backend.progress import format_seconds
+from ..backend.formats.progress_events import ProgressState, parse_line
 
 EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_GRACE_S = 3.0
@@ -34,25 +35,15 @@ def backend_argv(python: str, command: str, arguments: list[str]) -> list[str]:
 
 
 @dataclass
-class RunState:
-    """What the UI shows about a run. Written by ``poll``/``wait`` on the caller's thread."""
+class RunState(ProgressState):
+    """What the UI shows about a run: the folded progress (stage, step/total, fraction, ETA,
+    ``overall_fraction``/``remaining_s`` of a whole build, preview, results, error) and the run's
+    own status. Written by ``poll``/``wait`` on the caller's thread."""
 
-    title: str
+    title: str = ""
     status: str = "running"            # running | done | failed | cancelled
-    stage: str = ""
-    message: str = ""
-    step: int = 0
-    total: int = 0
-    eta_s: float | None = None
-    preview: str = ""
-    results: list[dict] = field(default_factory=list)
-    error: str = ""
     log_path: str = ""
     started: float = field(default_factory=time.monotonic)
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.step / self.total) if self.total > 0 else 0.0
 
     @property
     def finished(self) -> bool:
@@ -160,7 +151,7 @@ class BackendRun:
         if len(self.steps) > 1:
             self._events.put({"event": "stage", "stage": f"step {index + 1}/{len(self.steps)}",
                               "message": os.path.basename(argv[0]) + " " + " ".join(argv[1:3]),
-                              "_step": index})
+                              "step": index, "total": len(self.steps)})
         try:
             process = subprocess.Popen(
                 argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
@@ -173,7 +164,7 @@ class BackendRun:
             self._process = process
         for line in process.stdout:
             self._log.write(line)
-            self._events.put(_parse_line(line.rstrip("\n")))
+            self._events.put(parse_line(line))
         code = process.wait()
         with self._lock:
             self._process = None
@@ -182,26 +173,10 @@ class BackendRun:
 
     # -- state ------------------------------------------------------------------------------
     def _apply(self, event: dict) -> None:
-        state, kind = self.state, event.get("event")
-        if kind == "stage":
-            state.stage, state.message = event.get("stage", ""), event.get("message", "")
-            state.step, state.total, state.eta_s = 0, int(event.get("total", 0) or 0), None
-            if "_step" in event:
-                state.step, state.total = event["_step"], len(self.steps)
-        elif kind == "progress":
-            state.step, state.total = int(event.get("step", 0)), int(event.get("total", 0))
-            state.eta_s = event.get("eta_s")
-            state.message = event.get("message", state.message)
-        elif kind == "log":
-            state.message = event.get("message", "")[:200]
-        elif kind == "preview":
-            state.preview = event.get("path", "")
-        elif kind == "result":
-            state.results.append(event)
-        elif kind == "error":
-            state.error = event.get("message", "unknown error")
-        elif kind == "_exit":
+        if event.get("event") == "_exit":
             self._finish(event)
+        else:
+            self.state.apply(event)
 
     def _finish(self, event: dict) -> None:
         state, code = self.state, event.get("code")
@@ -209,6 +184,8 @@ class BackendRun:
             state.status, state.message = "cancelled", "cancelled; finished outputs were kept"
         elif code == 0:
             state.status, state.step = "done", max(state.step, state.total)
+            if state.overall is not None:
+                state.overall, state.overall_eta_s = 1.0, None
         else:
             state.status = "failed"
             if "exception" in event:
@@ -217,18 +194,6 @@ class BackendRun:
                 state.error = (f"{os.path.basename(event.get('argv', ['backend'])[0])} stopped with "
                                f"exit code {code} without saying why")
             state.error += f" (log: {state.log_path})"
-
-
-def _parse_line(line: str) -> dict:
-    """A protocol event, or a ``log`` event for any other output (pip, tracebacks)."""
-    if line.startswith("{"):
-        try:
-            event = json.loads(line)
-            if isinstance(event, dict) and isinstance(event.get("event"), str):
-                return event
-        except json.JSONDecodeError:
-            pass
-    return {"event": "log", "message": line}
 
 
 def _new_group_kwargs() -> dict:
@@ -257,9 +222,26 @@ def _kill_if_alive(process: subprocess.Popen) -> None:
         _signal_tree(process, getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
-def format_eta(seconds: float | None) -> str:
-    """``eta 3m05s`` style text, or an empty string."""
-    return "" if seconds is None else f"eta {format_seconds(seconds)}"
+def format_left(seconds: float | None) -> str:
+    """``40 s left``, ``3 min left``, ``1 h 05 min left`` (rounded up), or an empty string."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{max(1, math.ceil(seconds))} s left"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min left"
+    return f"{minutes // 60} h {minutes % 60:02d} min left"
+
+
+def progress_text(state: ProgressState) -> str:
+    """One line for a bar: ``train 1200/3000 · build 64% · 3 min left`` when the run reports
+    the whole build, ``train 1200/3000 · 40 s left`` (the stage) otherwise."""
+    parts = [f"{state.stage} {state.step}/{state.total}" if state.total else state.stage]
+    if state.overall is not None:
+        parts.append(f"build {state.overall:.0%}")
+    parts.append(format_left(state.remaining_s))
+    return " · ".join(part for part in parts if part)
 
 
 def venv_steps(base_python: str, venv_dir: str, requirements: str) -> list[list[str]]:

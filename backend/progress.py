@@ -6,20 +6,27 @@ With ``--progress jsonl`` a command writes one JSON object per line on stdout::
      "stage": str, "step": int, "total": int, "message": str, "path": str, ...}
 
 Only the fields that are relevant are present; ``progress`` events also carry ``eta_s`` once it
-can be estimated. The Blender add-on and batch tools parse these lines. With ``--progress human``
-(the default) the same calls draw progress bars and messages on stderr, and stdout stays free for
-a command's own output. ``quiet`` prints errors only.
+can be estimated, and during ``build`` ``overall`` (0..1) and ``overall_eta_s``. The Blender
+add-on, batch tools and tests read these lines with ``backend/formats/progress_events.py`` (the
+one parser). With ``--progress human`` (the default) the same calls draw progress bars and
+messages on stderr, and stdout stays free for a command's own output. ``quiet`` prints errors
+only; ``NativeLogsHidden`` keeps mediapipe's and TensorFlow Lite's own chatter off stderr.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
+import tempfile
+import threading
 import time
 from typing import IO, Any
 
-EVENTS = ("stage", "progress", "log", "preview", "result", "error")
+from .formats.progress_events import EVENTS, parse_event  # noqa: F401  (re-exported)
+
 MODES = ("human", "jsonl", "quiet")
 
 
@@ -158,17 +165,80 @@ class ProgressLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def parse_event(line: str) -> dict[str, Any]:
-    """Parse one protocol line; raises ValueError if it is not a valid event."""
-    event = json.loads(line)
-    if not isinstance(event, dict) or event.get("event") not in EVENTS:
-        raise ValueError(f"not a progress event: {line!r}")
-    return event
+# -- native libraries' own logging ---------------------------------------------------------------
+# mediapipe (C++ absl/glog) and TensorFlow Lite write INFO/WARNING lines straight to file
+# descriptor 2 from their own threads while a graph starts and on its first frame; no environment
+# variable or Python logging setting stops them. ``NativeLogsHidden`` points fd 2 at a temporary
+# file for such a window and then replays every line that is not that chatter, so errors (``E``/
+# ``F`` lines, Python's own stderr) still show, only later.
+_NATIVE_CHATTER = re.compile(r"^(?:[IWV]\d{4} |(?:INFO|WARNING|VERBOSE): )")
+_native: dict[str, Any] = {"hide": False, "depth": 0, "saved_fd": -1, "capture": None}
+_native_lock = threading.Lock()
+
+
+def hide_native_logs(hide: bool) -> None:
+    """Whether ``NativeLogsHidden`` hides native chatter (the CLI: unless ``--log-level debug``)."""
+    _native["hide"] = bool(hide)
+
+
+class NativeLogsHidden:
+    """Native libraries' INFO/WARNING lines on fd 2 are hidden from construction to ``close()``.
+
+    Does nothing unless ``hide_native_logs(True)`` was called and ``active``. ``close`` may be
+    called more than once; windows nest and may overlap across threads (fd 2 comes back when the
+    last one closes). Also a context manager. Keep windows short: a graph's start and first frame.
+    """
+
+    def __init__(self, active: bool = True):
+        self._open = bool(active and _native["hide"])
+        if self._open:
+            _begin_native_capture()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            _end_native_capture()
+
+    def __enter__(self) -> NativeLogsHidden:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _begin_native_capture() -> None:
+    with _native_lock:
+        _native["depth"] += 1
+        if _native["depth"] > 1:
+            return
+        sys.stderr.flush()
+        capture = tempfile.TemporaryFile()
+        _native["saved_fd"], _native["capture"] = os.dup(2), capture
+        os.dup2(capture.fileno(), 2)
+
+
+def _end_native_capture() -> None:
+    with _native_lock:
+        _native["depth"] -= 1
+        if _native["depth"] > 0:
+            return
+        sys.stderr.flush()
+        saved, capture = _native["saved_fd"], _native["capture"]
+        os.dup2(saved, 2)
+        os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode("utf-8", errors="replace")
+        capture.close()
+    kept = [line for line in text.splitlines(keepends=True) if not _NATIVE_CHATTER.match(line)]
+    if kept:
+        sys.stderr.write("".join(kept))
+        sys.stderr.flush()
 
 
 class PipelineProgress(Progress):
     """A Progress for several stages in a row: every ``progress`` event also carries ``overall``
-    (0..1, weighted by each stage's expected share of the time) and ``overall_eta_s``."""
+    (0..1, weighted by each stage's expected share of the time, never going back) and, once it
+    can be estimated, ``overall_eta_s``; ``stage`` events carry ``overall`` as the stage starts."""
 
     def __init__(self, mode: str = "human", total_weight: float = 1.0, **kwargs: Any):
         super().__init__(mode, **kwargs)
@@ -195,6 +265,9 @@ class PipelineProgress(Progress):
         self._last_overall = max(self._last_overall, self.done_weight / self.total_weight)
 
     def _emit(self, event: str, **fields: Any) -> None:
+        if event == "stage":  # where the run stands as a stage starts (after skipped ones too)
+            self._last_overall = max(self._last_overall, self.done_weight / self.total_weight)
+            fields["overall"] = round(min(self._last_overall, 1.0), 4)
         if event == "progress" and fields.get("total"):
             fraction = min(fields["step"] / fields["total"], 1.0)
             overall = (self.done_weight + self.current_weight * fraction) / self.total_weight

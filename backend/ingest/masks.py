@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
+from ..progress import NativeLogsHidden
 from .sources import IMAGE_EXTENSIONS
 
 
@@ -15,20 +16,31 @@ class SelfieSegmenter:
     ``refine_edges`` sharpens them (the caller's choice: it may run on another thread)."""
 
     def __init__(self, landscape: bool = False):
-        import mediapipe as mp
+        # mediapipe/TFLite log INFO/WARNING lines from their threads as the graph starts and
+        # on its first frame: hidden (when the CLI says so) until the first frame is done.
+        self._quiet = NativeLogsHidden()
+        try:
+            import mediapipe as mp
 
-        self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(
-            model_selection=1 if landscape else 0)
+            self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(
+                model_selection=1 if landscape else 0)
+        except BaseException:
+            self._quiet.close()
+            raise
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (H, W) uint8 mask, 255 = person."""
-        result = self._model.process(np.ascontiguousarray(image))
+        try:
+            result = self._model.process(np.ascontiguousarray(image))
+        finally:
+            self._quiet.close()  # the graph has started and seen a frame
         mask = result.segmentation_mask
         if mask is None:
             return np.zeros(image.shape[:2], np.uint8)
         return np.clip(mask * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def close(self) -> None:
+        self._quiet.close()
         self._model.close()
 
 

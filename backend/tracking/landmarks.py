@@ -11,6 +11,7 @@ import logging
 import numpy as np
 
 from ..errors import InputError
+from ..progress import NativeLogsHidden
 
 N_LANDMARKS = 478
 log = logging.getLogger("toonsplat")
@@ -20,11 +21,18 @@ class FaceMeshDetector:
     """One face, 478 landmarks per image. ``video=True`` tracks between frames (faster)."""
 
     def __init__(self, video: bool = True, min_confidence: float = 0.5):
-        import mediapipe as mp
+        # mediapipe/TFLite log INFO/WARNING lines from their threads as the graph starts and
+        # on its first frame: hidden (when the CLI says so) until the first frame is done.
+        self._quiet = NativeLogsHidden()
+        try:
+            import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not video, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=not video, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+        except BaseException:
+            self._quiet.close()
+            raise
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         """Landmarks of the most prominent face in ``image``.
@@ -37,7 +45,10 @@ class FaceMeshDetector:
             or None if no face was found.
         """
         height, width = image.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(image))
+        try:
+            result = self._mesh.process(np.ascontiguousarray(image))
+        finally:
+            self._quiet.close()  # the graph has started and seen a frame
         if not result.multi_face_landmarks:
             return None
         points = result.multi_face_landmarks[0].landmark
@@ -47,6 +58,7 @@ class FaceMeshDetector:
         return array * np.array([width, height, width], dtype=np.float32)
 
     def close(self) -> None:
+        self._quiet.close()
         self._mesh.close()
 
     def __enter__(self):
