@@ -4,7 +4,7 @@ With one photo there is no expression variation and most of the head is never se
 
 1. The Gaussians are initialized on the fitted head as usual (B0, dB_init from the head model,
    teeth billboards), opaque enough that the face hides the back of the head.
-2. Visibility: the posed head mesh of the photo's frame is z-buffered (``synth.raster``); a
+2. Visibility: the posed head mesh of the photo's frame is z-buffered (``geometry.raster``); a
    Gaussian is *visible* when it lies within ``depth_tolerance`` of the nearest surface at its
    pixel and its surface normal faces the camera.
 3. Colours: visible Gaussians inside the person's mask take the photo's colour (bilinear, after a
@@ -19,6 +19,10 @@ With one photo there is no expression variation and most of the head is never se
    transparent rather than by taking the background's colour.
 5. The target mask is limited to the head's silhouette, grown a little for hair, so the torso
    of a portrait is not something the head has to explain.
+
+``OneShotHook`` does all of this as a trainer hook (hooks.py): ``initialize`` colours the new
+avatar and limits the data to the photo, ``background`` draws the random colour, ``extra_loss``
+is the rest-state prior and ``step_post_backward`` freezes the hidden Gaussians.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .hooks import TrainingHook
 from .sh import rgb_to_sh0
 
 log = logging.getLogger("toonsplat")
@@ -101,17 +106,17 @@ class OneShotState:
 
 # -- geometry of the photo's frame ------------------------------------------------------------------
 @torch.no_grad()
-def posed_mesh(trainer, index: int) -> torch.Tensor:
-    """(V, 3) head-model vertices of frame ``index`` (expression, joints, translation)."""
-    t = trainer.data.tracking
-    device = trainer.device
-    shape = trainer._shape()
-    out = trainer.head(shape=None if shape is None else shape[None],
-                       expression=torch.as_tensor(t.expressions[index:index + 1], device=device).float(),
-                       joint_rotations=torch.as_tensor(t.joint_rotations[index:index + 1],
-                                                       device=device).float(),
-                       translation=torch.as_tensor(t.translation[index:index + 1], device=device).float(),
-                       vertex_offsets=trainer._offsets())
+def posed_mesh(head, tracking, index: int, device) -> torch.Tensor:
+    """(V, 3) head-model vertices of tracked frame ``index`` (shape, offsets, expression, joints,
+    translation)."""
+    t = tracking
+    shape = torch.as_tensor(t.shape, device=device).float() if t.shape.size else None
+    offsets = None if t.vertex_offsets is None else torch.as_tensor(t.vertex_offsets, device=device).float()
+    out = head(shape=None if shape is None else shape[None],
+               expression=torch.as_tensor(t.expressions[index:index + 1], device=device).float(),
+               joint_rotations=torch.as_tensor(t.joint_rotations[index:index + 1], device=device).float(),
+               translation=torch.as_tensor(t.translation[index:index + 1], device=device).float(),
+               vertex_offsets=offsets)
     return out.vertices[0].float()
 
 
@@ -141,17 +146,21 @@ def silhouette_region(depth: torch.Tensor, dilation_px: int) -> torch.Tensor:
     return inside[0, 0, :, :, None]
 
 
-def region_function(trainer):
-    """A cached ``index -> (H, W, 1)`` map of the head region, for ``FrameData.region_fn``."""
+def region_function(data, head, region_dilation: float):
+    """A cached ``index -> (H, W, 1)`` map of the head region, for ``FrameData.region_fn``.
+
+    Args:
+        data: FrameData. head: HeadModel. region_dilation: growth as a fraction of the image size.
+    """
     cache: dict[int, torch.Tensor] = {}
-    data = trainer.data
-    dilation = int(round(trainer.config.oneshot.region_dilation * max(data.width, data.height)))
+    dilation = int(round(region_dilation * max(data.width, data.height)))
+    faces = head.faces.long()
 
     def region(index: int) -> torch.Tensor:
         if index not in cache:
             viewmat, intrinsics = data.camera(index)
-            depth = depth_buffer(posed_mesh(trainer, index), trainer.mesh.faces, viewmat, intrinsics,
-                                 data.width, data.height)
+            depth = depth_buffer(posed_mesh(head, data.tracking, index, data.device), faces, viewmat,
+                                 intrinsics, data.width, data.height)
             cache[index] = silhouette_region(depth, dilation)
         return cache[index]
 
@@ -160,8 +169,13 @@ def region_function(trainer):
 
 # -- visibility and colours -------------------------------------------------------------------------
 @torch.no_grad()
-def gaussian_visibility(trainer, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_visibility(config, data, head, model, transforms: torch.Tensor,
+                        index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Which Gaussians the camera of frame ``index`` sees, and where.
+
+    Args:
+        config: OneShotConfig. data: FrameData. head: HeadModel. model: GaussianBlendshapes.
+        transforms: (J, 4, 4) skinning transforms of frame ``index``.
 
     Returns:
         visible (N,) bool, facing (N,) cosine between surface normal and the ray to the camera
@@ -171,16 +185,16 @@ def gaussian_visibility(trainer, index: int) -> tuple[torch.Tensor, torch.Tensor
 
     from ..geometry.triangles import vertex_normals
 
-    cfg, data, model = trainer.config.oneshot, trainer.data, trainer.model
-    expressions = torch.as_tensor(data.tracking.expressions[index], device=trainer.device).float()
-    means = model.skin(model.blend(expressions), trainer.transforms[index]).means
+    cfg, faces = config, head.faces.long()
+    expressions = torch.as_tensor(data.tracking.expressions[index], device=data.device).float()
+    means = model.skin(model.blend(expressions), transforms).means
     viewmat, intrinsics = data.camera(index)
     cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = cam[:, 2].clamp_min(1e-6)
     u = intrinsics[0, 0] * cam[:, 0] / z + intrinsics[0, 2]
     v = intrinsics[1, 1] * cam[:, 1] / z + intrinsics[1, 2]
-    mesh = posed_mesh(trainer, index)
-    depth = depth_buffer(mesh, trainer.mesh.faces, viewmat, intrinsics, data.width, data.height)
+    mesh = posed_mesh(head, data.tracking, index, data.device)
+    depth = depth_buffer(mesh, faces, viewmat, intrinsics, data.width, data.height)
     # The farthest surface depth of the 3x3 neighbourhood: lenient on steep slopes.
     depth = torch.nn.functional.max_pool2d(depth[None, None], 3, stride=1, padding=1)[0, 0]
     px, py = u.floor().long(), v.floor().long()
@@ -188,7 +202,7 @@ def gaussian_visibility(trainer, index: int) -> tuple[torch.Tensor, torch.Tensor
     surface = torch.full_like(z, float("inf"))
     surface[inside] = depth[py[inside], px[inside]]
     in_front = z <= surface + cfg.depth_tolerance
-    normals = vertex_normals(mesh, trainer.mesh.faces)
+    normals = vertex_normals(mesh, faces)
     _, nearest = cKDTree(mesh.cpu().numpy()).query(means.cpu().numpy())
     center = torch.linalg.inv(viewmat)[:3, 3]
     to_camera = center - means
@@ -274,20 +288,24 @@ def fill_hidden(points: np.ndarray, colours: np.ndarray, source: np.ndarray, tar
 
 
 @torch.no_grad()
-def prepare(trainer) -> OneShotState:
+def prepare(config, data, head, model, frame_transforms: torch.Tensor) -> OneShotState:
     """Colour a freshly initialized avatar from the photo and decide what trains.
 
-    Sets ``trainer.data.region_fn`` (the head region) and the colours and opacities of
-    ``trainer.model``; returns the state the training step uses.
+    Limits ``data`` to the photo's frame and its head region (``region_fn``) and sets the
+    colours, opacities and scales of ``model``; returns the state the training step uses.
+
+    Args:
+        config: OneShotConfig. data: FrameData. head: HeadModel. model: GaussianBlendshapes.
+        frame_transforms: (T, J, 4, 4) skinning transforms of every tracked frame.
     """
     from ..errors import InputError
     from .sh import sh0_to_rgb
 
-    cfg, data, model = trainer.config.oneshot, trainer.data, trainer.model
+    cfg = config
     index = int(data.train[0])
     data.use_first_frame_only()
-    data.region_fn = region_function(trainer)
-    visible, facing, pixels = gaussian_visibility(trainer, index)
+    data.region_fn = region_function(data, head, cfg.region_dilation)
+    visible, facing, pixels = gaussian_visibility(cfg, data, head, model, frame_transforms[index], index)
     rgb, mask = data.photo(index)
     sigma = cfg.blur_sigma * max(data.width, data.height) / 256
     sampled, coverage = sample_photo(rgb, mask, pixels, sigma)
@@ -301,7 +319,7 @@ def prepare(trainer) -> OneShotState:
     targets = ~model.mouth & ~source
     filled = fill_hidden(model.params["means"].cpu().numpy(), colours.cpu().numpy(),
                          source.cpu().numpy(), targets.cpu().numpy(), cfg.fill_neighbours)
-    colours = torch.as_tensor(filled, device=trainer.device).float()
+    colours = torch.as_tensor(filled, device=data.device).float()
     model.params["sh_dc"][:, 0] = rgb_to_sh0(colours)
     logit = float(np.log(cfg.init_opacity / (1 - cfg.init_opacity)))
     model.params["opacity_logits"].fill_(logit)
@@ -312,7 +330,45 @@ def prepare(trainer) -> OneShotState:
     return OneShotState(trained, model.params["means"].detach().clone(), index)
 
 
-# -- training-step hooks ----------------------------------------------------------------------------
+# -- the training hook ------------------------------------------------------------------------------
+class OneShotHook(TrainingHook):
+    """One-shot training as a trainer hook (hooks.py); its state is a ``OneShotState``.
+
+    Args:
+        config: OneShotConfig. data: the run's FrameData (limited to the photo by ``initialize``
+            or ``load_state_dict``). head: the HeadModel the tracking was made with.
+    """
+
+    name = "oneshot"
+
+    def __init__(self, config, data, head):
+        self.config, self.data, self.head = config, data, head
+        self.state: OneShotState | None = None
+
+    def initialize(self, model, frame_transforms: torch.Tensor) -> None:
+        self.state = prepare(self.config, self.data, self.head, model, frame_transforms)
+
+    def background(self, background: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A random colour each step: transparency, not the background's colour, fits it."""
+        return torch.rand(3, generator=generator).to(background.device)
+
+    def extra_loss(self, model) -> torch.Tensor:
+        return anchor_loss(model, self.state, self.config.anchor)
+
+    def step_post_backward(self, model, optimizer, info, step, refresh=None, generator=None,
+                           densify=True) -> dict[str, int]:
+        freeze_hidden(model, self.state)  # and no densification: N stays fixed
+        return {}
+
+    def state_dict(self) -> dict:
+        return self.state.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = OneShotState.from_state_dict(state)
+        self.data.use_first_frame_only()
+        self.data.region_fn = region_function(self.data, self.head, self.config.region_dilation)
+
+
 def anchor_loss(model, state: OneShotState, weight: float) -> torch.Tensor:
     """Rest-state prior: mean squared drift (m^2) of the trained B0 positions, times ``weight``."""
     drift = model.params["means"][state.visible] - state.anchor[state.visible]

@@ -6,8 +6,10 @@ import logging
 import os
 
 from ..fileio import ensure_writable_folder
+from .avatar_writer import write_avatar
 from .config import make_config
 from .data import FrameData
+from .hooks import training_hooks
 from .oneshot import is_oneshot, oneshot_settings
 from .trainer import CHECKPOINT, Trainer
 
@@ -44,7 +46,6 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
     Returns:
         {"avatar": path, "report": eval report dict, "eval_dir": path, "trainer": Trainer}.
     """
-    from ..export.avatar_file import write_avatar
     from .evaluate import evaluate, write_loss_curve
 
     ensure_writable_folder(out)
@@ -56,7 +57,7 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
         log.info("one-shot mode (%d frame%s): preset %s, %d iterations", data.n_frames,
                  "" if data.n_frames == 1 else "s, training on the first", preset, config.iterations)
     head = load_head_for(data, head_model, device)
-    trainer = Trainer(data, out, config, head, progress)
+    trainer = Trainer(data, out, config, head, progress, hooks=training_hooks)
     checkpoint = os.path.join(out, CHECKPOINT)
     if resume and os.path.exists(checkpoint):
         trainer.load_checkpoint(checkpoint)
@@ -75,10 +76,10 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
         progress.stage("evaluate", f"{len(data.test)} {what} frames")
     report = evaluate(trainer, os.path.join(out, "eval"))
     avatar_path = os.path.join(out, "avatar.npz")
-    write_avatar(avatar_path, trainer, head, data.tracking.expression_names,
+    write_avatar(avatar_path, trainer.model, trainer.mesh, data.tracking.expression_names, head.kind,
                  training={"preset": preset, "steps": trainer.step, "psnr": report["psnr"],
                            "ssim": report["ssim"], "split": report["split"],
-                           "oneshot": trainer.oneshot is not None})
+                           "oneshot": trainer.config.oneshot.enabled})
     return {"avatar": avatar_path, "report": report, "eval_dir": os.path.join(out, "eval"),
             "trainer": trainer}
 

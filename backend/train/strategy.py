@@ -22,9 +22,8 @@ import torch
 
 from ..geometry.rotations import quat_to_matrix
 from .config import DensifyConfig
+from .hooks import Refresh, TrainingHook
 from .model import PARAMETERS, GaussianBlendshapes
-
-Refresh = Callable[[torch.Tensor, dict[str, torch.Tensor]], None]
 
 
 @torch.no_grad()
@@ -101,19 +100,31 @@ def remove(model: GaussianBlendshapes, optimizer: torch.optim.Optimizer, mask: t
 
 
 @dataclass
-class DensityStrategy:
+class DensityStrategy(TrainingHook):
     """gsplat DefaultStrategy-style densification with an explicit state (for checkpoints)."""
 
     config: DensifyConfig
     state: dict[str, torch.Tensor] = field(default_factory=dict)
+    name = "strategy"  # the checkpoint key (a class attribute, not a field)
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = dict(state)
 
     def reset(self, n: int, device) -> None:
         self.state = {"grad2d": torch.zeros(n, device=device), "count": torch.zeros(n, device=device)}
 
     def step_post_backward(self, model: GaussianBlendshapes, optimizer: torch.optim.Optimizer,
                            info: dict, step: int, refresh: Refresh | None = None,
-                           generator: torch.Generator | None = None) -> dict[str, int]:
-        """Accumulate gradients; densify and prune on schedule. Returns counts of what changed."""
+                           generator: torch.Generator | None = None, densify: bool = True) -> dict[str, int]:
+        """Accumulate gradients; densify and prune on schedule. Returns counts of what changed.
+
+        Does nothing at all when ``densify`` is False (a phase that keeps the set fixed).
+        """
+        if not densify:
+            return {}
         n = model.n_gaussians
         if not self.state or len(self.state["grad2d"]) != n:
             self.reset(n, model.params["means"].device)

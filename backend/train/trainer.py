@@ -5,6 +5,8 @@ is written atomically every ``checkpoint_every`` steps and when the run is cance
 (KeyboardInterrupt / SIGTERM), so an interrupted run continues where it stopped.
 The schedule is a list of ``Phase``s (config.py): each names the images it trains on, a frame
 filter and the parameter groups it trains, so a progressive schedule is configuration only.
+What else runs around a step (densification, one-shot mode) is a list of hooks (hooks.py),
+called generically; ``hooks.training_hooks`` picks them from the config.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,26 +24,32 @@ from ..fileio import atomic_path
 from .config import GROUPS, Phase, TrainConfig, from_dict, to_dict
 from .data import FrameData
 from .grid import SurfaceGrid
+from .hooks import TrainingHook, training_hooks
 from .init import SubjectMesh, initialize_avatar, subject_mesh
 from .losses import alpha_loss, mouth_loss, rgb_loss
 from .model import PARAMETERS, GaussianBlendshapes
 from .mouth import MouthVolume
-from .strategy import DensityStrategy
 
 log = logging.getLogger("toonsplat")
 CHECKPOINT = "checkpoint.pt"
 
 
 class Trainer:
-    """Trains one avatar from a prepared-data folder into ``out``."""
+    """Trains one avatar from a prepared-data folder into ``out``.
 
-    def __init__(self, data: FrameData, out: str, config: TrainConfig, head, progress=None):
+    ``hooks(config, data, head) -> list[TrainingHook]`` makes the step's hooks (hooks.py) when the
+    run starts or resumes (default ``training_hooks``: the density strategy or one-shot mode).
+    """
+
+    def __init__(self, data: FrameData, out: str, config: TrainConfig, head, progress=None,
+                 hooks: Callable[..., list[TrainingHook]] = training_hooks):
         self.data, self.out, self.config, self.head = data, out, config, head
         self.progress = progress
         self.device = data.device
         self.background = torch.tensor(config.background, device=self.device)
         self.step = 0
-        self.oneshot = None  # OneShotState in one-shot mode (oneshot.py)
+        self.make_hooks = hooks
+        self.hooks: list[TrainingHook] = []
         self._started: float | None = None
         self.history: list[tuple[int, float]] = []
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -75,18 +84,16 @@ class Trainer:
         return torch.cat(out)
 
     def initialize(self) -> None:
-        """A fresh avatar, grid, optimizer and strategy."""
+        """A fresh avatar, grid, hooks and optimizer."""
         cfg = self.config
         color = self._mean_foreground_color()
         self.model, self.grid, self.volume = initialize_avatar(
             self.mesh, self.head, cfg.model, tuple(self.head.parents), color=color, seed=cfg.seed)
         self.model.to(self.device)
-        if cfg.oneshot.enabled:
-            from . import oneshot
-
-            self.oneshot = oneshot.prepare(self)
+        self.hooks = self.make_hooks(cfg, self.data, self.head)
+        for hook in self.hooks:
+            hook.initialize(self.model, self.transforms)
         self.optimizer = self._make_optimizer()
-        self.strategy = DensityStrategy(cfg.densify)
         log.info("initialized %d Gaussians (%d mouth), K=%d", self.model.n_gaussians,
                  int(self.model.mouth.sum()), self.model.n_expressions)
 
@@ -188,8 +195,8 @@ class Trainer:
         cfg = self.config
         index = int(pool[torch.randint(len(pool), (1,), generator=self.generator)])
         background = self.background
-        if self.oneshot is not None:  # a random background: transparency, not its colour, fits it
-            background = torch.rand(3, generator=self.generator).to(self.device)
+        for hook in self.hooks:
+            background = hook.background(background, self.generator)
         target, mask = self.data.target(index, background, phase.images)
         scale = self.scale_at(self.step)
         target, mask = _resize(target, scale), _resize(mask, scale)
@@ -202,20 +209,17 @@ class Trainer:
         loss = loss + cfg.loss.alpha * alpha_loss(out.alpha[0], mask)
         mouth_means = self.model.params["means"][self.model.mouth]
         loss = loss + cfg.loss.mouth * mouth_loss(mouth_means, self.volume)
-        if self.oneshot is not None:
-            from .oneshot import anchor_loss
-
-            loss = loss + anchor_loss(self.model, self.oneshot, cfg.oneshot.anchor)
+        for hook in self.hooks:
+            hook.step_pre_backward(self.model, self.optimizer, out.info, self.step)
+            extra = hook.extra_loss(self.model)
+            if extra is not None:
+                loss = loss + extra
         loss.backward()
         self.step += 1
-        if self.oneshot is not None:
-            from .oneshot import freeze_hidden
-
-            freeze_hidden(self.model, self.oneshot)  # and no densification: N stays fixed
-        elif phase.densify:
-            refresh = self._refresh if cfg.model.grid_resolution else None
-            self.strategy.step_post_backward(self.model, self.optimizer, out.info, self.step,
-                                             refresh=refresh, generator=self.generator)
+        refresh = self._refresh if cfg.model.grid_resolution else None
+        for hook in self.hooks:
+            hook.step_post_backward(self.model, self.optimizer, out.info, self.step, refresh=refresh,
+                                    generator=self.generator, densify=phase.densify)
         self._update_lr()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -281,13 +285,13 @@ class Trainer:
             "format": "toonsplat-train-checkpoint", "version": 1, "step": self.step,
             "config": to_dict(self.config), "tensors": self.model.tensors(),
             "sh_degree": self.model.sh_degree, "joint_parents": list(self.model.joint_parents),
-            "optimizer": self.optimizer.state_dict(), "strategy": dict(self.strategy.state),
+            "optimizer": self.optimizer.state_dict(),
             "grid": self.grid.state_dict(),
             "mouth_volume": {"center": self.volume.center, "radius": self.volume.radius,
                              "half_length": self.volume.half_length},
             "history": [list(item) for item in self.history],
             "generator": self.generator.get_state(),
-            "oneshot": None if self.oneshot is None else self.oneshot.state_dict(),
+            **{hook.name: hook.state_dict() for hook in self.hooks},
         }
 
     def save_checkpoint(self) -> str:
@@ -297,26 +301,22 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str) -> None:
-        """Restore model, optimizer, strategy and step from a checkpoint written by this class."""
+        """Restore model, optimizer, hooks and step from a checkpoint written by this class."""
         state = load_checkpoint_file(path, self.device)
         self.config = from_dict(state["config"])
         self.model = GaussianBlendshapes(state["tensors"], tuple(state["joint_parents"]),
                                          state["sh_degree"]).to(self.device)
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
-        self.strategy = DensityStrategy(self.config.densify, dict(state["strategy"]))
+        self.hooks = self.make_hooks(self.config, self.data, self.head)
+        for hook in self.hooks:
+            hook.load_state_dict(state.get(hook.name) or {})
         self.grid = SurfaceGrid.from_state_dict(state["grid"])
         volume = state["mouth_volume"]
         self.volume = MouthVolume(volume["center"], float(volume["radius"]), float(volume["half_length"]))
         self.history = [(int(s), float(v)) for s, v in state["history"]]
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
-        if state.get("oneshot") is not None:
-            from . import oneshot
-
-            self.oneshot = oneshot.OneShotState.from_state_dict(state["oneshot"])
-            self.data.use_first_frame_only()
-            self.data.region_fn = oneshot.region_function(self)
 
 
 def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
