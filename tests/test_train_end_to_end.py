@@ -141,3 +141,66 @@ def test_cancelled_run_leaves_a_usable_checkpoint(trained, tmp_path):
     resumed = Trainer(data, str(tmp_path), config, head)
     resumed.load_checkpoint(str(tmp_path / CHECKPOINT))
     assert resumed.step == 3 and resumed.model.n_gaussians == trainer.model.n_gaussians
+
+
+@pytest.mark.slow
+def test_hooks_run_around_every_step_and_are_checkpointed(trained, tmp_path):
+    """The trainer calls each hook (hooks.py) at the same points, whatever the hook is, and saves
+    and restores its state under its name."""
+    from backend.train.config import make_config
+    from backend.train.data import FrameData
+    from backend.train.hooks import TrainingHook
+    from backend.train.session import load_head_for
+    from backend.train.strategy import DensityStrategy
+    from backend.train.trainer import CHECKPOINT, Trainer, load_checkpoint_file
+
+    class Recorder(TrainingHook):
+        name = "recorder"
+
+        def __init__(self):
+            self.calls = []
+
+        def initialize(self, model, frame_transforms):
+            self.calls.append("initialize")
+
+        def background(self, background, generator):
+            self.calls.append("background")
+            return background
+
+        def step_pre_backward(self, model, optimizer, info, step):
+            self.calls.append("pre")
+
+        def extra_loss(self, model):
+            self.calls.append("loss")
+            return model.params["means"].sum() * 0.0
+
+        def step_post_backward(self, model, optimizer, info, step, refresh=None, generator=None,
+                               densify=True):
+            self.calls.append("post")
+            return {}
+
+        def state_dict(self):
+            return {"steps": torch.tensor(self.calls.count("post"))}
+
+        def load_state_dict(self, state):
+            self.calls.append(("load", int(state["steps"])))
+
+    recorders = []
+
+    def hooks(config, data, head):
+        recorders.append(Recorder())
+        return [DensityStrategy(config.densify), recorders[-1]]
+
+    folder, _ = trained
+    data = FrameData(str(folder / "data"))
+    head = load_head_for(data, None, "cpu")
+    config = make_config("tiny", iterations=3, model={"n_face_gaussians": 300, "n_mouth_gaussians": 20})
+    trainer = Trainer(data, str(tmp_path), config, head, hooks=hooks)
+    trainer.initialize()
+    trainer.run()
+    assert recorders[0].calls == ["initialize"] + ["background", "pre", "loss", "post"] * 3
+    state = load_checkpoint_file(str(tmp_path / CHECKPOINT), "cpu")
+    assert int(state["recorder"]["steps"]) == 3 and "grad2d" in state["strategy"]
+    resumed = Trainer(data, str(tmp_path), config, head, hooks=hooks)
+    resumed.load_checkpoint(str(tmp_path / CHECKPOINT))
+    assert recorders[1].calls == [("load", 3)] and resumed.step == 3
