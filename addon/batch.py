@@ -44,7 +44,7 @@ def run_build(arguments: list[str], python: str, build_dir: str,
     log_path = os.path.join(build_dir, "build.log")
     print(f"toonsplat: running the backend ({' '.join(argv[:4])} ...), log {log_path}", flush=True)
     run = runner.BackendRun([argv], "Build avatar", log_path).start()
-    state = run.wait(timeout_s, on_event=jobs._print_event)
+    state = run.wait(timeout_s, on_event=lambda event: jobs._print_event(event, run.state))
     if state.status == "cancelled":
         raise ToonSplatError(f"the build was stopped after {timeout_s} s (log: {log_path})")
     if state.status != "done":

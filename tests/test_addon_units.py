@@ -183,9 +183,13 @@ def test_build_arguments_and_results(addon, tmp_path):
     with pytest.raises(addon.runner.ToonSplatError, match="exemplar"):
         pipeline.build_arguments(str(video), str(tmp_path), style="exemplar")
     arguments = pipeline.build_arguments(str(video), str(tmp_path / "out"), iterations=100,
-                                         head_model=["--head-model", "builtin"])
-    assert arguments[:4] == ["--video", str(video), "--out", str(tmp_path / "out")]
-    assert arguments[arguments.index("--iters") + 1] == "100" and arguments[-1] == "builtin"
+                                         head_model="flame.pkl", landmark_embedding="emb.npz")
+    value = {flag: arguments[arguments.index(flag) + 1] for flag in
+             ("--video", "--out", "--iters", "--head-model", "--landmark-embedding")}
+    assert value == {"--video": str(video), "--out": str(tmp_path / "out"), "--iters": "100",
+                     "--head-model": "flame.pkl", "--landmark-embedding": "emb.npz"}
+    with pytest.raises(addon.runner.ToonSplatError, match="unknown training preset 'fast'"):
+        pipeline.build_arguments(str(video), str(tmp_path), preset="fast")
     state = addon.runner.RunState(title="b", log_path="L")
     with pytest.raises(addon.runner.ToonSplatError, match="no avatar file"):
         pipeline.result_files(state, str(tmp_path))

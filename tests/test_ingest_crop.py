@@ -7,7 +7,7 @@ import pytest
 
 from backend.errors import InputError
 from backend.ingest import crop
-from backend.tracking import landmarks as marks
+from backend.ingest import landmarks as marks
 
 
 def test_crop_maps_points_like_its_matrix_and_replicates_edges():

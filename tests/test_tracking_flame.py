@@ -18,7 +18,7 @@ from backend.cli.main import main
 from backend.fileio import read_png
 from backend.formats import tracking as tracking_format
 from backend.headmodel import load_head_model
-from backend.tracking.landmarks import FaceMeshDetector
+from backend.ingest.landmarks import FaceMeshDetector
 from backend.tracking.regions import BROW_LEFT, BROW_RIGHT, EYE_LEFT, EYE_RIGHT, LIPS, NOSE
 from tests.test_headmodel_flame import write_flame_pickle
 from tests.test_ingest_media import astronaut

@@ -13,7 +13,7 @@ from backend.cli.main import main
 from backend.fileio import read_png
 from backend.formats import tracking as tracking_format
 from backend.headmodel import load_head_model
-from backend.tracking.landmarks import FaceMeshDetector
+from backend.ingest.landmarks import FaceMeshDetector
 from backend.tracking.regions import FACE_OVAL
 from tests.test_ingest_media import astronaut, face_frames, write_video
 

@@ -277,10 +277,16 @@ def to_argv(options: Any, context: str = STAGE) -> list[str]:
             argv.append(flag)
         elif item.metadata["append"]:
             for entry in value:
-                argv += [flag, str(entry)]
+                argv += _flag_value(flag, entry)
         elif value is not None:
-            argv += [flag, format(value, "g") if isinstance(value, float) else str(value)]
+            argv += _flag_value(flag, value)
     return argv
+
+
+def _flag_value(flag: str, value: Any) -> list[str]:
+    """``[flag, value]``, or ``[flag=value]`` for a value argparse would take for a flag (-1,1)."""
+    text = format(value, "g") if isinstance(value, float) else str(value)
+    return [f"{flag}={text}"] if text.startswith("-") else [flag, text]
 
 
 def changed(options: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import InputError
 
 FRAMES, MASKS, STYLIZED = "frames", "masks", "stylized"
+N_LANDMARKS = 478   # MediaPipe FaceMesh points per frame in landmarks.npz (468 + 2 x 5 iris)
 IMAGE_KINDS = (FRAMES, MASKS, STYLIZED)
 
 

@@ -123,3 +123,13 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     for corner in range(3):
         out.index_add_(-2, faces[:, corner], normals)
     return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def uniform_barycentric(n: int, generator: torch.Generator,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n, 3) barycentric coordinates uniform over a triangle: two uniform numbers, folded back
+    into the triangle when their sum passes 1."""
+    u = torch.rand(n, 2, generator=generator, dtype=dtype)
+    flip = u.sum(dim=1) > 1
+    u[flip] = 1 - u[flip]
+    return torch.stack([1 - u[:, 0] - u[:, 1], u[:, 0], u[:, 1]], dim=1)

@@ -77,7 +77,7 @@ def ingest(options: PrepareOptions, data: PreparedData, progress) -> Ingested:
 
 def detect_pass(source, options: PrepareOptions, progress, static: bool):
     """Pass 1: face boxes on downscaled frames. Returns frame info and (T, 3) boxes (NaN = none)."""
-    from ..tracking.landmarks import FaceMeshDetector
+    from .landmarks import FaceMeshDetector
 
     indices, times, names, boxes = [], [], [], []
     total = source.info.n_frames or 0
@@ -125,7 +125,7 @@ def _per_image_boxes(boxes: np.ndarray, stable: np.ndarray, scale: float) -> np.
 
 
 def _check_faces(found: np.ndarray, path: str, min_fraction: float) -> None:
-    from ..tracking.landmarks import check_enough_faces
+    from .landmarks import check_enough_faces
 
     check_enough_faces(found, path, min_fraction)
 
@@ -133,7 +133,7 @@ def _check_faces(found: np.ndarray, path: str, min_fraction: float) -> None:
 def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOptions,
               data: PreparedData, progress) -> Landmarks:
     """Pass 2: crops, landmarks on the crops, masks; frames/ and masks/ written as it goes."""
-    from ..tracking import landmarks as marks
+    from . import landmarks as marks
     from .masks import SelfieSegmenter, UserMasks
 
     ensure_writable_folder(data.folder(FRAMES))
@@ -191,7 +191,7 @@ def _write_pair(data: PreparedData, t: int, image: np.ndarray, mask: np.ndarray,
 
 def _clean_landmarks(points: np.ndarray, found: np.ndarray, times: np.ndarray,
                      options: PrepareOptions, path: str, static: bool) -> Landmarks:
-    from ..tracking import landmarks as marks
+    from . import landmarks as marks
 
     marks.check_enough_faces(found, path, options.min_face_fraction)
     valid = found if static else marks.flag_outliers(points, found)

@@ -56,7 +56,7 @@ def _write_video(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
 
 
 def run(args) -> Iterator[BenchRecord]:
-    from ..tracking.landmarks import FaceMeshDetector
+    from ..ingest.landmarks import FaceMeshDetector
 
     device = cpu_device_name()
     quick = getattr(args, "quick", False)

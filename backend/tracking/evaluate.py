@@ -172,11 +172,13 @@ def run(args, progress) -> int:
 
     from ..fileio import read_json, write_json
     from ..formats import tracking as tracking_format
+    from ..formats.prepared import PreparedData
     from ..headmodel import load_head_model
 
-    fitted = tracking_format.read(os.path.join(args.data, "tracking.npz"))
+    data = PreparedData(args.data)
+    fitted = tracking_format.read(data.tracking)
     truth = tracking_format.read(args.truth)
-    boxes = read_json(os.path.join(args.data, "prepare.json"), "prepare report")["crop_boxes"]
+    boxes = read_json(data.prepare_report, "prepare report")["crop_boxes"]
     model = load_head_model(fitted.head_model.get("path", "builtin"),
                             n_expressions=fitted.n_expressions,
                             landmark_embedding=fitted.head_model.get("landmark_embedding"))

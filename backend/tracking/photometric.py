@@ -32,7 +32,7 @@ linearized colour). Alternation: visibility and texture (the per-point median ov
 that see it) are fixed during a few solver steps, then re-estimated; coarse to fine over image
 sizes and blurs, with the landmark weight lowered as the photometric term takes over.
 
-Visibility is exact, from a z-buffer of the posed mesh (``synth.raster``): a point counts in a
+Visibility is exact, from a z-buffer of the posed mesh (``geometry.raster``): a point counts in a
 frame only if the triangle seen at its pixel is its own or a neighbour, it faces the camera, and
 no depth edge or eyelid/eyeball seam is near (a blurred pixel there mixes surfaces that move
 differently). Points outside the foreground mask are dropped too.
@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..geometry.triangles import uniform_barycentric
 from ..geometry.triangles import vertex_normals as _vertex_normals
 from .landmark_head import LandmarkHead
 from .solver import LevenbergMarquardt, NormalBlocks
@@ -116,11 +117,7 @@ def surface_samples(model, density: float, pixels_per_metre: float = 1400.0,
     count = (area * pixels_per_metre ** 2 * density * torch.where(eye_face, 4.0, 1.0)).round().long()
     count = count.clamp_min(1) * keep_vertex[faces].all(dim=1)
     face_ids = torch.repeat_interleave(torch.arange(len(faces)), count)
-    generator = torch.Generator().manual_seed(seed)
-    u = torch.rand(len(face_ids), 2, generator=generator)
-    flip = u.sum(dim=1) > 1
-    u[flip] = 1 - u[flip]
-    bary = torch.stack([1 - u[:, 0] - u[:, 1], u[:, 0], u[:, 1]], dim=1)
+    bary = uniform_barycentric(len(face_ids), torch.Generator().manual_seed(seed))
     return SurfaceSamples(face_ids, bary, eye_face[face_ids])
 
 

@@ -14,9 +14,8 @@ from ..errors import InputError
 from ..formats import tracking as tracking_format
 from ..formats.npzio import atomic_write_npz
 from ..formats.options import TrackOptions
-from ..formats.prepared import PreparedData
+from ..formats.prepared import N_LANDMARKS, PreparedData
 from .fit import FitConfig, FitResult, fit_landmarks
-from .landmarks import N_LANDMARKS
 
 log = logging.getLogger("toonsplat")
 FLAG_ERROR_PX = 12.0  # frames whose fitted landmarks miss by more (pixels at 512) are flagged

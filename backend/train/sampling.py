@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from ..geometry.triangles import uniform_barycentric
+
 
 def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n_points: int,
                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,11 +28,7 @@ def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n_points: int,
     tri = vertices[faces].cpu().double()
     areas = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1).norm(dim=-1)
     face_ids = torch.multinomial(areas / areas.sum(), n_points, replacement=True, generator=generator)
-    u = torch.rand(n_points, 2, generator=generator, dtype=torch.float64)
-    flip = u.sum(dim=1) > 1
-    u[flip] = 1 - u[flip]
-    bary = torch.stack([1 - u[:, 0] - u[:, 1], u[:, 0], u[:, 1]], dim=1)
-    return face_ids, bary.float()
+    return face_ids, uniform_barycentric(n_points, generator, torch.float64).float()
 
 
 def poisson_disk_on_mesh(vertices: torch.Tensor, faces: torch.Tensor, n_points: int,

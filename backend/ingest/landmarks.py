@@ -11,9 +11,9 @@ import logging
 import numpy as np
 
 from ..errors import InputError
+from ..formats.prepared import N_LANDMARKS
 from ..progress import NativeLogsHidden
 
-N_LANDMARKS = 478
 log = logging.getLogger("toonsplat")
 
 
