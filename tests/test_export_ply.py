@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.export.ply import ply_fields, read_ply, write_ply
+from backend.errors import FormatError
+from backend.export.ply import ply_fields, write_ply
 from backend.formats import avatar as avatar_format
 from backend.formats import examples
 
@@ -38,3 +39,21 @@ def test_avatar_file_for_70k_by_50_stays_under_150_mb():
     # A FLAME-sized reference mesh with 50 expression directions adds ~3 MB.
     total += 50 * 5023 * 3 * 4
     assert total < 150e6, total / 1e6
+
+def read_ply(path: str) -> dict[str, np.ndarray]:
+    """A float-only binary little-endian vertex PLY, as the 3DGS viewers read it."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    end = raw.find(b"end_header\n")
+    if not raw.startswith(b"ply") or end < 0:
+        raise FormatError(f"{path} is not a PLY file (no 'ply' magic or header end)")
+    lines = raw[:end].decode("ascii").splitlines()
+    if "format binary_little_endian 1.0" not in lines:
+        raise FormatError(f"{path}: only binary little-endian PLY is supported")
+    count = next(int(line.split()[2]) for line in lines if line.startswith("element vertex"))
+    names = [line.split()[2] for line in lines if line.startswith("property float")]
+    body = np.frombuffer(raw[end + len(b"end_header\n"):], dtype="<f4")
+    if body.size != count * len(names):
+        raise FormatError(f"{path}: expected {count} x {len(names)} floats, found {body.size}")
+    table = body.reshape(count, len(names))
+    return {name: table[:, i] for i, name in enumerate(names)}

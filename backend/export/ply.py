@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FormatError
 from ..fileio import atomic_path
 
 
@@ -31,22 +30,3 @@ def write_ply(path: str, means: np.ndarray, log_scales: np.ndarray, quats: np.nd
     with atomic_path(path, suffix=".ply") as tmp, open(tmp, "wb") as handle:
         handle.write(("\n".join(header) + "\n").encode("ascii"))
         handle.write(data.astype("<f4").tobytes())
-
-
-def read_ply(path: str) -> dict[str, np.ndarray]:
-    """Read a 3DGS PLY written by ``write_ply`` (or any float-only binary LE vertex PLY)."""
-    with open(path, "rb") as handle:
-        raw = handle.read()
-    end = raw.find(b"end_header\n")
-    if not raw.startswith(b"ply") or end < 0:
-        raise FormatError(f"{path} is not a PLY file (no 'ply' magic or header end)")
-    lines = raw[:end].decode("ascii").splitlines()
-    if "format binary_little_endian 1.0" not in lines:
-        raise FormatError(f"{path}: only binary little-endian PLY is supported")
-    count = next(int(line.split()[2]) for line in lines if line.startswith("element vertex"))
-    names = [line.split()[2] for line in lines if line.startswith("property float")]
-    body = np.frombuffer(raw[end + len(b"end_header\n"):], dtype="<f4")
-    if body.size != count * len(names):
-        raise FormatError(f"{path}: expected {count} x {len(names)} floats, found {body.size}")
-    table = body.reshape(count, len(names))
-    return {name: table[:, i] for i, name in enumerate(names)}

@@ -9,6 +9,7 @@ import torch
 
 from ..fileio import ensure_writable_folder, write_image, write_json
 from ..formats import tracking as tracking_format
+from ..formats.prepared import FRAMES, MASKS, PreparedData
 from ..geometry.raster import project, rasterize
 from ..headmodel.lbs import skin_points
 from .performance import make_performance
@@ -80,8 +81,9 @@ def synthesize(out: str, n_frames: int = 300, size: int = 256, seed: int = 0, vi
     viewmat, intrinsics = camera(size, center)
     if eye_contact:
         _look_into_lens(head, performance, shape_t, viewmat, eye_contact)
-    for folder in ("frames", "masks"):
-        ensure_writable_folder(os.path.join(out, folder))
+    data = PreparedData(out)
+    for kind in (FRAMES, MASKS):
+        ensure_writable_folder(data.folder(kind))
     if progress is not None:
         progress.stage("synth", f"rendering {n_frames} frames at {size}x{size}", total=n_frames)
     frames = []
@@ -91,7 +93,7 @@ def synthesize(out: str, n_frames: int = 300, size: int = 256, seed: int = 0, vi
         if progress is not None:
             progress.progress(index + 1, n_frames)
     tracking = _tracking(performance, shape, viewmat, intrinsics, size, head, seed)
-    tracking_format.write(os.path.join(out, "tracking.npz"), tracking)
+    tracking_format.write(data.tracking, tracking)
     if video:
         write_video(os.path.join(out, "video.mp4"), frames, FPS)
     info = {"frames": n_frames, "size": size, "seed": seed, "n_test": performance.n_test,
@@ -123,8 +125,9 @@ def _render_index(head, subject, performance, shape_t, index, viewmat, intrinsic
                      translation=torch.zeros(1, 3))
     rgb, mask = render_frame(subject, frame.vertices[0].float(), frame.transforms[0].float(),
                              torch.from_numpy(viewmat), torch.from_numpy(intrinsics), size)
-    write_image(os.path.join(out, "frames", f"{index:06d}.png"), rgb)
-    write_image(os.path.join(out, "masks", f"{index:06d}.png"), mask)
+    data = PreparedData(out)
+    write_image(data.image_path(FRAMES, index), rgb)
+    write_image(data.image_path(MASKS, index), mask)
     return rgb
 
 

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import InputError
 from ..formats import tracking as tracking_format
+from ..formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData
 
 TEST_FRAMES = 350  # 3DGB/INSTA hold out the last 350 frames
 
@@ -42,15 +43,15 @@ class FrameData:
             (one-shot mode: the head's silhouette, so the torso of a portrait is not a target).
     """
 
-    def __init__(self, folder: str, images: str | tuple[str, ...] = "frames",
+    def __init__(self, folder: str, images: str | tuple[str, ...] = FRAMES,
                  device: str | torch.device = "cpu"):
         self.folder = folder
+        self.data = PreparedData(folder)
         self.device = torch.device(device)
-        path = os.path.join(folder, "tracking.npz")
-        if not os.path.exists(path):
+        if not os.path.exists(self.data.tracking):
             raise InputError(f"{folder} has no tracking.npz; run `python -m backend prepare` (or "
                              "`synth`) to make a prepared-data folder first")
-        self.tracking = tracking_format.read(path)
+        self.tracking = tracking_format.read(self.data.tracking)
         self.n_frames = self.tracking.n_frames
         self.width, self.height = (int(v) for v in self.tracking.image_size)
         self.train, self.test = split_frames(self.n_frames)
@@ -59,7 +60,7 @@ class FrameData:
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
         kinds = (images,) if isinstance(images, str) else tuple(images)
         self.images = kinds[0]
-        for kind in dict.fromkeys(kinds + ("masks",)):
+        for kind in dict.fromkeys(kinds + (MASKS,)):
             self._check_folder(kind)
 
     def use_first_frame_only(self) -> None:
@@ -71,25 +72,20 @@ class FrameData:
     def _check_folder(self, name: str) -> None:
         first = self.image_path(name, 0)
         if not os.path.exists(first):
-            hint = "run `python -m backend stylize` first" if name == "stylized" else \
+            hint = "run `python -m backend stylize` first" if name == STYLIZED else \
                 "re-run `python -m backend prepare`"
             raise InputError(f"{first} is missing: the prepared-data folder has no {name}/; {hint}")
 
     def image_path(self, kind: str, index: int) -> str:
-        return os.path.join(self.folder, kind, f"{index:06d}.png")
+        return self.data.image_path(kind, index)
 
     def _load(self, kind: str, index: int) -> torch.Tensor:
         key = (kind, index)
         if key not in self._cache:
-            from PIL import Image
-
             path = self.image_path(kind, index)
-            try:
-                with Image.open(path) as image:
-                    mode = "L" if kind == "masks" else "RGB"
-                    array = np.asarray(image.convert(mode))
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read {path} ({exc}); re-run the stage that wrote it") from exc
+            array = self.data.read_mask(index) if kind == MASKS else self.data.read_image(kind, index)
+            if array is None:
+                raise InputError(f"{path} is missing; re-run `python -m backend prepare`")
             if array.shape[:2] != (self.height, self.width):
                 raise InputError(f"{path} is {array.shape[1]}x{array.shape[0]}, the tracking file says "
                                  f"{self.width}x{self.height}; re-run prepare")
@@ -100,7 +96,7 @@ class FrameData:
                images: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Ground truth of frame ``index``: RGB (H, W, 3) on ``background`` and mask (H, W, 1)."""
         rgb = self._load(images or self.images, index).to(self.device).float() / 255
-        mask = self._load("masks", index).to(self.device).float()[..., None] / 255
+        mask = self._load(MASKS, index).to(self.device).float()[..., None] / 255
         if self.region_fn is not None:
             mask = mask * self.region_fn(index)
         return rgb * mask + background * (1 - mask), mask
@@ -108,7 +104,7 @@ class FrameData:
     def photo(self, index: int, images: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame ``index`` as it is: RGB (H, W, 3) in [0, 1] and the full mask (H, W, 1)."""
         rgb = self._load(images or self.images, index).to(self.device).float() / 255
-        return rgb, self._load("masks", index).to(self.device).float()[..., None] / 255
+        return rgb, self._load(MASKS, index).to(self.device).float()[..., None] / 255
 
     def camera(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """viewmat (4, 4) world-to-camera and K (3, 3) of frame ``index``."""

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..formats.prepared import PreparedData
 from .hooks import TrainingHook
 from .sh import rgb_to_sh0
 
@@ -45,7 +46,7 @@ def is_oneshot(folder: str, n_frames: int) -> bool:
     """True for single-frame data or data that ``prepare --image`` wrote."""
     if n_frames == 1:
         return True
-    path = os.path.join(folder, "prepare.json")
+    path = PreparedData(folder).prepare_report
     if not os.path.exists(path):
         return False
     from ..fileio import read_json

@@ -158,13 +158,6 @@ def uv_sphere(centre: np.ndarray, radius: float, rings: int, segments: int,
     return centre + radius * points, np.ascontiguousarray(faces)
 
 
-def triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(F,) triangle areas."""
-    corners = vertices[faces]
-    return 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]),
-                                axis=1)
-
-
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(V, 3) area-weighted unit vertex normals."""
     corners = vertices[faces]
