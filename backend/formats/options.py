@@ -195,6 +195,9 @@ class BuildOptions:
     stop_after: str | None = option(None, "stop once this stage is complete (e.g. prepare, to "
                                     "look at the tracking QA picture first); re-run without it "
                                     "to go on", choices=STAGES, metavar="STAGE")
+    full_reenactment: bool = option(False, "also render the avatar driven by every frame of the "
+                                    "clip (OUT/reenactment.mp4); by default only a short preview "
+                                    "of the held-out frames")
     prepare: PrepareOptions = nested(PrepareOptions)
     style: StyleOptions = nested(StyleOptions)
     train: TrainOptions = nested(TrainOptions)
