@@ -120,19 +120,45 @@ def _new_action_fcurves(id_data: bpy.types.ID, name: str):
         slot = action.slots.new(id_type=id_data.id_type, name=id_data.name)
         animation.action = action
         animation.action_slot = slot
-        from bpy_extras import anim_utils
-        return anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
+        # The layer -> keyframe strip -> channelbag API is in 4.4, 4.5 and 5.0 alike (bpy_extras'
+        # helper for it is not in 4.5).
+        layer = action.layers[0] if len(action.layers) else action.layers.new("Layer")
+        strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
+        return strip.channelbag(slot, ensure=True).fcurves
     animation.action = action
+    return action.fcurves
+
+
+def action_fcurves(id_data: bpy.types.ID):
+    """The F-curves of the action assigned to ``id_data`` (its slot's channelbag on 4.4+)."""
+    animation = id_data.animation_data
+    action = animation.action if animation else None
+    if action is None:
+        return []
+    if hasattr(action, "slots"):
+        for layer in action.layers:
+            for strip in layer.strips:
+                bag = strip.channelbag(animation.action_slot)
+                if bag is not None:
+                    return bag.fcurves
+        return []
     return action.fcurves
 
 
 def _write_curve(fcurves, data_path: str, index: int, frames: np.ndarray, values: np.ndarray,
                  group: str) -> None:
     """One F-curve with a linear key per frame, written in bulk."""
-    try:
+    # How a new curve gets its group differs: group_name= (5.0), action_group= (the legacy
+    # action's curves, 4.2), or none (4.4/4.5 channelbags: add it to the channelbag's groups).
+    parameters = fcurves.bl_rna.functions["new"].parameters.keys()
+    if "group_name" in parameters:
         curve = fcurves.new(data_path, index=index, group_name=group)
-    except TypeError:  # Blender < 4.4: ActionFCurves.new(..., action_group=)
+    elif "action_group" in parameters:
         curve = fcurves.new(data_path, index=index, action_group=group)
+    else:
+        curve = fcurves.new(data_path, index=index)
+        groups = fcurves.data.groups
+        curve.group = groups.get(group) or groups.new(group)
     points = curve.keyframe_points
     points.add(len(frames))
     points.foreach_set("co", np.stack([frames, values], axis=1).astype(np.float32).ravel())

@@ -18,7 +18,10 @@ import mathutils
 from ..backend.errors import ToonSplatError
 from . import animation, importer, jobs, pipeline, runner
 
-ENGINES = {"cycles": "CYCLES", "eevee": "BLENDER_EEVEE", "workbench": "BLENDER_WORKBENCH"}
+# Render-engine identifiers per name, tried in order: EEVEE is "BLENDER_EEVEE_NEXT" in 4.2-4.5 and
+# "BLENDER_EEVEE" again in 5.0 (set_render_engine tries each).
+ENGINES = {"cycles": ("CYCLES",), "eevee": ("BLENDER_EEVEE_NEXT", "BLENDER_EEVEE"),
+           "workbench": ("BLENDER_WORKBENCH",)}
 
 
 def script_arguments(argv: list[str] | None = None) -> list[str]:
@@ -99,7 +102,7 @@ def render_still(path: str, imported: importer.ImportedAvatar, resolution: int =
     scene = bpy.context.scene
     if scene.camera is None:
         add_camera(scene, imported)
-    scene.render.engine = ENGINES[engine]
+    set_render_engine(scene, engine)
     if engine == "cycles":
         scene.cycles.samples = samples
         scene.cycles.device = "CPU"
@@ -132,6 +135,18 @@ def render_still(path: str, imported: importer.ImportedAvatar, resolution: int =
         raise ToonSplatError(f"rendering with {engine} failed ({exc}); try --engine cycles") from exc
     if not os.path.isfile(path):
         raise ToonSplatError(f"the render did not write {path}")
+
+
+def set_render_engine(scene: bpy.types.Scene, engine: str) -> str:
+    """Set the scene's engine by name (cycles, eevee, workbench); returns the identifier used."""
+    for identifier in ENGINES[engine]:
+        try:
+            scene.render.engine = identifier
+            return identifier
+        except TypeError:  # not an engine of this Blender version
+            continue
+    raise ToonSplatError(f"this Blender ({bpy.app.version_string}) has no {engine} render engine "
+                         f"(tried {', '.join(ENGINES[engine])}); use --engine cycles")
 
 
 def finish(imported: importer.ImportedAvatar, args: argparse.Namespace) -> None:

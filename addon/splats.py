@@ -78,10 +78,10 @@ def splat_node_group() -> bpy.types.NodeTree:
     sphere.inputs["Radius"].default_value = 1.0 / INRADIUS
     sphere.inputs["Subdivisions"].default_value = SUBDIVISIONS
     smooth = nodes.new("GeometryNodeSetShadeSmooth")
-    links.new(sphere.outputs["Mesh"], smooth.inputs["Mesh"])
+    links.new(geometry_socket(sphere.outputs), geometry_socket(smooth.inputs))
     material = nodes.new("GeometryNodeSetMaterial")
     material.inputs["Material"].default_value = splat_material()
-    links.new(smooth.outputs["Mesh"], material.inputs["Geometry"])
+    links.new(geometry_socket(smooth.outputs), geometry_socket(material.inputs))
     rotation = _named_attribute(nodes, "rotation", "QUATERNION")
     scale = _named_attribute(nodes, "scale", "FLOAT_VECTOR")
     # sqrt(scale^2 + low_pass^2) per axis: R (S^2 + l^2 I) R^T is Sigma + l^2 I, exactly.
@@ -92,22 +92,40 @@ def splat_node_group() -> bpy.types.NodeTree:
     links.new(group_in.outputs[LOW_PASS_INPUT], low_variance.inputs[0])
     links.new(group_in.outputs[LOW_PASS_INPUT], low_variance.inputs[1])
     widened = _vector_math(nodes, links, "ADD", variance, low_variance.outputs["Value"])
-    sized = nodes.new("ShaderNodeVectorMath")
-    sized.operation = "POWER"
-    links.new(widened, sized.inputs[0])
-    sized.inputs[1].default_value = (0.5, 0.5, 0.5)
-    sized = _vector_math(nodes, links, "SCALE", sized.outputs["Vector"])
+    sized = _vector_math(nodes, links, "SCALE", _vector_sqrt(nodes, links, widened))
     sized.node.inputs["Scale"].default_value = SIGMAS
     instance = nodes.new("GeometryNodeInstanceOnPoints")
     links.new(group_in.outputs["Geometry"], instance.inputs["Points"])
-    links.new(material.outputs["Geometry"], instance.inputs["Instance"])
+    links.new(geometry_socket(material.outputs), instance.inputs["Instance"])
     links.new(rotation.outputs["Attribute"], instance.inputs["Rotation"])
     links.new(sized, instance.inputs["Scale"])
     join = nodes.new("GeometryNodeJoinGeometry")
-    links.new(instance.outputs["Instances"], join.inputs["Geometry"])
-    links.new(group_in.outputs["Geometry"], join.inputs["Geometry"])
-    links.new(join.outputs["Geometry"], group_out.inputs[0])
+    links.new(geometry_socket(instance.outputs), geometry_socket(join.inputs))
+    links.new(group_in.outputs["Geometry"], geometry_socket(join.inputs))
+    links.new(geometry_socket(join.outputs), group_out.inputs[0])
     return group
+
+
+def geometry_socket(sockets):
+    """The first geometry socket of a node's inputs or outputs.
+
+    Socket names differ between Blender versions (Set Shade Smooth's input is "Geometry" in 4.2
+    and 4.5, "Mesh" in 5.0): look sockets up by type, never by name.
+    """
+    for socket in sockets:
+        if socket.type == "GEOMETRY":
+            return socket
+    raise LookupError(f"no geometry socket among {[s.name for s in sockets]}")
+
+
+def _vector_sqrt(nodes, links, vector):
+    """Per-component square root (Vector Math has no POWER before Blender 4.3)."""
+    separate = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(vector, separate.inputs[0])
+    combine = nodes.new("ShaderNodeCombineXYZ")
+    for axis in range(3):
+        links.new(_math(nodes, links, "SQRT", separate.outputs[axis]), combine.inputs[axis])
+    return combine.outputs[0]
 
 
 def _named_attribute(nodes, name: str, data_type: str):
