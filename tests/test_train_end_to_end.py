@@ -110,7 +110,7 @@ def test_render_and_export_commands(trained):
     result = run_backend("export", "--avatar", str(avatar), "--out", str(ply), "--tracking",
                          str(folder / "data" / "tracking.npz"), "--frame", "3", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
-    from backend.export.ply import read_ply
+    from .test_export_ply import read_ply
 
     table = read_ply(str(ply))
     assert len(table["x"]) == avatar_format.read(avatar).n_gaussians
