@@ -37,18 +37,32 @@ def posed_gaussians(model, avatar: Avatar, tracking: Tracking, index: int, camer
     return model.gaussians(expressions, frame_transforms(avatar, tracking, index), camera_center)
 
 
+PREVIEW_FRAMES = 60  # the build's preview: at most this many of the held-out frames
+
+
+def preview_frames(n_frames: int, limit: int = PREVIEW_FRAMES) -> np.ndarray:
+    """Frame indices of the build's preview: the first ``limit`` held-out frames (the frames
+    ``train`` evaluates on, ``train.data.split_frames``)."""
+    from ..train.data import split_frames
+
+    return split_frames(n_frames)[1][:limit]
+
+
 @torch.no_grad()
 def render_video(avatar: Avatar, tracking: Tracking, out: str, size: int | None = None,
-                 background=(1.0, 1.0, 1.0), progress=None, device="cpu") -> int:
-    """Render every frame of ``tracking`` with its cameras into an mp4; returns the frame count."""
+                 background=(1.0, 1.0, 1.0), progress=None, device="cpu",
+                 frames=None) -> int:
+    """Render the frames of ``tracking`` (every one, or the indices ``frames``) with their
+    cameras into an mp4; returns the frame count."""
     from ..render import Cameras, render
     from ..synth.render import write_video
 
     model, _ = model_from_avatar(avatar, device)
     width, height = (int(v) for v in tracking.image_size)
     scale = 1.0 if size is None else size / max(width, height)
-    frames = []
-    for index in range(tracking.n_frames):
+    indices = range(tracking.n_frames) if frames is None else [int(i) for i in frames]
+    images = []
+    for index in indices:
         viewmat = torch.as_tensor(tracking.extrinsics[index]).float()
         intrinsics = torch.as_tensor(tracking.intrinsics[index]).float().clone()
         intrinsics[:2] *= scale
@@ -57,11 +71,11 @@ def render_video(avatar: Avatar, tracking: Tracking, out: str, size: int | None 
         w, h = max(2, int(round(width * scale))), max(2, int(round(height * scale)))
         result = render(gaussians, Cameras(viewmat[None], intrinsics[None], w, h),
                         background=torch.tensor(background))
-        frames.append((result.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
+        images.append((result.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
         if progress is not None:
-            progress.progress(index + 1, tracking.n_frames)
-    write_video(out, frames, tracking.fps)
-    return len(frames)
+            progress.progress(len(images), len(indices))
+    write_video(out, images, tracking.fps)
+    return len(images)
 
 
 @torch.no_grad()

@@ -136,18 +136,33 @@ def _validate_train(build: Build) -> None:
 
 
 def _export(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
+    """avatar.npz, avatar.ply, preview.mp4 (the held-out frames), turntable.png with its
+    coverage (turntable.json), and reenactment.mp4 of every frame with --full-reenactment."""
     import shutil
 
-    from ..export.cli import export_ply, render_reenactment
+    from ..export.cli import export_ply, render_orbit, render_reenactment
+    from ..export.reenact import preview_frames
     from ..fileio import atomic_path
+    from ..formats import tracking as tracking_format
 
     avatar_path = build.path("avatar.npz")
     with atomic_path(avatar_path) as tmp:
         shutil.copyfile(os.path.join(build.train_dir, "avatar.npz"), tmp)
     export_ply(avatar_path, build.path("avatar.ply"), progress)
-    render_reenactment(avatar_path, build.data.tracking, build.path("reenactment.mp4"), progress)
-    outputs = ["avatar.npz", "avatar.ply", "reenactment.mp4"]
-    return outputs, {"avatar_mb": round(os.path.getsize(avatar_path) / 1e6, 2)}
+    held_out = preview_frames(tracking_format.read(build.data.tracking).n_frames)
+    render_reenactment(avatar_path, build.data.tracking, build.path("preview.mp4"), progress,
+                       frames=held_out)
+    coverage = render_orbit(avatar_path, build.path("turntable.png"), progress,
+                            tracking_path=build.data.tracking,
+                            frame=int(held_out[len(held_out) // 2]), video=False)
+    outputs = ["avatar.npz", "avatar.ply", "preview.mp4", "turntable.png", "turntable.json"]
+    if getattr(build.options, "full_reenactment", False):
+        render_reenactment(avatar_path, build.data.tracking, build.path("reenactment.mp4"), progress)
+        outputs.append("reenactment.mp4")
+    metrics = {"avatar_mb": round(os.path.getsize(avatar_path) / 1e6, 2),
+               "preview_frames": len(held_out), "turntable_frame": coverage["frame"]}
+    metrics.update({k: v for k, v in coverage.items() if k.startswith("coverage_")})
+    return outputs, metrics
 
 
 def _validate_export(build: Build) -> None:

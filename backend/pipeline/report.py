@@ -1,5 +1,6 @@
 """The build report: ``report.json`` (stage timings and metrics) and ``report.html`` plus a
-``summary.png`` with the input, stylized and avatar frames side by side."""
+``summary.png`` with the input, stylized and avatar frames side by side; the page also shows the
+export's turntable strip (``turntable.png``) with its novel-view coverage (``turntable.json``)."""
 
 from __future__ import annotations
 
@@ -54,11 +55,34 @@ def write_report(out: str, summary: dict[str, Any], rows: list[list[tuple[str, s
         write_image(paths["png"], page)
     else:
         paths.pop("png")
-    write_bytes(paths["html"], _html(summary, "summary.png" if "png" in paths else None).encode())
+    turntable = _turntable(out)
+    write_bytes(paths["html"], _html(summary, "summary.png" if "png" in paths else None,
+                                     turntable).encode())
     return paths
 
 
-def _html(summary: dict[str, Any], picture: str | None) -> str:
+def _turntable(out: str) -> str:
+    """The HTML of the turntable strip and its coverage, or "" when the build has none."""
+    from ..errors import ToonSplatError
+    from ..fileio import read_json
+
+    if not os.path.exists(os.path.join(out, "turntable.png")):
+        return ""
+    try:
+        report = read_json(os.path.join(out, "turntable.json"), "turntable coverage")
+    except ToonSplatError:
+        report = {}
+    coverage = ", ".join(f"{k[len('coverage_'):]} deg: {v:.1%}" for k, v in report.items()
+                         if k.startswith("coverage_") and k != "coverage_min"
+                         and isinstance(v, (int, float)))
+    frame = report.get("frame")
+    caption = (f"Turntable, yaw -60..+60 deg (positive: the subject's left), expression of "
+               f"frame {frame}. Coverage of the head (alpha >= 0.9): {coverage or 'n/a'}.")
+    return (f'<h2>Novel views</h2><p>{html.escape(caption)}</p>'
+            '<p><img src="turntable.png" style="max-width:100%"></p>')
+
+
+def _html(summary: dict[str, Any], picture: str | None, turntable: str = "") -> str:
     rows = []
     for stage in summary.get("stages", []):
         metrics = ", ".join(f"{k}: {_fmt(v)}" for k, v in stage.get("metrics", {}).items()
@@ -72,7 +96,7 @@ def _html(summary: dict[str, Any], picture: str | None) -> str:
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;text-align:left}"
             "</style></head><body>"
             f"<h1>{title}</h1>{image}<table><tr><th>stage</th><th>time</th><th>metrics</th></tr>"
-            + "".join(rows) + "</table>"
+            + "".join(rows) + "</table>" + turntable
             + f"<pre>{html.escape(str(summary.get('inputs', '')))}</pre></body></html>\n")
 
 
