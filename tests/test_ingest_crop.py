@@ -7,13 +7,14 @@ import pytest
 
 from backend.errors import InputError
 from backend.ingest import crop
+from backend.formats.prepared import inside_source
 from backend.ingest import landmarks as marks
 
 
-def test_crop_maps_points_like_its_matrix_and_replicates_edges():
+def test_crop_maps_points_like_its_matrix_and_leaves_outside_black():
     image = np.zeros((100, 160, 3), np.uint8)
     image[40:44, 120:124] = 255            # a 4x4 dot centred at continuous (122, 42)
-    image[:, -1] = (0, 0, 200)              # right edge colour, to be replicated
+    image[:, -1] = (0, 0, 200)              # right edge colour, never smeared past the edge
     box = np.array([130.0, 50.0, 80.0])      # leaves the frame on the right
     out = crop.crop_image(image, box, 160)
     matrix = crop.crop_matrix(box, 160)
@@ -21,7 +22,11 @@ def test_crop_maps_points_like_its_matrix_and_replicates_edges():
     ys, xs = np.nonzero(out[..., 0] > 128)
     centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
     np.testing.assert_allclose(centre, expected, atol=0.6)
-    assert (out[:, -5:, 2] > 150).all()      # replicated edge, not black
+    inside = inside_source(box, 160, 160, 100)
+    # Crop columns 140.. map to source x > 160, past the right edge.
+    assert inside[:, :140].all() and not inside[:, 140:].any()
+    assert (out[:, 141:] == 0).all()          # no replicated-edge stripes (bilinear: 1 px blend)
+    assert (out[10:150, 138:140, 2] > 100).all()  # the edge column itself is kept
 
 
 def test_large_downscale_keeps_point_positions():

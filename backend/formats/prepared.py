@@ -29,6 +29,19 @@ N_LANDMARKS = 478   # MediaPipe FaceMesh points per frame in landmarks.npz (468 
 IMAGE_KINDS = (FRAMES, MASKS, STYLIZED)
 
 
+def inside_source(box, size: int, width: int, height: int) -> np.ndarray:
+    """(size, size) bool: the crop pixels whose centres fall inside the source frame.
+
+    ``box`` is the crop (centre x, centre y, side) in source pixels, as prepare.json's
+    ``crop_boxes`` hold it; the source spans [0, width] x [0, height] (pixel centres at +0.5).
+    Outside, a crop holds no picture: those pixels are never targets.
+    """
+    cx, cy, side = (float(v) for v in box)
+    centres = (np.arange(size) + 0.5) * side / size - side / 2
+    x, y = cx + centres, cy + centres
+    return ((y >= 0) & (y <= height))[:, None] & ((x >= 0) & (x <= width))[None, :]
+
+
 def frame_name(index: int) -> str:
     """The file name of frame ``index`` in every image folder."""
     return f"{index:06d}.png"

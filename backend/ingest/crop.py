@@ -3,7 +3,8 @@
 The crop of frame t is a square box (centre_x, centre_y, side) in source pixels. The side is one
 value for the whole clip (so the head keeps its scale), the centre follows the head through a
 zero-phase (forward-backward) Gaussian filter over time, so it neither jitters nor lags. Where the
-box leaves the frame, the edge colour is replicated.
+box leaves the frame the crop is black (and, in masks, background): those pixels hold no picture,
+and the trainer never takes them as targets (``formats.prepared.inside_source``).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _pixel_centre_matrix(matrix: np.ndarray) -> np.ndarray:
 
 
 def crop_image(image: np.ndarray, box: np.ndarray, size: int, interpolation: str = "linear") -> np.ndarray:
-    """Cut the square ``box`` out of ``image`` at ``size`` x ``size``, replicating edge pixels.
+    """Cut the square ``box`` out of ``image`` at ``size`` x ``size``; zeros outside the image.
 
     Args:
         image: (H, W, C) or (H, W) uint8.
@@ -133,7 +134,7 @@ def crop_image(image: np.ndarray, box: np.ndarray, size: int, interpolation: str
         matrix[1, 1] *= shrink
     flags = cv2.INTER_LINEAR if interpolation == "linear" else cv2.INTER_NEAREST
     return cv2.warpAffine(image, _pixel_centre_matrix(matrix), (size, size), flags=flags,
-                          borderMode=cv2.BORDER_REPLICATE)
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def crop_intrinsics(focal_source: float, principal_source: np.ndarray, boxes: np.ndarray,

@@ -114,6 +114,7 @@ class TrainConfig:
     phases: list[Phase] = field(default_factory=lambda: [Phase()])
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # GT frames are composited on it
+    random_background: bool = False  # a random background colour per step (evaluation: background)
     seed: int = 0
     render_backend: str = "auto"     # backend.render backend
     preview_every: int = 500

@@ -2,6 +2,13 @@
 
 Frame i of tracking.npz is frames/{i:06d}.png (docs/DEVELOPING.md). Images are read lazily and
 cached as uint8 tensors; targets are composited on the training background with the mask.
+
+What the avatar learns is the head region (docs/TRAINING.md): the person's mask above the neck
+cut (``headmodel.regions``, one image line per frame that the trainer sets) and inside the
+source frame. A frame's pixels split three ways: the head region (a target, opaque), the
+background (a target, transparent) and the rest, which no loss or metric sees: the torso below
+the cut, and crop pixels past the source frame's edge (``weight`` is 0 there). Colours at the
+mask's soft edge are the person's, not the backdrop's (``foreground_colours``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import torch
 
 from ..errors import InputError
 from ..formats import tracking as tracking_format
-from ..formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData
+from ..formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData, inside_source
 
 TEST_FRAMES = 350  # 3DGB/INSTA hold out the last 350 frames
 
@@ -57,6 +64,8 @@ class FrameData:
         self.train, self.test = split_frames(self.n_frames)
         self.held_out = self.n_frames > 1
         self.region_fn = None
+        self.cut_lines: torch.Tensor | None = None
+        self._crops = _crop_boxes(self.data, self.n_frames)
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
         kinds = (images,) if isinstance(images, str) else tuple(images)
         self.images = kinds[0]
@@ -92,11 +101,51 @@ class FrameData:
             self._cache[key] = torch.from_numpy(array.copy())
         return self._cache[key]
 
+    def _foreground(self, kind: str, index: int) -> torch.Tensor:
+        """The frame's colours with the backdrop taken out of the mask's soft edge (cached)."""
+        key = ("foreground:" + kind, index)
+        if key not in self._cache:
+            self._cache[key] = torch.from_numpy(foreground_colours(
+                self._load(kind, index).numpy(), self._load(MASKS, index).numpy()))
+        return self._cache[key]
+
+    def set_cut_lines(self, lines: np.ndarray | torch.Tensor | None) -> None:
+        """The neck cut of every frame, (T, 3) lines n . p = d in pixels with n pointing down the
+        head (``headmodel.regions.image_cut_lines``); None: no cut."""
+        self.cut_lines = None if lines is None else torch.as_tensor(lines, dtype=torch.float32)
+
+    def below_cut(self, index: int) -> torch.Tensor:
+        """(H, W, 1) in [0, 1]: 1 below frame ``index``'s neck cut (feathered over ~2 px at 512)."""
+        if self.cut_lines is None:
+            return torch.zeros(self.height, self.width, 1, device=self.device)
+        nx, ny, d = self.cut_lines[index].tolist()
+        feather = max(self.width, self.height) / 256
+        xs = torch.arange(self.width, device=self.device) + 0.5
+        ys = torch.arange(self.height, device=self.device) + 0.5
+        distance = ys[:, None] * ny + xs[None, :] * nx - d
+        return (distance / feather + 0.5).clamp(0, 1)[..., None]
+
+    def inside(self, index: int) -> torch.Tensor:
+        """(H, W, 1): 1 where the crop shows the source frame, 0 past its edge."""
+        if self._crops is None:
+            return torch.ones(self.height, self.width, 1, device=self.device)
+        box, width, height = self._crops[0][index], *self._crops[1:]
+        inside = inside_source(box, self.width, width, height)
+        return torch.from_numpy(inside).to(self.device).float()[..., None]
+
+    def weight(self, index: int) -> torch.Tensor:
+        """(H, W, 1): 1 where frame ``index`` is a target (head region or background), 0 on the
+        torso below the neck cut and past the source frame's edge."""
+        person = self._load(MASKS, index).to(self.device).float()[..., None] / 255
+        return self.inside(index) * (1 - person * self.below_cut(index))
+
     def target(self, index: int, background: torch.Tensor,
                images: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ground truth of frame ``index``: RGB (H, W, 3) on ``background`` and mask (H, W, 1)."""
-        rgb = self._load(images or self.images, index).to(self.device).float() / 255
+        """Ground truth of frame ``index``: RGB (H, W, 3) on ``background`` and the head region's
+        alpha (H, W, 1): the person's mask above the neck cut, inside the source frame."""
+        rgb = self._foreground(images or self.images, index).to(self.device).float() / 255
         mask = self._load(MASKS, index).to(self.device).float()[..., None] / 255
+        mask = mask * (1 - self.below_cut(index)) * self.inside(index)
         if self.region_fn is not None:
             mask = mask * self.region_fn(index)
         return rgb * mask + background * (1 - mask), mask
@@ -122,3 +171,39 @@ class FrameData:
         # Camera looks along +z; the face looks along head +z, i.e. -z in a frontal OpenCV view.
         forward = rot[:, :, 2]
         return np.arctan2(forward[:, 0], -forward[:, 2])
+
+
+def _crop_boxes(data: PreparedData, n_frames: int):
+    """(crop boxes (T, 3), source width, height) from prepare.json, or None (synthetic or
+    converted data: every crop pixel shows the source)."""
+    from ..fileio import read_json
+
+    if not os.path.exists(data.prepare_report):
+        return None
+    try:
+        report = read_json(data.prepare_report, "prepare report")
+        boxes = np.asarray(report["crop_boxes"], np.float64)
+        width, height = int(report["source"]["width"]), int(report["source"]["height"])
+    except (InputError, KeyError, TypeError, ValueError):
+        return None
+    return (boxes, width, height) if boxes.shape == (n_frames, 3) else None
+
+
+def foreground_colours(rgb: np.ndarray, mask: np.ndarray, solid: int = 250) -> np.ndarray:
+    """``rgb`` (H, W, 3) uint8 with every pixel of the mask's soft edge (0 < mask < ``solid``)
+    given the colour of the nearest solid foreground pixel: a soft edge mixes the person with
+    the backdrop, and a target composited from it would teach the avatar the backdrop's colour."""
+    import cv2
+
+    fully = mask >= solid
+    edge = (mask > 0) & ~fully
+    if not edge.any() or not fully.any():
+        return rgb
+    _, labels = cv2.distanceTransformWithLabels((~fully).astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    # Labels number the zero (solid) pixels from 1 in row-major order.
+    colours = rgb[fully]
+    out = rgb.copy()
+    out[edge] = colours[labels[edge] - 1]
+    return out
+

@@ -67,10 +67,16 @@ class Trainer:
 
     @torch.no_grad()
     def _frame_transforms(self) -> torch.Tensor:
-        """(T, J, 4, 4) skinning transforms of every frame from the head model."""
+        """(T, J, 4, 4) skinning transforms of every frame from the head model; also gives the
+        data every frame's neck cut (the head region's lower edge, headmodel/regions.py)."""
+        from ..headmodel import regions
+
         t = self.data.tracking
         shape = self._shape()
-        out = []
+        rest = self.head(shape=None if shape is None else shape[None],
+                         vertex_offsets=self._offsets()).vertices[0]
+        ring, above = regions.cut_ring(self.head, rest), regions.head_vertices(self.head, rest)
+        out, ring_pixels, up_pixels = [], [], []
         for start in range(0, t.n_frames, 256):
             stop = min(start + 256, t.n_frames)
             batch = stop - start
@@ -81,6 +87,14 @@ class Trainer:
                                translation=torch.as_tensor(t.translation[start:stop], device=self.device),
                                vertex_offsets=self._offsets())
             out.append(result.transforms.float())
+            vertices = result.vertices.float()
+            ring_centre = vertices[:, ring].mean(dim=1, keepdim=True)
+            head_centre = vertices[:, above].mean(dim=1, keepdim=True)
+            pixels = _project(torch.cat([vertices[:, ring], ring_centre, head_centre], dim=1),
+                              t.extrinsics[start:stop], t.intrinsics[start:stop])
+            ring_pixels.append(pixels[:, :-2])
+            up_pixels.append(pixels[:, -1] - pixels[:, -2])
+        self.data.set_cut_lines(regions.image_cut_lines(torch.cat(ring_pixels), torch.cat(up_pixels)))
         return torch.cat(out)
 
     def initialize(self) -> None:
@@ -195,18 +209,26 @@ class Trainer:
         cfg = self.config
         index = int(pool[torch.randint(len(pool), (1,), generator=self.generator)])
         background = self.background
+        if cfg.random_background:  # a new colour each step: no colour can stand in for alpha
+            background = torch.rand(3, generator=self.generator).to(self.device)
         for hook in self.hooks:
             background = hook.background(background, self.generator)
         target, mask = self.data.target(index, background, phase.images)
+        weight = self.data.weight(index)
         scale = self.scale_at(self.step)
-        target, mask = _resize(target, scale), _resize(mask, scale)
+        target, mask, weight = _resize(target, scale), _resize(mask, scale), _resize(weight, scale)
         box = _mask_box(mask) if cfg.crop_to_mask else None
         if box is not None:
             target = target[box[1]:box[3], box[0]:box[2]]
             mask = mask[box[1]:box[3], box[0]:box[2]]
+            weight = weight[box[1]:box[3], box[0]:box[2]]
         out, _ = self.render_frame(index, scale=scale, box=box, background=background)
-        loss = rgb_loss(out.rgb, target[None], cfg.loss.ssim_lambda)
-        loss = loss + cfg.loss.alpha * alpha_loss(out.alpha[0], mask)
+        # Pixels that are no target (the torso, past the frame's edge) take the target's value:
+        # no loss term sees them.
+        rendered = out.rgb * weight + target[None] * (1 - weight)
+        alpha = out.alpha[0] * weight + mask * (1 - weight)
+        loss = rgb_loss(rendered, target[None], cfg.loss.ssim_lambda)
+        loss = loss + cfg.loss.alpha * alpha_loss(alpha, mask)
         mouth_means = self.model.params["means"][self.model.mouth]
         loss = loss + cfg.loss.mouth * mouth_loss(mouth_means, self.volume)
         for hook in self.hooks:
@@ -331,6 +353,15 @@ def _resize(image: torch.Tensor, scale: float) -> torch.Tensor:
     resized = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], size=(height, width),
                                               mode="area")
     return resized[0].permute(1, 2, 0)
+
+
+def _project(points: torch.Tensor, extrinsics, intrinsics) -> torch.Tensor:
+    """(B, N, 3) world points -> (B, N, 2) pixels of the tracked cameras (B, 4, 4), (B, 3, 3)."""
+    viewmat = torch.as_tensor(extrinsics, dtype=points.dtype, device=points.device)
+    k = torch.as_tensor(intrinsics, dtype=points.dtype, device=points.device)
+    camera = points @ viewmat[:, :3, :3].transpose(1, 2) + viewmat[:, None, :3, 3]
+    pixels = camera @ k.transpose(1, 2)
+    return pixels[..., :2] / pixels[..., 2:].clamp_min(1e-6)
 
 
 def _mask_box(mask: torch.Tensor, margin: float = 0.1) -> tuple[int, int, int, int] | None:
