@@ -46,10 +46,15 @@ def test_build_runs_every_stage_then_skips_them(video, tmp_path):
     result = events[-1]
     assert result["event"] == "result" and os.path.exists(result["avatar"])
     assert avatar.read(result["avatar"]).n_expressions == tracking.read(result["tracking"]).n_expressions
-    for name in ("avatar.ply", "reenactment.mp4", "report.json", "report.html", "summary.png"):
+    for name in ("avatar.ply", "preview.mp4", "turntable.png", "report.json", "report.html",
+                 "summary.png"):
         assert (out_dir / name).stat().st_size > 0, name
+    assert not (out_dir / "reenactment.mp4").exists()  # only with --full-reenactment
     report = json.loads((out_dir / "report.json").read_text())
     assert [s["name"] for s in report["stages"]] == ["prepare", "stylize", "train", "export"]
+    export = report["stages"][-1]["metrics"]
+    assert export["preview_frames"] == 2 and 0 < export["coverage_45"] <= 1, export
+    assert 'src="turntable.png"' in (out_dir / "report.html").read_text()
 
     # Corrupt the tracking file: prepare (and everything after it) must be redone.
     track = out_dir / "data" / "tracking.npz"

@@ -85,7 +85,7 @@ def render_orbit(avatar_path: str, out: str, progress, tracking_path: str | None
     from ..fileio import write_json
     from ..formats import avatar as avatar_format
     from ..formats import tracking as tracking_format
-    from .orbit import Orbit, turntable
+    from .orbit import Orbit, coverage_key, turntable
 
     avatar = avatar_format.read(avatar_path)
     tracking = tracking_format.read(tracking_path) if tracking_path else None
@@ -97,8 +97,8 @@ def render_orbit(avatar_path: str, out: str, progress, tracking_path: str | None
     report = turntable(orbit, paths["video"], paths["strip"], progress=progress)
     report.update({k: os.path.abspath(v) for k, v in paths.items() if v and k != "json"})
     write_json(paths["json"], report)
-    cover = ", ".join(f"{k[9:]} deg {v:.1%}" for k, v in report.items()
-                      if k.startswith("coverage_") and k != "coverage_min")
+    cover = ", ".join(f"{y:+g} deg {report[coverage_key(y)]:.1%} "
+                      f"(surface {report[coverage_key(y, 'surface')]:.1%})" for y in report["yaws"])
     progress.result(f"turntable written; coverage {cover}",
                     path=os.path.abspath(paths["video"] or paths["strip"]), coverage=report)
     return report

@@ -12,6 +12,9 @@ Coverage at a yaw: the fraction of the pixels of the posed head model's silhouet
 neck cut (``headmodel.regions.head_faces``) where the avatar's rendered alpha is >= 0.9, from
 the same camera. The head mesh is the avatar's own neutral mesh (``mesh_vertices``: the
 subject's identity), posed by the head model with the same expression and joint rotations.
+Surface coverage asks in addition that the avatar's rendered depth there is at most 2 cm
+behind the mesh's: alpha alone cannot tell a hole in the near cheek from the cheek, when the
+inside of the far side shows through it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..formats.tracking import Tracking
 STRIP_YAWS = (-60, -40, -20, 0, 20, 40, 60)   # degrees, the turntable strip's views
 COVERAGE_YAWS = (-45, 45)                     # degrees, where coverage is measured
 ALPHA_COVERED = 0.9                           # rendered alpha that counts as covered
+SURFACE_TOLERANCE_M = 0.02                    # surface coverage: depth at most this far behind
 DEFAULT_DISTANCE_M = 0.65                     # camera distance without a tracking (synth's)
 DEFAULT_SIZE = 512                            # image side without a tracking
 BACKGROUND = (1.0, 1.0, 1.0)
@@ -194,28 +198,36 @@ class Orbit:
         return render(gaussians, camera, background=torch.tensor(BACKGROUND))
 
     @torch.no_grad()
-    def silhouette(self, yaw_degrees: float) -> torch.Tensor:
-        """(H, W) bool: the head region of the posed head model seen at ``yaw_degrees``."""
+    def silhouette(self, yaw_degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head region of the posed head model seen at ``yaw_degrees``: (H, W) bool, and
+        the mesh's depth (H, W), metres (inf outside)."""
         from ..geometry.raster import project, rasterize
 
         camera = orbit_camera(self.pose, self.pivot, yaw_degrees)
         screen = project(self.vertices, camera.viewmats[0], camera.Ks[0])
-        face, _ = rasterize(screen, self.head_faces, self.pose.width, self.pose.height)
-        return face >= 0
+        face, bary = rasterize(screen, self.head_faces, self.pose.width, self.pose.height)
+        inside = face >= 0
+        depth = torch.full(inside.shape, float("inf"))
+        depth[inside] = (bary[inside] * screen[self.head_faces[face[inside]], 2]).sum(dim=1)
+        return inside, depth
 
-    def coverage(self, yaw_degrees: float, alpha: torch.Tensor | None = None) -> float:
-        """Fraction of the head silhouette's pixels where the avatar's alpha is >= 0.9."""
-        inside = self.silhouette(yaw_degrees)
-        if alpha is None:
-            alpha = self.render(yaw_degrees).alpha[0, ..., 0]
+    def coverage(self, yaw_degrees: float, result=None) -> tuple[float, float]:
+        """(coverage, surface coverage) at ``yaw_degrees``: the fractions of the head
+        silhouette's pixels where the avatar's alpha is >= 0.9, and where in addition its
+        rendered depth is at most ``SURFACE_TOLERANCE_M`` behind the mesh (not seen through a
+        hole in the near side). ``result``: the avatar's ``RenderOutput`` at that yaw, if any."""
+        inside, mesh_depth = self.silhouette(yaw_degrees)
+        result = result if result is not None else self.render(yaw_degrees)
         if not inside.any():
-            return 0.0
-        return float((alpha[inside] >= ALPHA_COVERED).float().mean())
+            return 0.0, 0.0
+        covered = result.alpha[0, ..., 0][inside] >= ALPHA_COVERED
+        in_front = result.depth[0, ..., 0][inside] <= mesh_depth[inside] + SURFACE_TOLERANCE_M
+        return float(covered.float().mean()), float((covered & in_front).float().mean())
 
 
-def coverage_key(yaw: float) -> str:
-    """``coverage_45``, ``coverage_-45``: the metric's name at a yaw (degrees)."""
-    return f"coverage_{int(round(yaw))}" if float(yaw).is_integer() else f"coverage_{yaw:g}"
+def coverage_key(yaw: float, name: str = "coverage") -> str:
+    """``coverage_45``, ``coverage_-45``, ``surface_45``: a metric's name at a yaw (degrees)."""
+    return f"{name}_{int(round(yaw))}" if float(yaw).is_integer() else f"{name}_{yaw:g}"
 
 
 def _as_avatar(avatar) -> Avatar:
@@ -245,19 +257,25 @@ def orbit_coverage(avatar, tracking=None, frame: int | None = None, yaws=COVERAG
         size: longer image side in pixels (default: the tracking's image size).
 
     Returns:
-        ``{"coverage_-45": 0.99, "coverage_45": 0.98, "coverage_min": 0.98, "frame": N,
-        "yaws": [...], "size": [W, H]}``; coverage values are fractions in [0, 1].
+        ``{"coverage_-45": 0.99, "coverage_45": 0.98, "coverage_min": 0.98, "surface_-45": 0.97,
+        "surface_45": 0.95, "surface_min": 0.95, "frame": N, "yaws": [...], "size": [W, H]}``;
+        fractions in [0, 1]. ``coverage_*`` counts alpha >= 0.9 only; ``surface_*`` also asks
+        that the avatar's depth there is within 2 cm behind the head mesh's (a hole in the near
+        side through which the inside of the far side shows is opaque, but not surface).
     """
     orbit = Orbit(_as_avatar(avatar), _as_tracking(tracking), frame, head_model, size)
     return coverage_report(orbit, yaws)
 
 
-def coverage_report(orbit: Orbit, yaws=COVERAGE_YAWS, alphas: dict | None = None) -> dict:
-    """Coverage at each yaw of an ``Orbit`` (``alphas``: yaw -> (H, W) alpha already rendered)."""
-    alphas = alphas or {}
-    values = {coverage_key(y): round(orbit.coverage(y, alphas.get(y)), 4) for y in yaws}
-    return {**values, "coverage_min": min(values.values()) if values else None,
-            "frame": orbit.pose.frame, "yaws": [float(y) for y in yaws],
+def coverage_report(orbit: Orbit, yaws=COVERAGE_YAWS, results: dict | None = None) -> dict:
+    """Coverage at each yaw of an ``Orbit`` (``results``: yaw -> its RenderOutput, if rendered)."""
+    results = results or {}
+    measured = {y: orbit.coverage(y, results.get(y)) for y in yaws}
+    report: dict = {}
+    for name, index in (("coverage", 0), ("surface", 1)):
+        values = {coverage_key(y, name): round(pair[index], 4) for y, pair in measured.items()}
+        report.update(values, **{f"{name}_min": min(values.values()) if values else None})
+    return {**report, "frame": orbit.pose.frame, "yaws": [float(y) for y in yaws],
             "size": [orbit.pose.width, orbit.pose.height]}
 
 
@@ -296,10 +314,12 @@ def turntable(orbit: Orbit, video: str | None = None, strip: str | None = None,
     from ..fileio import write_image
 
     yaws = sorted(set(STRIP_YAWS) | set(coverage_yaws) | (set(video_yaws()) if video else set()))
-    images, alphas = {}, {}
+    images, results = {}, {}
     for i, yaw in enumerate(yaws):
         result = orbit.render(yaw)
-        images[yaw], alphas[yaw] = to_uint8(result.rgb[0]), result.alpha[0, ..., 0]
+        images[yaw] = to_uint8(result.rgb[0])
+        if yaw in coverage_yaws:
+            results[yaw] = result
         if progress is not None:
             progress.progress(i + 1, len(yaws))
     if strip:
@@ -309,4 +329,4 @@ def turntable(orbit: Orbit, video: str | None = None, strip: str | None = None,
 
         sweep = [images[yaw] for yaw in video_yaws()]
         write_video(video, sweep + sweep[-2:0:-1], VIDEO_FPS)
-    return coverage_report(orbit, coverage_yaws, alphas)
+    return coverage_report(orbit, coverage_yaws, results)

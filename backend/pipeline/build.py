@@ -161,7 +161,7 @@ def _export(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
         outputs.append("reenactment.mp4")
     metrics = {"avatar_mb": round(os.path.getsize(avatar_path) / 1e6, 2),
                "preview_frames": len(held_out), "turntable_frame": coverage["frame"]}
-    metrics.update({k: v for k, v in coverage.items() if k.startswith("coverage_")})
+    metrics.update({k: v for k, v in coverage.items() if k.startswith(("coverage_", "surface_"))})
     return outputs, metrics
 
 

@@ -72,9 +72,10 @@ def _turntable(out: str) -> str:
         report = read_json(os.path.join(out, "turntable.json"), "turntable coverage")
     except ToonSplatError:
         report = {}
-    coverage = ", ".join(f"{k[len('coverage_'):]} deg: {v:.1%}" for k, v in report.items()
-                         if k.startswith("coverage_") and k != "coverage_min"
-                         and isinstance(v, (int, float)))
+    coverage = ", ".join(f"{k[len('coverage_'):]} deg: {v:.1%} (surface "
+                         f"{report.get('surface_' + k[len('coverage_'):], float('nan')):.1%})"
+                         for k, v in report.items() if k.startswith("coverage_")
+                         and k != "coverage_min" and isinstance(v, (int, float)))
     frame = report.get("frame")
     caption = (f"Turntable, yaw -60..+60 deg (positive: the subject's left), expression of "
                f"frame {frame}. Coverage of the head (alpha >= 0.9): {coverage or 'n/a'}.")
