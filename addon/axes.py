@@ -114,3 +114,32 @@ def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
 def sh_dc_to_rgb(sh_dc: np.ndarray) -> np.ndarray:
     """The view-independent colour of a Gaussian from its SH DC term (N, 3) -> sRGB in [0, 1]."""
     return np.clip(0.5 + SH_C0 * np.asarray(sh_dc, dtype=np.float64), 0.0, 1.0)
+
+
+OPENCV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0])  # x right, y down, z forward -> y up, -z view
+
+
+def camera_matrix_world(extrinsics: np.ndarray) -> np.ndarray:
+    """OpenCV world-to-camera matrices (..., 4, 4) in head space -> Blender camera
+    ``matrix_world`` (..., 4, 4): the camera's pose in Blender space, Blender camera axes."""
+    extrinsics = np.asarray(extrinsics, dtype=np.float64)
+    pose = np.linalg.inv(extrinsics)  # camera-to-world, OpenCV camera axes
+    out = np.zeros_like(pose)
+    out[..., :3, :3] = HEAD_TO_BLENDER @ pose[..., :3, :3] @ OPENCV_TO_BLENDER_CAMERA
+    out[..., :3, 3] = points_to_blender(pose[..., :3, 3])
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def camera_lens(intrinsics: np.ndarray, width: int, height: int,
+                sensor_width: float) -> tuple[float, float, float]:
+    """A pinhole K (3, 3) in pixels of a width x height image -> Blender ``lens`` (mm, for
+    ``sensor_width`` and sensor fit AUTO), ``shift_x`` and ``shift_y``.
+
+    Blender's focal length in pixels is lens / sensor_width x max(width, height), and the shifts
+    are in units of max(width, height), +y up (OpenCV's cy counts down).
+    """
+    k = np.asarray(intrinsics, dtype=np.float64)
+    size = float(max(width, height))
+    lens = 0.5 * (k[0, 0] + k[1, 1]) / size * sensor_width
+    return lens, (0.5 * width - k[0, 2]) / size, (k[1, 2] - 0.5 * height) / size

@@ -14,14 +14,18 @@ import sys
 
 import bpy
 import mathutils
+import numpy as np
 
 from ..backend.errors import ToonSplatError
-from . import animation, importer, jobs, pipeline, runner
+from . import animation, axes, importer, jobs, pipeline, runner
 
 # Render-engine identifiers per name, tried in order: EEVEE is "BLENDER_EEVEE_NEXT" in 4.2-4.5 and
 # "BLENDER_EEVEE" again in 5.0 (set_render_engine tries each).
 ENGINES = {"cycles": ("CYCLES",), "eevee": ("BLENDER_EEVEE_NEXT", "BLENDER_EEVEE"),
            "workbench": ("BLENDER_WORKBENCH",)}
+
+
+TRACKED_CAMERA_PROP = "toonsplat_tracked_frame"  # on a camera made by add_tracked_camera
 
 
 def script_arguments(argv: list[str] | None = None) -> list[str]:
@@ -35,9 +39,12 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render", default="", help="also render a still to this PNG")
     parser.add_argument("--resolution", type=int, default=256, help="render width and height")
     parser.add_argument("--engine", choices=sorted(ENGINES), default="cycles")
-    parser.add_argument("--samples", type=int, default=8, help="render samples (Cycles, EEVEE)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="render samples (Cycles, EEVEE); the splats need one in Cycles")
     parser.add_argument("--frame", type=int, default=0, help="frame to render (0: the first)")
     parser.add_argument("--no-splats", action="store_true", help="skip the splat preview")
+    parser.add_argument("--background", type=float, default=0.8,
+                        help="grey level behind the avatar in the render (display, 0-1)")
 
 
 def run_build(arguments: list[str], python: str, build_dir: str,
@@ -87,6 +94,38 @@ def add_camera(scene: bpy.types.Scene, imported: importer.ImportedAvatar) -> bpy
     return camera
 
 
+def add_tracked_camera(scene: bpy.types.Scene, tracking_path: str, index: int,
+                       resolution: int) -> bpy.types.Object:
+    """The camera of frame ``index`` of a tracking file (the view the backend renders), with the
+    render size set to the tracking's image size scaled so its longer side is ``resolution``."""
+    track = animation.read_tracking(tracking_path)
+    index = min(max(index, 0), track.n_frames - 1)
+    width, height = (int(v) for v in track.image_size)
+    scale = resolution / max(width, height)
+    camera_data = bpy.data.cameras.new("ToonSplat Tracked Camera")
+    camera_data.sensor_fit = "AUTO"
+    camera_data.lens, camera_data.shift_x, camera_data.shift_y = axes.camera_lens(
+        track.intrinsics[index], width, height, camera_data.sensor_width)
+    camera_data.clip_start = 0.01
+    camera = bpy.data.objects.new("ToonSplat Tracked Camera", camera_data)
+    scene.collection.objects.link(camera)
+    camera[TRACKED_CAMERA_PROP] = index
+    camera.matrix_world = mathutils.Matrix(axes.camera_matrix_world(track.extrinsics[index]).tolist())
+    scene.camera = camera
+    scene.render.resolution_x = max(2, round(width * scale))
+    scene.render.resolution_y = max(2, round(height * scale))
+    # The backend widens every splat by 0.3 px^2 at the size it renders: the same in metres at
+    # the head's depth (its origin) for this camera's pixels.
+    depth = float(np.linalg.norm(np.linalg.inv(track.extrinsics[index])[:3, 3]))
+    focal_px = 0.5 * (track.intrinsics[index][0, 0] + track.intrinsics[index][1, 1]) * scale
+    from . import splats
+    for obj in scene.objects:
+        modifier = obj.modifiers.get(splats.MODIFIER)
+        if modifier is not None and modifier.node_group is not None:
+            splats.set_low_pass(modifier, np.sqrt(0.3) * depth / focal_px)
+    return camera
+
+
 def save_blend(path: str) -> None:
     """Save the current file atomically (Blender writes a temp file and renames it)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -97,19 +136,28 @@ def save_blend(path: str) -> None:
 
 
 def render_still(path: str, imported: importer.ImportedAvatar, resolution: int = 256,
-                 engine: str = "cycles", samples: int = 8, frame: int = 0) -> None:
-    """Render one frame of the avatar to a PNG."""
+                 engine: str = "cycles", samples: int = 1, frame: int = 0,
+                 background: tuple[float, float, float] = (0.8, 0.8, 0.8)) -> None:
+    """Render one frame of the avatar to a PNG in front of a plain ``background`` (display sRGB).
+
+    The render size is ``resolution`` square, or the tracking's aspect for a tracked camera.
+    """
     scene = bpy.context.scene
     if scene.camera is None:
         add_camera(scene, imported)
+    if not scene.camera.get(TRACKED_CAMERA_PROP):
+        scene.render.resolution_x = scene.render.resolution_y = resolution
     set_render_engine(scene, engine)
     if engine == "cycles":
         scene.cycles.samples = samples
         scene.cycles.device = "CPU"
         scene.cycles.use_denoising = False
+        # Sample each pixel at its centre, as the backend's rasterizer does (its 0.3 px^2
+        # low-pass is the splats' own anti-aliasing): the splat render is then deterministic,
+        # one sample is enough, and the default 1.5 px Blackman-Harris filter does not blur it.
+        scene.cycles.filter_width = 0.01
     elif engine == "eevee" and hasattr(scene, "eevee"):
         scene.eevee.taa_render_samples = samples
-    scene.render.resolution_x = scene.render.resolution_y = resolution
     scene.render.resolution_percentage = 100
     scene.render.film_transparent = False
     scene.render.image_settings.file_format = "PNG"
@@ -119,13 +167,13 @@ def render_still(path: str, imported: importer.ImportedAvatar, resolution: int =
     scene.view_settings.look = "None"
     world = bpy.data.worlds.get("ToonSplat backdrop") or bpy.data.worlds.new("ToonSplat backdrop")
     world.use_nodes = True
-    background = next((n for n in world.node_tree.nodes if n.type == "BACKGROUND"), None)
-    if background is None:
-        background = world.node_tree.nodes.new("ShaderNodeBackground")
+    backdrop = next((n for n in world.node_tree.nodes if n.type == "BACKGROUND"), None)
+    if backdrop is None:
+        backdrop = world.node_tree.nodes.new("ShaderNodeBackground")
         output = next((n for n in world.node_tree.nodes if n.type == "OUTPUT_WORLD"), None)
         output = output or world.node_tree.nodes.new("ShaderNodeOutputWorld")
-        world.node_tree.links.new(background.outputs["Background"], output.inputs["Surface"])
-    background.inputs["Color"].default_value = (0.6, 0.6, 0.6, 1.0)
+        world.node_tree.links.new(backdrop.outputs["Background"], output.inputs["Surface"])
+    backdrop.inputs["Color"].default_value = (*axes.srgb_to_linear(background).tolist(), 1.0)
     scene.world = world
     scene.frame_set(frame or scene.frame_start)
     scene.render.filepath = os.path.abspath(path)
@@ -151,12 +199,18 @@ def set_render_engine(scene: bpy.types.Scene, engine: str) -> str:
 
 def finish(imported: importer.ImportedAvatar, args: argparse.Namespace) -> None:
     """Save the .blend, then render if asked (the saved file has no render settings changes)."""
-    if args.render:
+    if args.render and getattr(args, "tracking", ""):
+        # The tracking's own camera: the render shows the frame as the backend renders it.
+        scene = bpy.context.scene
+        frame = args.frame or scene.frame_start
+        add_tracked_camera(scene, args.tracking, frame - scene.frame_start, args.resolution)
+    elif args.render:
         add_camera(bpy.context.scene, imported)
     save_blend(args.out)
     print(f"toonsplat: wrote {args.out}", flush=True)
     if args.render:
-        render_still(args.render, imported, args.resolution, args.engine, args.samples, args.frame)
+        render_still(args.render, imported, args.resolution, args.engine, args.samples, args.frame,
+                     (args.background,) * 3)
         print(f"toonsplat: rendered {args.render}", flush=True)
 
 

@@ -62,6 +62,7 @@ def run(arguments):
         avatar_path, tracking_path = batch.run_build(build_arguments, args.python or default_python(),
                                                      work, args.timeout)
     imported = batch.import_results(avatar_path, tracking_path, splats=not args.no_splats)
+    args.tracking = tracking_path  # a render is from the tracking's camera
     batch.finish(imported, args)
 
 

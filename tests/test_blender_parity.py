@@ -1,0 +1,106 @@
+"""Render parity at avatar scale: a trained avatar, imported through the add-on and rendered by
+Cycles from the tracking's camera, looks like the backend's render of the same frame.
+
+The avatar is trained here (the synthetic subject, preset ``tiny``); the Blender side runs
+``scripts/build_avatar.py --avatar --tracking --render`` (the batch path a TD uses), the backend
+side renders the same frame with ``backend.render``. PSNR is measured on the head region (the
+backend's alpha > 0.5). A side-by-side PNG (Blender | backend | 4x difference) is written next
+to the renders; set ``TOONSPLAT_PARITY_PNG`` to keep a copy.
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.test_blender import ROOT, Blender, _matrix_params
+
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
+SIZE = 256              # render size (the tracking's 128 px cameras, scaled)
+FRAME_INDEX = 5         # a tracked frame with the head turned and an expression on
+BACKGROUND = 0.3        # display grey behind the head, both renderers
+MIN_HEAD_PSNR = 30.0    # dB on the head region
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from backend.synth.render import synthesize
+    from backend.train.session import train_and_export
+
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("parity")
+    try:
+        synthesize(str(folder / "data"), n_frames=12, size=128, seed=5, video=False)
+        train_and_export(str(folder / "data"), str(folder / "run"), "tiny",
+                         {"iterations": 120, "preview_every": 1000})
+    finally:
+        torch.set_num_threads(threads)
+    return str(folder / "run" / "avatar.npz"), str(folder / "data" / "tracking.npz")
+
+
+def backend_render(avatar_path: str, tracking_path: str, index: int, size: int):
+    """The backend's render of frame ``index``: (H, W, 3) rgb and (H, W) alpha in [0, 1]."""
+    import torch
+
+    from backend.export.avatar_file import model_from_avatar
+    from backend.export.reenact import posed_gaussians
+    from backend.formats import avatar, tracking
+    from backend.render import Cameras, render
+
+    data, track = avatar.read(avatar_path), tracking.read(tracking_path)
+    model, _ = model_from_avatar(data)
+    scale = size / max(int(v) for v in track.image_size)
+    viewmat = torch.as_tensor(track.extrinsics[index]).float()
+    intrinsics = torch.as_tensor(track.intrinsics[index]).float().clone()
+    intrinsics[:2] *= scale
+    width, height = (round(int(v) * scale) for v in track.image_size)
+    with torch.no_grad():
+        gaussians, _ = posed_gaussians(model, data, track, index, torch.linalg.inv(viewmat)[:3, 3])
+        out = render(gaussians, Cameras(viewmat[None], intrinsics[None], width, height),
+                     background=torch.full((3,), BACKGROUND))
+    return out.rgb[0].clamp(0, 1).numpy().astype(np.float64), out.alpha[0, ..., 0].numpy()
+
+
+def head_psnr(blender: np.ndarray, backend: np.ndarray, mask: np.ndarray) -> float:
+    error = np.mean((blender - backend)[mask] ** 2)
+    return float(10 * np.log10(1.0 / max(error, 1e-12)))
+
+
+def side_by_side(path, blender: np.ndarray, backend: np.ndarray) -> None:
+    from PIL import Image
+
+    difference = np.clip(4 * np.abs(blender - backend), 0, 1)
+    row = np.concatenate([blender, backend, difference], axis=1)
+    Image.fromarray((row * 255 + 0.5).astype(np.uint8)).save(path)
+
+
+@pytest.mark.parametrize("folder", _matrix_params())
+def test_cycles_render_of_a_trained_avatar_matches_the_backend(folder, trained, tmp_path):
+    from PIL import Image
+
+    avatar_path, tracking_path = trained
+    png = tmp_path / "blender.png"
+    result = Blender(folder).run(
+        [os.path.join(ROOT, "scripts", "build_avatar.py"), "--avatar", avatar_path,
+         "--tracking", tracking_path, "--out", str(tmp_path / "avatar.blend"), "--render", str(png),
+         "--resolution", str(SIZE), "--frame", str(FRAME_INDEX + 1),
+         "--background", str(BACKGROUND)], timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    blender = np.asarray(Image.open(png).convert("RGB"), np.float64) / 255
+    backend, alpha = backend_render(avatar_path, tracking_path, FRAME_INDEX, SIZE)
+    side_by_side(tmp_path / "side_by_side.png", blender, backend)
+    if os.environ.get("TOONSPLAT_PARITY_PNG"):
+        target = os.environ["TOONSPLAT_PARITY_PNG"].replace("{version}", os.path.basename(folder or "venv"))
+        shutil.copy(tmp_path / "side_by_side.png", target)
+    assert blender.shape == backend.shape
+    head = alpha > 0.5
+    assert head.sum() > 0.1 * head.size, "the head fills too little of the frame to compare"
+    psnr = head_psnr(blender, backend, head)
+    print(f"head PSNR {psnr:.2f} dB, whole frame {head_psnr(blender, backend, np.ones_like(head)):.2f}")
+    assert psnr >= MIN_HEAD_PSNR, (f"Blender's render differs from the backend's: head PSNR "
+                                   f"{psnr:.1f} dB (side by side: {tmp_path / 'side_by_side.png'})")
