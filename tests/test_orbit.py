@@ -141,12 +141,14 @@ def test_trained_avatar_covers_the_head_at_45_degrees(trained):
     avatar_path, tracking_path = trained
     report = orbit_coverage(str(avatar_path), str(tracking_path), frame=15)
     assert report["size"] == [64, 64] and report["frame"] == 15
-    # Measured 0.95 and 0.79 (the performance turns the head less often to its left).
+    # Measured 0.95-0.99 and 0.79-0.89 (the performance turns the head less to its left).
     assert report["coverage_-45"] >= 0.65 and report["coverage_45"] >= 0.65, report
     avatar = avatar_format.read(avatar_path)
     half = orbit_coverage(_without(avatar, avatar.means[:, 0] > 0), str(tracking_path), frame=15)
-    assert half["coverage_45"] < 0.5 and half["surface_45"] < 0.3, half  # measured 0.31, 0.13
-    assert half["coverage_45"] < report["coverage_45"] - 0.25, (half, report)
+    # Measured: alpha 0.79 -> 0.31 and 0.89 -> 0.64 (a denser avatar's inside shows through the
+    # hole), surface 0.46 -> 0.13 and 0.49 -> 0.18.
+    assert half["surface_45"] < 0.3 and half["surface_45"] < report["surface_45"] - 0.2, half
+    assert half["coverage_45"] < report["coverage_45"] - 0.15, (half, report)
 
 
 @pytest.mark.slow
