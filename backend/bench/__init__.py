@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO
 
-UNITS = ("s", "ms", "fps", "px", "deg", "mm")  # time and speed; accuracy (bench track-accuracy)
+UNITS = ("s", "ms", "fps", "px", "deg", "mm",   # time and speed; accuracy (bench track-accuracy)
+         "dB", "ratio", "%")                    # image quality and coverage (bench quality)
 
 # name -> (module relative to the ``backend`` package, function name, one-line help)
 BENCHES: dict[str, tuple[str, str, str]] = {
@@ -29,6 +30,9 @@ BENCHES: dict[str, tuple[str, str, str]] = {
     "stylize": (".stylize.bench", "run", "built-in styles on a 512 x 512 face video (fps)"),
     "track": (".pipeline.bench_tracking", "run",
               "prepare end to end at 512, plus landmarks and fit alone (fps)"),
+    "quality": (".pipeline.bench_quality", "run",
+                "avatars from real clips and the synthetic subject: head-region PSNR/SSIM, "
+                "coverage at +-45 deg, stage seconds"),
     "track-accuracy": (".pipeline.bench_tracking", "run_accuracy",
                        "prepare on the rendered synthetic subject against its truth (px, deg, mm)"),
 }

@@ -17,6 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to run torch benches (default: cuda when present)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and smaller cases (for smoke tests)")
+    parser.add_argument("--clip", action="append", metavar="VIDEO",
+                        help="quality: a clip to build (repeatable; default: the real clips in "
+                             "../shared/data/real beside the repository)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="quality: keep the builds here (default: a temporary folder)")
 
 
 def run(args: argparse.Namespace, progress) -> int:

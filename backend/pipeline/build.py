@@ -8,7 +8,9 @@ the build folder::
     OUT/train/          train's folder (checkpoints, previews, evaluation)
     OUT/avatar.npz      the avatar file (docs/FORMAT.md)
     OUT/avatar.ply      the neutral avatar as standard 3DGS PLY
-    OUT/reenactment.mp4 the avatar driven by the input's own tracking
+    OUT/preview.mp4     the avatar driven by the held-out frames' tracking
+    OUT/turntable.png   yaw -60..+60 deg; turntable.json: its coverage at +-45 deg
+    OUT/reenactment.mp4 (--full-reenactment) the avatar driven by every frame's tracking
     OUT/report.json     stage timings and metrics;  OUT/report.html  the summary page
 """
 
@@ -156,7 +158,7 @@ def _export(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
                             tracking_path=build.data.tracking,
                             frame=int(held_out[len(held_out) // 2]), video=False)
     outputs = ["avatar.npz", "avatar.ply", "preview.mp4", "turntable.png", "turntable.json"]
-    if getattr(build.options, "full_reenactment", False):
+    if build.options.full_reenactment:
         render_reenactment(avatar_path, build.data.tracking, build.path("reenactment.mp4"), progress)
         outputs.append("reenactment.mp4")
     metrics = {"avatar_mb": round(os.path.getsize(avatar_path) / 1e6, 2),
@@ -187,7 +189,8 @@ def make_stages(build: Build, progress):
         Stage("train", lambda b: _train(b, progress), _validate_train,
               lambda b: opts.changed(b.train_options()), weight=6.0,
               hint="re-run the same command to resume from the last checkpoint"),
-        Stage("export", lambda b: _export(b, progress), _validate_export, lambda b: {},
+        Stage("export", lambda b: _export(b, progress), _validate_export,
+              lambda b: {"full_reenactment": True} if b.options.full_reenactment else {},
               weight=0.5,
               hint="re-run the same command; the trained avatar is kept in train/avatar.npz"),
     ]

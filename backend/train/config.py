@@ -115,6 +115,8 @@ class TrainConfig:
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # GT frames are composited on it
     random_background: bool = False  # a random background colour per step (evaluation: background)
+    fill_unseen: bool = True         # after training, Gaussians no training view shows take their
+    #                                  seen neighbours' colour, opaque (fill.py; not in one-shot mode)
     seed: int = 0
     render_backend: str = "auto"     # backend.render backend
     preview_every: int = 500

@@ -70,6 +70,10 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
         progress.stage("train", f"{trainer.config.iterations} iterations on {len(data.train)} frames "
                        f"({device})", total=trainer.config.iterations)
     trainer.run(on_step=_previewer(out, progress, on_step))
+    if trainer.config.fill_unseen and not trainer.config.oneshot.enabled:
+        from .fill import fill_unseen, visibility
+
+        fill_unseen(trainer.model, visibility(trainer))
     write_loss_curve(os.path.join(out, "loss.png"), trainer.history)
     if progress is not None:
         what = "held-out" if data.held_out else "training-view (no held-out frame)"

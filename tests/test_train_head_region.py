@@ -1,0 +1,125 @@
+"""What the avatar learns: the head region (above the neck cut, inside the source frame), soft
+edges without the backdrop's colour, and Gaussians no view shows filled from their neighbours."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.formats import tracking as tracking_format
+from backend.train.data import FrameData, foreground_colours
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    from backend.synth.render import synthesize
+
+    folder = tmp_path_factory.mktemp("head-region") / "data"
+    synthesize(str(folder), n_frames=6, size=64, seed=1, video=False)
+    return folder
+
+
+def test_soft_edges_take_the_persons_colour():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:15, 5:15], mask[4, 5:15], mask[5:15, 15] = 255, 100, 100
+    out = foreground_colours(rgb, mask)
+    np.testing.assert_array_equal(out[4, 5:15], rgb[5, 5:15])     # nearest solid pixel above
+    np.testing.assert_array_equal(out[5:15, 15], rgb[5:15, 14])
+    np.testing.assert_array_equal(out[mask == 255], rgb[mask == 255])
+    np.testing.assert_array_equal(out[mask == 0], rgb[mask == 0])
+
+
+def test_the_neck_cut_passes_below_the_chin_and_above_the_mesh_bottom(subject):
+    from backend.headmodel import load_head_model
+    from backend.train.config import make_config
+    from backend.train.trainer import Trainer
+
+    data = FrameData(str(subject))
+    head = load_head_model("builtin")
+    Trainer(data, str(subject.parent / "run"), make_config("tiny"), head)
+    assert data.cut_lines is not None and data.cut_lines.shape == (6, 3)
+    track = tracking_format.read(str(subject / "tracking.npz"))
+    posed = head(shape=torch.as_tensor(track.shape).float()[None].expand(6, -1),
+                 expression=torch.as_tensor(track.expressions).float(),
+                 joint_rotations=torch.as_tensor(track.joint_rotations).float(),
+                 translation=torch.as_tensor(track.translation).float())
+    chin = int((head.landmark_ids == 152).nonzero()[0, 0])
+    lowest = posed.vertices[:, :, 1].argmin(dim=1)
+
+    def side(t, point):
+        """> 0: below frame t's cut line."""
+        viewmat, k = (torch.as_tensor(a[t]).float() for a in (track.extrinsics, track.intrinsics))
+        camera = viewmat[:3, :3] @ point + viewmat[:3, 3]
+        pixel = (k @ camera)[:2] / camera[2]
+        n = data.cut_lines[t]
+        return float(n[0] * pixel[0] + n[1] * pixel[1] - n[2])
+
+    for t in range(6):
+        assert side(t, posed.landmarks[t, chin]) < 0           # the chin is head
+        assert side(t, posed.vertices[t, lowest[t]]) > 0        # the mesh's lowest point is not
+        below = data.below_cut(t)[..., 0]
+        weight, (_, mask) = data.weight(t)[..., 0], data.target(t, torch.ones(3))
+        person = data.photo(t)[1][..., 0]
+        # Torso pixels (person, below the cut) are no target; the head is, opaque.
+        torso, head_region = (person > 0.9) & (below > 0.9), (person > 0.9) & (below < 0.1)
+        assert bool(torso.any()) and bool(head_region.any())
+        assert float(weight[torso].max()) < 0.1
+        assert float(mask[head_region].min()) > 0.8
+
+
+def test_pixels_past_the_source_frame_are_never_targets(subject, tmp_path):
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(subject, folder)
+    track = tracking_format.read(str(folder / "tracking.npz"))
+    # A crop of side 100 source pixels centred at x = 90 in a 120-wide source: crop columns
+    # whose centres fall past x = 120 (the last 13 of 64 at this scale) show no picture.
+    boxes = [[90.0, 60.0, 100.0]] * track.n_frames
+    (folder / "prepare.json").write_text(json.dumps(
+        {"crop_boxes": boxes, "source": {"width": 120, "height": 200}}))
+    data = FrameData(str(folder))
+    inside = data.inside(0)[..., 0]
+    assert inside[:, :51].min() == 1 and inside[:, 52:].max() == 0
+    assert float(data.weight(0)[:, 52:].max()) == 0
+    assert float(data.target(0, torch.ones(3))[1][:, 52:].max()) == 0
+
+
+def test_unseen_gaussians_are_filled_from_seen_neighbours(tmp_path):
+    """Behind an opaque face the Gaussians no training view shows get opaque and take their seen
+    neighbours' colour; what the views show stays as it was. A short run's semi-transparent
+    avatar has nothing unseen (nothing is filled)."""
+    from backend.synth.render import synthesize
+    from backend.train.fill import fill_unseen, visibility
+    from backend.train.session import train_and_export
+
+    torch.manual_seed(0)
+    synthesize(str(tmp_path / "data"), n_frames=8, size=48, seed=2, video=False)
+    outputs = train_and_export(str(tmp_path / "data"), str(tmp_path / "run"), "tiny",
+                               {"iterations": 30, "fill_unseen": False}, device="cpu")
+    trainer = outputs["trainer"]
+    model = trainer.model
+    assert fill_unseen(model, visibility(trainer, n_frames=4, scale=1.0)) == 0
+    params = model.params
+    rest_z = params["means"].detach()[:, 2]
+    face = ~model.mouth
+    front = face & (rest_z > rest_z[face].median())
+    with torch.no_grad():   # an opaque shell over the front half
+        params["opacity_logits"][front] = 8.0
+        params["log_scales"][front] += 1.0
+        params["opacity_logits"][face & ~front] = -4.0
+    score = visibility(trainer, n_frames=4, scale=1.0)
+    back = face & (rest_z < rest_z[face].quantile(0.2))
+    assert float(score[back].median()) < 1e-3 * float(score[front].median())
+    before = trainer.render_frame(0)[0].rgb.detach().clone()
+    filled = fill_unseen(model, score)
+    unseen = face & (score < 1e-3 * float(score[face].quantile(0.9)))
+    assert filled == int(unseen.sum()) and filled >= int(back.sum()) // 2
+    assert float(torch.sigmoid(params["opacity_logits"].detach()[unseen]).min()) >= 0.89
+    after = trainer.render_frame(0)[0].rgb.detach()
+    assert float((after - before).abs().max()) < 0.02
