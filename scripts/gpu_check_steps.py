@@ -214,7 +214,7 @@ def nvcc_check(args) -> int:
              "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
     flags += [f"-I{path}" for path in includes]
     sources = sorted(os.path.join(root, "csrc", f) for f in os.listdir(os.path.join(root, "csrc"))
-                     if f.endswith(".cu"))
+                     if f.endswith(".cu") and (not args.names or f in args.names))
 
     def compile_one(source: str) -> tuple[str, int, float, str]:
         start = time.monotonic()
@@ -307,6 +307,13 @@ def summary(args) -> int:
     except OSError:
         pass
     train = _read_json(os.path.join(work, "train_summary.json")) or {}
+    if not train:  # stopped before its summary: the held-out curve it printed
+        try:
+            with open(os.path.join(work, "logs", "train.log"), encoding="utf-8") as handle:
+                curve = [json.loads(ln.split(" ", 1)[1]) for ln in handle if ln.startswith("held-out {")]
+            train = {"incomplete": True, "curve": curve}
+        except (OSError, ValueError):
+            pass
     out = {"mode": args.mode, "environment": _read_json(os.path.join(work, "env.json")),
            "steps": steps, "gsplat_build": _read_json(os.path.join(work, "gsplat_build.json")),
            "pytest": pytest_line, "train": train,
@@ -354,6 +361,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("nvcc-check")
     p.add_argument("--arch", default="sm_90")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("names", nargs="*", help="only these sources (e.g. IntersectTile.cu)")
     p.set_defaults(run=nvcc_check)
     p = sub.add_parser("imports")
     p.add_argument("file")

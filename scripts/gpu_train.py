@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images", default="stylized", choices=("frames", "stylized"))
     parser.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
     parser.add_argument("--budget", type=float, default=240.0, help="training wall-time budget, s")
+    parser.add_argument("--stop-at", type=float, default=0.0,
+                        help="also stop training at this Unix time (the budget is then fixed after "
+                             "the set-up, whatever the set-up took)")
     parser.add_argument("--iters", type=int, default=None, help="iterations (the preset's if unset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=float, default=15.0,
@@ -75,8 +78,9 @@ class HeldOutClock:
     """``on_step`` hook: held-out PSNR every ``every`` seconds (or steps) of training time."""
 
     def __init__(self, out_dir: str, every_s: float, every_steps: int, frames: int, target_db: float,
-                 sync):
+                 sync, stop_at: float = 0.0):
         self.out_dir, self.every_s, self.every_steps = out_dir, every_s, every_steps
+        self.stop_at = stop_at
         self.frames, self.target_db, self.sync = frames, target_db, sync
         self.eval_s = 0.0
         self.next_s = every_s
@@ -90,6 +94,11 @@ class HeldOutClock:
     def __call__(self, trainer, loss: float) -> None:
         self.sync()  # the trainer's float(loss) has synchronized already; this is cheap
         self.last_s = self.train_seconds(trainer)
+        if self.stop_at and trainer.step == 1:  # the trainer reads its budget at every step
+            elapsed = time.monotonic() - trainer._started
+            budget = min(trainer.config.time_budget_s, elapsed + self.stop_at - time.time())
+            trainer.config.time_budget_s = max(budget, 1.0)
+            print(f"training budget {trainer.config.time_budget_s:.0f} s (until --stop-at)", flush=True)
         due = trainer.step % self.every_steps == 0 if self.every_steps else self.last_s >= self.next_s
         if due:
             self.evaluate(trainer, loss)
@@ -141,7 +150,7 @@ def main(argv=None) -> int:
         return 2
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     clock = HeldOutClock(os.path.join(args.out, "eval_periodic"), args.eval_every, args.eval_every_steps,
-                         args.eval_frames, args.target_db, sync)
+                         args.eval_frames, args.target_db, sync, args.stop_at)
     started = time.monotonic()
     outputs = train_and_export(args.data, args.out, args.preset, overrides_for(args), device=args.device,
                                progress=None, on_step=clock)
@@ -152,7 +161,8 @@ def main(argv=None) -> int:
         clock.reached = {"train_s": round(clock.last_s, 2), "step": trainer.step}
     summary = {
         "data": args.data, "preset": args.preset, "images": args.images, "device": args.device,
-        "overrides": overrides_for(args), "frames": trainer.data.n_frames,
+        "overrides": overrides_for(args), "time_budget_s": round(trainer.config.time_budget_s, 1),
+        "frames": trainer.data.n_frames,
         "train_frames": len(trainer.data.train), "held_out_frames": len(trainer.data.test),
         "size": [trainer.data.width, trainer.data.height], "render_backend": sample.info.get("backend"),
         "steps": trainer.step, "iterations": trainer.config.iterations,
