@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from backend.errors import InputError
-from backend.ingest import crop
 from backend.formats.prepared import inside_source
+from backend.ingest import crop
 from backend.ingest import landmarks as marks
 
 
