@@ -94,3 +94,13 @@ def test_landmark_gaps_and_outliers():
     assert not flagged[7] and flagged.sum() == 9
     with pytest.raises(InputError, match="found in only 1 of 10"):
         marks.check_enough_faces(np.eye(10, dtype=bool)[0], "clip.mp4")
+
+
+def test_automatic_size_follows_the_source_crop():
+    from backend.ingest.frames import auto_size
+
+    webcam = np.array([[200.0, 150.0, 252.0]] * 3)       # a 400 x 300 webcam: 252-px crops
+    phone = np.array([[540.0, 900.0, 900.0]] * 3)        # a 1080p phone video
+    assert auto_size(webcam) == 256 and auto_size(phone) == 512
+    assert auto_size(np.array([[0.0, 0.0, 330.0]])) == 384
+    assert auto_size(np.array([[0.0, 0.0, 90.0]])) == 256

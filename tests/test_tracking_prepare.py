@@ -35,7 +35,7 @@ def test_single_portrait_matches_mediapipe(tmp_path):
     Image.fromarray(astronaut()).save(tmp_path / "astronaut.png")
     out = tmp_path / "prepared"
     assert main(["prepare", "--image", str(tmp_path / "astronaut.png"), "--out", str(out),
-                 "--progress", "quiet"]) == 0
+                 "--size", "512", "--progress", "quiet"]) == 0
     track = tracking_format.read(out / "tracking.npz")
     assert track.n_frames == 1 and track.valid[0] and tuple(track.image_size) == (512, 512)
     frame = read_png(out / "frames" / "000000.png")

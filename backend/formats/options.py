@@ -89,7 +89,9 @@ class PrepareOptions:
     end: float | None = option(None, "stop at this second of the video (image index for "
                                "--images)", type=float, in_build=False)
     stride: int = option(1, "keep every N-th frame", in_build=False)
-    size: int = option(512, "working resolution in pixels, a square crop (default 512)")
+    size: int = option(0, "working resolution in pixels, a square crop (default 0: automatic, the "
+                       "crop's side in source pixels rounded up to a multiple of 64, within "
+                       "256..512)")
     fps: float = option(25.0, "frame rate for --images")
     masks: str | None = option(None, "a folder of your own masks (one per source frame) instead "
                                "of mediapipe selfie segmentation: the whole person (hair, neck, "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class Ingested:
     landmarks: Landmarks
     single_image: bool        # unrelated images (a portrait, an image folder): no temporal terms
     timings: dict
+    size: int                 # the crops' side in pixels (``options.size``, or the automatic one)
 
 
 def ingest(options: PrepareOptions, data: PreparedData, progress) -> Ingested:
@@ -65,6 +66,10 @@ def ingest(options: PrepareOptions, data: PreparedData, progress) -> Ingested:
                                          sigma_s=0.0 if static else 0.25)
     if static:
         crop_boxes = _per_image_boxes(boxes, crop_boxes, options.crop_scale)
+    if not options.size:
+        options = replace(options, size=auto_size(crop_boxes))
+        log.info("working resolution %d px (the crop is %.0f source pixels wide)", options.size,
+                 float(np.nanmedian(crop_boxes[:, 2])))
     progress.stage("crop", f"cropping {len(crop_boxes)} frames to {options.size} px")
     stamp = time.perf_counter()
     landmarks = crop_pass(source, crop_boxes, frames, options, data, progress)
@@ -72,7 +77,17 @@ def ingest(options: PrepareOptions, data: PreparedData, progress) -> Ingested:
     focal = options.track.focal or 0.9 * max(source.info.width, source.info.height)
     principal = np.array([source.info.width / 2, source.info.height / 2])
     intrinsics = crops.crop_intrinsics(focal, principal, crop_boxes, options.size)
-    return Ingested(source.info, frames, crop_boxes, intrinsics, landmarks, static, timings)
+    return Ingested(source.info, frames, crop_boxes, intrinsics, landmarks, static, timings,
+                    options.size)
+
+
+def auto_size(crop_boxes: np.ndarray, smallest: int = 256, largest: int = 512) -> int:
+    """The working resolution of ``--size 0``: the crop's side in source pixels rounded up to a
+    multiple of 64, within ``smallest``..``largest``: a webcam's 250-pixel crop is not blown up
+    to 512 (no detail there to learn, four times the work), a phone video's is not shrunk below
+    512."""
+    side = float(np.nanmedian(np.asarray(crop_boxes)[:, 2]))
+    return int(min(max(64 * np.ceil(side / 64), smallest), largest))
 
 
 def detect_pass(source, options: PrepareOptions, progress, static: bool):

@@ -86,7 +86,8 @@ def _prepare_case(case: str, frames: list[np.ndarray], device: str) -> Iterator[
         video = os.path.join(folder, "bench.mp4")
         _write_video(video, frames)
         cpu = time.process_time()
-        report = prepare(PrepareOptions(video=video, out=os.path.join(folder, "out"), qa=False),
+        report = prepare(PrepareOptions(video=video, out=os.path.join(folder, "out"), size=512,
+                                        qa=False),
                          Progress("quiet"))
         cpu = time.process_time() - cpu
     count = len(frames)
@@ -134,7 +135,8 @@ def run_accuracy(args) -> Iterator[BenchRecord]:
             track = TrackOptions(focal=known, refine=refine,
                                  eye_contact=f"0-{contact - 1}" if subject else None)
             report = prepare(PrepareOptions(video=os.path.join(synth + subject, "video.mp4"),
-                                            out=out, qa=False, track=track), Progress("quiet"))
+                                            out=out, size=512, qa=False, track=track),
+                             Progress("quiet"))
             if refine != "none":
                 seconds = report["fit_timings"]["refine"]["seconds"]
                 yield BenchRecord("track-accuracy", case, "refine speed", frames / seconds, "fps",

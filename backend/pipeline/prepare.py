@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from ..formats import options as opts
 from ..formats.options import PrepareOptions
@@ -37,8 +37,9 @@ def prepare(options: PrepareOptions, progress) -> dict:
     from ..fileio import ensure_writable_folder, write_json
     from ..formats.prepared import PreparedData
 
-    if options.size < 64 or options.size > 4096:
-        raise InputError(f"--size must be between 64 and 4096 pixels, got {options.size}")
+    if options.size and not 64 <= options.size <= 4096:
+        raise InputError(f"--size must be 0 (automatic) or between 64 and 4096 pixels, got "
+                         f"{options.size}")
     if options.from_metrical or options.from_vhap:
         return _convert(options, progress)
     if sum(bool(v) for v in (options.video, options.images, options.image)) != 1:
@@ -51,6 +52,7 @@ def prepare(options: PrepareOptions, progress) -> dict:
     started = time.perf_counter()
     data = PreparedData(ensure_writable_folder(options.out))
     got = ingest(options, data, progress)
+    options = replace(options, size=got.size)
     marks = got.landmarks
     eye_contact = tracking.check_options(options.track, len(marks.valid), options.size)
     progress.stage("fit", "fitting the head model to the landmarks")

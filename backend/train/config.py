@@ -34,6 +34,8 @@ class ModelConfig:
     epsilon: float = 1e-5            # threshold of f(x) in Eq. 2
     init_opacity: float = 0.1        # like 3DGS
     init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # replaced by the mean frame colour
+    neck_margin: float | None = 0.01  # B0 on the mesh down to this far below the neck cut (m);
+    #                                   None: the whole mesh (the torso is no target: docs/TRAINING.md)
     update_consistency_every: int = 0  # >0: refresh weights and f(d) of all Gaussians from the grid
 
 
@@ -140,7 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "densify": {"start": 150, "stop": 600, "every": 75, "max_gaussians": 9000},
         "preview_every": 100, "checkpoint_every": 100, "eval_max_frames": 30,
         "resolution_schedule": ((0.0, 0.5), (0.7, 1.0)), "crop_to_mask": True,
-        "time_budget_s": 780.0,
+        "time_budget_s": 780.0, "random_background": True,
     },
     "tiny": {
         "iterations": 150,

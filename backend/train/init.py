@@ -64,7 +64,10 @@ def initialize_avatar(mesh: SubjectMesh, head, config: ModelConfig, joint_parent
         color: initial RGB of every Gaussian (e.g. the mean colour of the frames).
         seed: sampling seed.
     """
-    face_ids, bary = poisson_disk_on_mesh(mesh.vertices, mesh.faces, config.n_face_gaussians, seed=seed)
+    faces = _sampled_faces(mesh, head, config.neck_margin)
+    face_ids, bary = poisson_disk_on_mesh(mesh.vertices, mesh.faces[faces], config.n_face_gaussians,
+                                          seed=seed)
+    face_ids = faces[face_ids]
     corners = mesh.faces[face_ids]
     means = (mesh.vertices[corners] * bary[..., None]).sum(dim=1)
     face_weights = (mesh.lbs_weights[corners] * bary[..., None]).sum(dim=1)
@@ -81,6 +84,20 @@ def initialize_avatar(mesh: SubjectMesh, head, config: ModelConfig, joint_parent
     model = GaussianBlendshapes(tensors, joint_parents, config.sh_degree)
     grid = SurfaceGrid.build(mesh.vertices, mesh.faces, resolution=config.grid_resolution)
     return model, grid, teeth["volume"]
+
+
+def _sampled_faces(mesh: SubjectMesh, head, margin: float | None) -> torch.Tensor:
+    """Indices of the triangles B0 is sampled on: those reaching above ``margin`` metres below the
+    neck cut (headmodel/regions.py; the head region and a little more, so the neck ends below
+    the region's edge), or all of them when ``margin`` is None."""
+    everything = torch.arange(len(mesh.faces), device=mesh.faces.device)
+    if margin is None:
+        return everything
+    from ..headmodel.regions import cut_height
+
+    floor = cut_height(head, mesh.vertices) - margin
+    keep = (mesh.vertices[mesh.faces][..., 1] > floor).any(dim=1)
+    return everything[keep] if int(keep.sum()) > 0 else everything
 
 
 def _assemble(means, quats, weights, init, consistency, teeth, config: ModelConfig,
