@@ -114,8 +114,9 @@ class FrameData:
         head (``headmodel.regions.image_cut_lines``); None: no cut."""
         self.cut_lines = None if lines is None else torch.as_tensor(lines, dtype=torch.float32)
 
-    def below_cut(self, index: int) -> torch.Tensor:
-        """(H, W, 1) in [0, 1]: 1 below frame ``index``'s neck cut (feathered over ~2 px at 512)."""
+    def below_cut(self, index: int, margin: float = 0.0) -> torch.Tensor:
+        """(H, W, 1) in [0, 1]: 1 below frame ``index``'s neck cut (feathered over ~2 px at 512),
+        the cut raised by ``margin`` feather widths."""
         if self.cut_lines is None:
             return torch.zeros(self.height, self.width, 1, device=self.device)
         nx, ny, d = self.cut_lines[index].tolist()
@@ -123,7 +124,7 @@ class FrameData:
         xs = torch.arange(self.width, device=self.device) + 0.5
         ys = torch.arange(self.height, device=self.device) + 0.5
         distance = ys[:, None] * ny + xs[None, :] * nx - d
-        return (distance / feather + 0.5).clamp(0, 1)[..., None]
+        return (distance / feather + 0.5 + margin).clamp(0, 1)[..., None]
 
     def inside(self, index: int) -> torch.Tensor:
         """(H, W, 1): 1 where the crop shows the source frame, 0 past its edge."""
@@ -135,9 +136,10 @@ class FrameData:
 
     def weight(self, index: int) -> torch.Tensor:
         """(H, W, 1): 1 where frame ``index`` is a target (head region or background), 0 on the
-        torso below the neck cut and past the source frame's edge."""
+        torso below the neck cut, on the cut's own feathered edge (the avatar's neck goes on
+        below it) and past the source frame's edge."""
         person = self._load(MASKS, index).to(self.device).float()[..., None] / 255
-        return self.inside(index) * (1 - person * self.below_cut(index))
+        return self.inside(index) * (1 - person * self.below_cut(index, margin=2.0))
 
     def target(self, index: int, background: torch.Tensor,
                images: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

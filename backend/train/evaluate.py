@@ -53,7 +53,7 @@ def evaluate(trainer, out_dir: str, max_frames: int | None = None, n_pictures: i
         structural_map = ssim_map(image.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None])
         structural = float(structural_map[..., 5:-5, 5:-5].mean())
         base = float(psnr(baseline.expand_as(target), target))
-        inside = mask[..., 0] > 0.5
+        inside = (mask[..., 0] > 0.5) & (weight[..., 0] > 0.5)
         masked = float(psnr(image[inside], target[inside])) if inside.any() else float("nan")
         masked_base = float(psnr(target[inside].mean(dim=0).expand_as(target[inside]), target[inside])) \
             if inside.any() else float("nan")
