@@ -101,19 +101,41 @@ def progressive_overrides(frontal_yaw: float = 0.2, fractions=(0.5, 0.3, 0.2)) -
 
 def _auto_threads() -> int:
     """1 on a busy machine (parallel regions then wait for descheduled siblings and two threads
-    were 2-8x slower than one, docs/BENCHMARKS.md), else 0 (torch's default)."""
+    were 2-8x slower than one, docs/BENCHMARKS.md), else 0 (torch's default). Busy: other
+    processes keep ``cores - 1`` cores running now; the load average alone would count the
+    build's own earlier stages, which just kept both cores busy."""
     import logging
 
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return 0
+    load = _others_running()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            return 0
     if cores > 1 and load >= cores - 1:
         logging.getLogger("toonsplat").info("load average %.1f on %d cores: training with one thread",
                                             load, cores)
         return 1
     return 0
+
+
+def _others_running(samples: int = 5) -> float | None:
+    """Runnable tasks other than this one, the median of a few readings of /proc/loadavg over
+    half a second; None where there is no /proc."""
+    import statistics
+    import time
+
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/loadavg") as handle:
+                running = int(handle.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        counts.append(running - 1)
+        time.sleep(0.1)
+    return float(statistics.median(counts))
 
 
 def _raise_interrupt(signum, frame):
