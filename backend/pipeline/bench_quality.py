@@ -62,7 +62,7 @@ def clip_rows(clip: str, out: str, quick: bool) -> Iterator[BenchRecord]:
     from .run import run_build
 
     device, case = cpu_device_name(), _case(clip)
-    prepare = PrepareOptions(video=clip, size=256 if quick else 512)
+    prepare = PrepareOptions(video=clip, size=256 if quick else 0)
     options = BuildOptions(out=out, prepare=prepare, frame_end=100 if quick else -1,
                            train=TrainOptions(iters=QUICK_ITERS if quick else None))
     started = time.monotonic()
