@@ -65,8 +65,10 @@ def _render(avatar, tracking, expressions=None, jaw=0.0, root=None, scale=1):
 
 def _head_region(folder) -> np.ndarray:
     """Photo pixels the avatar is meant to explain: the person mask within the fitted head's
-    silhouette (z-buffer of the head-model mesh, independent of the Gaussian renderer)."""
+    silhouette above the neck cut (z-buffer of the head-model mesh's head faces, independent of
+    the Gaussian renderer; the head region of docs/TRAINING.md)."""
     from backend.headmodel import load_head_model
+    from backend.headmodel.regions import head_faces
     from backend.train.oneshot import depth_buffer
 
     tracking = tracking_format.read(folder / "data" / "tracking.npz")
@@ -77,7 +79,11 @@ def _head_region(folder) -> np.ndarray:
         out = head(shape=t(tracking.shape)[None] if tracking.shape.size else None,
                    expression=t(tracking.expressions[:1]), joint_rotations=t(tracking.joint_rotations[:1]),
                    translation=t(tracking.translation[:1]), vertex_offsets=offsets)
-    depth = depth_buffer(out.vertices[0], head.faces.long(), t(tracking.extrinsics[0]),
+    with torch.no_grad():
+        rest = head(shape=t(tracking.shape)[None] if tracking.shape.size else None,
+                    vertex_offsets=offsets).vertices[0]
+    faces = head.faces.long()[head_faces(head, rest)]
+    depth = depth_buffer(out.vertices[0], faces, t(tracking.extrinsics[0]),
                          t(tracking.intrinsics[0]), SIZE, SIZE)
     mask = np.asarray(Image.open(folder / "data" / "masks" / "000000.png")) > 127
     return mask & np.isfinite(depth.numpy())
