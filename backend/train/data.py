@@ -102,11 +102,14 @@ class FrameData:
         return self._cache[key]
 
     def _foreground(self, kind: str, index: int) -> torch.Tensor:
-        """The frame's colours with the backdrop taken out of the mask's soft edge (cached)."""
+        """The frame's colours with the backdrop taken out of the mask's soft edge (cached in
+        place of the frame as read: a clip's frames are held once)."""
         key = ("foreground:" + kind, index)
         if key not in self._cache:
+            raw = self._load(kind, index).numpy()
             self._cache[key] = torch.from_numpy(foreground_colours(
-                self._load(kind, index).numpy(), self._load(MASKS, index).numpy()))
+                raw, self._load(MASKS, index).numpy()))
+            self._cache.pop((kind, index), None)
         return self._cache[key]
 
     def set_cut_lines(self, lines: np.ndarray | torch.Tensor | None) -> None:
