@@ -104,6 +104,19 @@ class PrepareOptions:
     qa: bool = option(True, "skip the QA pictures", flags=("--no-qa",))
     track: TrackOptions = nested(TrackOptions)
 
+    def source(self) -> str:
+        """The one input: the video, image folder or photo.
+
+        Raises:
+            InputError: none or several of them are given.
+        """
+        from ..errors import InputError
+
+        given = [v for v in (self.video, self.images, self.image) if v]
+        if len(given) != 1:
+            raise InputError("give exactly one input: --video FILE, --images FOLDER or --image PHOTO")
+        return given[0]
+
 
 @dataclass
 class StyleOptions:

@@ -54,10 +54,7 @@ class Build:
     def prepare_options(self) -> PrepareOptions:
         """prepare's options: the source made absolute, the frame range in its seconds."""
         given = self.options.prepare
-        sources = [v for v in (given.video, given.images, given.image) if v]
-        if len(sources) != 1:
-            raise InputError("give exactly one input: --video FILE, --images FOLDER or "
-                             "--image PHOTO")
+        given.source()
         absolute = {name: os.path.abspath(value) for name in ("video", "images", "image")
                     if (value := getattr(given, name))}
         start, end, stride = given.start, given.end, self.options.frame_stride

@@ -17,6 +17,7 @@ def run(args: argparse.Namespace, progress) -> int:
     from .run import run_build
 
     options = from_args(BuildOptions, args, BUILD)
+    options.prepare.source()  # exactly one input, checked before the build folder is made
     result = run_build(options, progress_mode=progress.mode)
     if options.stop_after:
         progress.result(f"build stopped after {options.stop_after}; run it again without "

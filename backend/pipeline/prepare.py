@@ -42,8 +42,7 @@ def prepare(options: PrepareOptions, progress) -> dict:
                          f"{options.size}")
     if options.from_metrical or options.from_vhap:
         return _convert(options, progress)
-    if sum(bool(v) for v in (options.video, options.images, options.image)) != 1:
-        raise InputError("give exactly one input: --video FILE, --images FOLDER or --image PHOTO")
+    options.source()
     import numpy as np
 
     from ..ingest.frames import ingest

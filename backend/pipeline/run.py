@@ -36,8 +36,7 @@ def run_build(options: BuildOptions, progress_mode: str = "human") -> dict[str, 
     progress.total_weight = sum(s.weight for s in stages)
     start = time.monotonic()
     outcomes = run_stages(build.out, stages, build, progress, set(options.force))
-    source = next(v for v in (options.prepare.video, options.prepare.images,
-                              options.prepare.image) if v)
+    source = options.prepare.source()
     summary = {
         "title": f"ToonSplat build: {os.path.basename(os.path.normpath(source))}",
         "inputs": {"source": os.path.abspath(source), "style": options.style.style,
