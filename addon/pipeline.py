@@ -14,7 +14,7 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
                     exemplar: str = "", style_model: str = "", stylized_folder: str = "",
                     preset: str = "default", iterations: int = 0, device: str = "auto",
                     frame_start: int = 0, frame_end: int = -1, frame_stride: int = 1,
-                    size: int = 512, head_model: str = "builtin", landmark_embedding: str = "",
+                    size: int = 0, head_model: str = "builtin", landmark_embedding: str = "",
                     stop_after: str = "", refine_tracking: bool = False,
                     eye_contact: str = "") -> list[str]:
     """Arguments of ``python -m backend build`` (after the command name), written from the

@@ -23,7 +23,9 @@ class ToonSplatSettings(bpy.types.PropertyGroup):
     frame_start: IntProperty(name="Start", default=0, min=0)
     frame_end: IntProperty(name="End", default=-1, min=-1, description="-1: to the end")
     frame_stride: IntProperty(name="Stride", default=1, min=1)
-    size: IntProperty(name="Size", default=512, min=128, max=2048, description="Working resolution")
+    size: IntProperty(name="Size", default=0, min=0, max=2048,
+                      description="Working resolution in pixels; 0: automatic (the face crop's "
+                                  "size in the video, 256 to 512)")
     refine_tracking: BoolProperty(
         name="Photometric Refinement", default=False,
         description="After the landmark fit, align the head to the pixels: more accurate tracking, "

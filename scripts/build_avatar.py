@@ -38,7 +38,7 @@ def parse(arguments):
     parser.add_argument("--style", default="toon", help="built-in style name (default toon)")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--iters", type=int, default=0)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--size", type=int, default=0, help="working resolution (0: automatic)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--head-model", default="builtin")
     parser.add_argument("--python", default="", help="backend interpreter")
