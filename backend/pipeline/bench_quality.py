@@ -39,7 +39,12 @@ def default_clips() -> list[str]:
 
 
 def run(args) -> Iterator[BenchRecord]:
+    from ..errors import InputError
+
     clips = list(getattr(args, "clip", None) or default_clips())
+    missing = [c for c in clips if not os.path.isfile(c)]
+    if missing:
+        raise InputError(f"clip not found: {', '.join(missing)}; pass --clip with a video file")
     quick = getattr(args, "quick", False)
     keep = getattr(args, "out", None)
     with tempfile.TemporaryDirectory() as scratch:
