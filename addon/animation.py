@@ -3,7 +3,8 @@
 Two stages like the import: ``read_tracking`` + ``plan_animation`` (numpy only: match expression
 names, convert rotations with ``axes``) and ``write_animation`` (F-curves written in bulk with
 ``keyframe_points.add`` + ``foreach_set``). Shape-key values go on the points object's shape keys
-(the head mesh follows through drivers); bone rotations on the armature's pose bones.
+(the head mesh follows through drivers; the Proportions key and its correctives are left alone);
+bone rotations on the armature's pose bones.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def apply_tracking(obj: bpy.types.Object, path: str, start_frame: int = 1,
     """Keyframe the tracking file ``path`` onto the avatar that ``obj`` belongs to."""
     points, rig, _ = importer.find_avatar(obj)
     tracking = read_tracking(path)
-    names = [block.name for block in points.data.shape_keys.key_blocks[1:]]
+    names = [block.name for block in importer.expression_keys(points)]
     joint_names = [bone.name for bone in rig.pose.bones]
     plan = plan_animation(tracking, names, importer.bone_rest_rotations(rig, joint_names),
                           start_frame, path)
@@ -89,8 +90,8 @@ def write_animation(points: bpy.types.Object, rig: bpy.types.Object, joint_names
     """Write the plan as F-curves: one new action for the shape keys, one for the armature."""
     key = points.data.shape_keys
     fcurves = _new_action_fcurves(key, f"{points.name} {label} expressions")
-    for block in key.key_blocks[1:]:
-        block.value = 0.0  # expressions the tracking does not have stay neutral
+    for block in importer.expression_keys(points):
+        block.value = 0.0  # expressions the tracking does not have stay neutral (Proportions stays)
     for e, name in enumerate(plan.expression_names):
         block = key.key_blocks[name]
         low, high = plan.expression_values[:, e].min(), plan.expression_values[:, e].max()

@@ -74,7 +74,7 @@ def import_results(avatar_path: str, tracking_path: str = "", splats: bool = Tru
             print(f"toonsplat: warning: {len(plan.unmatched)} expressions are not in the tracking",
                   flush=True)
     print(f"toonsplat: imported {len(imported.points.data.vertices)} Gaussians, "
-          f"{len(imported.points.data.shape_keys.key_blocks) - 1} expressions", flush=True)
+          f"{len(importer.expression_keys(imported.points))} expressions", flush=True)
     return imported
 
 

@@ -10,6 +10,10 @@ conversion is ``axes.points_to_blender``. What is built, for an avatar called NA
   ``scale``, ``rotation`` (quaternion), ``mouth``), a shape key per expression named as in the
   file, vertex groups from the LBS weights, an Armature modifier and the splat preview modifier;
 - mesh object ``NAME_head`` (hidden): the neutral head mesh with the same shape keys and rig.
+
+An avatar with toon proportions (``rest_*`` arrays) gets a ``Proportions`` key (0: the face
+before proportions, 1: as built) and one corrective key per expression driven to
+expression x Proportions (``addon/proportions.py``), on both objects.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from ..backend.errors import FormatError, ToonSplatError
 from ..backend.formats import avatar as avatar_format
-from . import axes
+from . import axes, proportions
 
 SLIDER_RANGE = (-2.0, 2.0)
 BONE_LENGTH = 0.03
@@ -30,6 +34,8 @@ BONE_LENGTH = 0.03
 BONE_DIRECTIONS = {"root": (0.0, 0.0, 1.0), "neck": (0.0, 0.0, 1.0), "jaw": (0.0, -1.0, 0.0),
                    "eye_L": (0.0, -1.0, 0.0), "eye_R": (0.0, -1.0, 0.0)}
 AVATAR_PROP = "toonsplat_avatar"   # custom property on the points object: the source file
+PROPORTIONS_PROP = "toonsplat_proportions"  # on the points object: "PRESET:STRENGTH" as built
+CORRECTIVE_RANGE = (-10.0, 10.0)   # Blender's widest: a driven value is clamped to its range
 ROLE_PROP = "toonsplat_role"       # "points", "head" or "rig"
 
 
@@ -84,6 +90,9 @@ def build_avatar(data: avatar_format.Avatar, name: str, source: str = "",
         obj[AVATAR_PROP] = source
     points["toonsplat_rig"] = rig.name
     points["toonsplat_head"] = head.name
+    record = proportions.metadata(data)
+    if proportions.has_proportions(data):
+        points[PROPORTIONS_PROP] = f"{record.get('preset', '?')}:{record.get('strength', '?')}"
     if splat_preview:
         from . import splats  # node trees are built here, on first import, never at register
         splats.add_preview(points)
@@ -137,8 +146,9 @@ def build_points(name: str, data: avatar_format.Avatar,
     """A mesh of loose vertices, one per Gaussian, with the Gaussian attributes and shape keys."""
     mesh = bpy.data.meshes.new(name)
     n = data.n_gaussians
+    layout = proportions.points_layout(data)
     mesh.vertices.add(n)
-    mesh.vertices.foreach_set("co", axes.points_to_blender(data.means.astype(np.float32)).ravel())
+    mesh.vertices.foreach_set("co", axes.points_to_blender(layout.basis).astype(np.float32).ravel())
     rgb = axes.srgb_to_linear(axes.sh_dc_to_rgb(data.sh[:, 0, :]))
     rgba = np.concatenate([rgb, np.ones((n, 1))], axis=1).astype(np.float32)
     _set_attribute(mesh, "color", "FLOAT_COLOR", "color", rgba)
@@ -154,9 +164,10 @@ def build_points(name: str, data: avatar_format.Avatar,
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
     collection.objects.link(obj)
-    # Mouth-interior Gaussians are skinned but never blended (3DGB): zero deltas for them.
-    deltas = data.delta_means.astype(np.float32) * ~data.mouth[None, :, None]
-    add_shape_keys(obj, deltas, data.expression_names)
+    # Mouth-interior Gaussians are skinned but never blended (3DGB): the layout has zero
+    # expression deltas for them.
+    add_shape_keys(obj, layout)
+    drive_correctives(obj, obj)
     return obj
 
 
@@ -165,26 +176,34 @@ def _set_attribute(mesh, name: str, data_type: str, key: str, values: np.ndarray
     attribute.data.foreach_set(key, np.ascontiguousarray(values).ravel())
 
 
-def add_shape_keys(obj: bpy.types.Object, deltas: np.ndarray, names: list[str]) -> None:
-    """A Basis plus one relative shape key per expression.
+def add_shape_keys(obj: bpy.types.Object, layout: proportions.ShapeKeyLayout) -> None:
+    """A Basis plus relative shape keys: ``Proportions`` (when the layout has it, value 1), one
+    per expression (value 0), one corrective per expression (values set by drivers later).
 
     Args:
-        obj: mesh object whose vertices are the neutral positions (Blender space).
-        deltas: (K, V, 3) per-expression offsets in head space.
-        names: K shape key names.
+        obj: mesh object whose vertices are ``layout.basis`` (Blender space).
+        layout: the keys' offsets in head space (``proportions.points_layout``/``mesh_layout``).
     """
     count = len(obj.data.vertices)
-    if deltas.shape[1:] != (count, 3) or len(names) != deltas.shape[0]:
-        raise ValueError(f"deltas {deltas.shape} and {len(names)} names do not fit {count} vertices")
+    if layout.basis.shape != (count, 3):
+        raise ValueError(f"a layout of {layout.basis.shape[0]} vertices does not fit {count}")
     basis = np.empty(count * 3, dtype=np.float32)
     obj.data.vertices.foreach_get("co", basis)
     obj.shape_key_add(name="Basis", from_mix=False)
     basis = basis.reshape(count, 3)
-    for k, expression_name in enumerate(names):
-        key = obj.shape_key_add(name=expression_name, from_mix=False)
-        key.slider_min, key.slider_max = SLIDER_RANGE
-        key.value = 0.0  # the API's default for a new key is 1.0: start from the neutral face
-        key.data.foreach_set("co", (basis + axes.points_to_blender(deltas[k])).ravel())
+    keys = []
+    if layout.proportions is not None:
+        keys.append((proportions.PROPORTIONS_KEY, layout.proportions, proportions.PROPORTIONS_RANGE,
+                     1.0))
+    keys += [(name, layout.expressions[k], SLIDER_RANGE, 0.0) for k, name in enumerate(layout.names)]
+    if layout.correctives is not None:
+        keys += [(proportions.corrective_name(name), layout.correctives[k], CORRECTIVE_RANGE, 0.0)
+                 for k, name in enumerate(layout.names)]
+    for key_name, offsets, (low, high), value in keys:
+        key = obj.shape_key_add(name=key_name, from_mix=False)
+        key.slider_min, key.slider_max = low, high
+        key.value = value  # the API's default for a new key is 1.0
+        key.data.foreach_set("co", (basis + axes.points_to_blender(offsets)).astype(np.float32).ravel())
     obj.data.shape_keys.use_relative = True
 
 
@@ -209,18 +228,54 @@ def add_vertex_groups(obj: bpy.types.Object, weights: np.ndarray, names) -> None
 
 def drive_shape_keys(follower: bpy.types.Object, leader: bpy.types.Object) -> None:
     """Drive each shape key of ``follower`` by the same-named key of ``leader`` (one source of
-    truth: sliders and keyframes live on the points object, the head mesh follows)."""
+    truth: sliders and keyframes live on the points object, the head mesh follows); its
+    proportion correctives are driven like the leader's own (``drive_correctives``)."""
     leader_key = leader.data.shape_keys
+    names = [block.name for block in follower.data.shape_keys.key_blocks]
+    correctives = {proportions.corrective_name(n) for n in names}
     for block in follower.data.shape_keys.key_blocks[1:]:
-        curve = block.driver_add("value")
-        driver = curve.driver
+        if block.name in correctives:
+            continue
+        driver = block.driver_add("value").driver
         driver.type = "AVERAGE"
-        variable = driver.variables.new()
-        variable.type = "SINGLE_PROP"
-        target = variable.targets[0]
-        target.id_type = "KEY"
-        target.id = leader_key
-        target.data_path = f'key_blocks["{escape_name(block.name)}"].value'
+        _key_variable(driver, "value", leader_key, block.name)
+    drive_correctives(follower, leader)
+
+
+def drive_correctives(follower: bpy.types.Object, leader: bpy.types.Object) -> None:
+    """Drive each corrective key ``"<expression>.proportions"`` of ``follower`` to the product
+    of ``leader``'s expression and Proportions keys: a simple expression (``e * p``), which
+    Blender evaluates without Python, so it needs no script auto-run."""
+    leader_key = leader.data.shape_keys
+    blocks = follower.data.shape_keys.key_blocks
+    if proportions.PROPORTIONS_KEY not in blocks:
+        return
+    for name in proportions.expression_key_names([b.name for b in blocks]):
+        corrective = blocks.get(proportions.corrective_name(name))
+        if corrective is None:
+            continue
+        driver = corrective.driver_add("value").driver
+        driver.type = "SCRIPTED"
+        _key_variable(driver, "e", leader_key, name)
+        _key_variable(driver, "p", leader_key, proportions.PROPORTIONS_KEY)
+        driver.expression = proportions.DRIVER_EXPRESSION
+
+
+def _key_variable(driver, variable_name: str, key: bpy.types.Key, block_name: str) -> None:
+    """A driver variable reading the value of shape key ``block_name`` of ``key``."""
+    variable = driver.variables.new()
+    variable.name = variable_name
+    variable.type = "SINGLE_PROP"
+    target = variable.targets[0]
+    target.id_type = "KEY"
+    target.id = key
+    target.data_path = f'key_blocks["{escape_name(block_name)}"].value'
+
+
+def expression_keys(obj: bpy.types.Object) -> list:
+    """The expression shape keys of an avatar object (not Basis, Proportions or correctives)."""
+    blocks = obj.data.shape_keys.key_blocks
+    return [blocks[n] for n in proportions.expression_key_names([b.name for b in blocks])]
 
 
 def escape_name(name: str) -> str:
@@ -241,13 +296,14 @@ def build_head_mesh(name: str, data: avatar_format.Avatar,
                     collection: bpy.types.Collection) -> bpy.types.Object:
     """The neutral head mesh of the head model, with the mesh expression blendshapes."""
     mesh = bpy.data.meshes.new(name)
-    vertices = axes.points_to_blender(data.mesh_vertices.astype(np.float32))
+    layout = proportions.mesh_layout(data)
+    vertices = axes.points_to_blender(layout.basis).astype(np.float32)
     mesh.from_pydata(vertices.tolist(), [], data.mesh_faces.astype(np.int64).tolist())
     mesh.validate()
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
     collection.objects.link(obj)
-    add_shape_keys(obj, data.mesh_expression_dirs.astype(np.float32), data.expression_names)
+    add_shape_keys(obj, layout)
     return obj
 
 

@@ -194,7 +194,7 @@ class TOONSPLAT_OT_reset_expressions(bpy.types.Operator):
         except ToonSplatError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        for block in points.data.shape_keys.key_blocks[1:]:
+        for block in importer.expression_keys(points):  # the Proportions dial is kept
             block.value = 0.0
         for bone in rig.pose.bones:
             bone.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
