@@ -47,6 +47,15 @@ SPECS: dict[str, ArraySpec] = {
 }
 DELTA_FIELDS = ("delta_means", "delta_log_scales", "delta_quats", "delta_opacity_logits",
                 "delta_sh")
+# Toon proportions (docs/FORMAT.md, "Proportions"): the avatar before its 3D proportions were
+# applied. The four arrays and the meta key ``proportions`` are present together or not at all.
+REST_SPECS: dict[str, ArraySpec] = {
+    "rest_means": ArraySpec(("N", 3), _F, required=False),
+    "rest_delta_means": ArraySpec(("K", "N", 3), _F, required=False),
+    "rest_mesh_vertices": ArraySpec(("V", 3), _F, required=False),
+    "rest_mesh_expression_dirs": ArraySpec(("K", "V", 3), _F, required=False),
+}
+REST_FIELDS = tuple(REST_SPECS)
 
 
 @dataclass
@@ -76,6 +85,17 @@ class Avatar:
     joint_names: list[str] = field(default_factory=lambda: list(JOINT_NAMES))
     head_model: dict[str, Any] = field(default_factory=lambda: {"kind": "builtin"})
     training: dict[str, Any] = field(default_factory=dict)
+    # Toon proportions: all five set (an avatar with proportions) or all None (docs/FORMAT.md).
+    rest_means: np.ndarray | None = None                 # (N, 3) means before proportions
+    rest_delta_means: np.ndarray | None = None           # (K, N, 3) delta_means before proportions
+    rest_mesh_vertices: np.ndarray | None = None         # (V, 3) mesh_vertices before proportions
+    rest_mesh_expression_dirs: np.ndarray | None = None  # (K, V, 3) before proportions
+    proportions: dict[str, Any] | None = None            # preset, strength, components
+
+    @property
+    def has_proportions(self) -> bool:
+        """Whether the arrays hold a proportioned avatar (the rest_* arrays hold the original)."""
+        return self.proportions is not None
 
     @property
     def n_gaussians(self) -> int:
@@ -107,12 +127,19 @@ def _array_fields() -> list[str]:
 
 def write(path: str | os.PathLike, avatar: Avatar, delta_dtype: Any = np.float16) -> None:
     """Validate ``avatar`` and write it atomically; deltas are stored as ``delta_dtype``."""
+    _check_rest_complete(os.fspath(path), avatar)
     arrays = {name: np.asarray(getattr(avatar, name)) for name in _array_fields()}
     for name in DELTA_FIELDS:
         arrays[name] = arrays[name].astype(delta_dtype, copy=False)
     for name, array in arrays.items():
         if array.dtype.kind == "f" and name not in DELTA_FIELDS:
             arrays[name] = array.astype(np.float32, copy=False)
+    if avatar.has_proportions:
+        for name in REST_FIELDS:
+            arrays[name] = np.asarray(getattr(avatar, name))
+        arrays["rest_delta_means"] = arrays["rest_delta_means"].astype(delta_dtype, copy=False)
+        for name in ("rest_means", "rest_mesh_vertices", "rest_mesh_expression_dirs"):
+            arrays[name] = arrays[name].astype(np.float32, copy=False)
     arrays["mesh_faces"] = arrays["mesh_faces"].astype(np.int32)
     arrays["joint_parents"] = arrays["joint_parents"].astype(np.int32)
     meta = {
@@ -121,6 +148,8 @@ def write(path: str | os.PathLike, avatar: Avatar, delta_dtype: Any = np.float16
         "sh_degree": avatar.sh_degree, "delta_sh_degree": avatar.delta_sh_degree,
         "head_model": avatar.head_model, "training": avatar.training,
     }
+    if avatar.has_proportions:
+        meta["proportions"] = avatar.proportions
     _validate(os.fspath(path), arrays, meta)
     atomic_write_npz(path, arrays, meta)
 
@@ -132,14 +161,17 @@ def read(path: str | os.PathLike) -> Avatar:
     check_header(path, meta, FORMAT_NAME, SUPPORTED_VERSIONS, KIND)
     _validate(path, arrays, meta)
     values = {name: arrays[name] for name in _array_fields()}
-    return Avatar(**values, expression_names=list(meta["expression_names"]),
+    rest = {name: arrays.get(name) for name in REST_FIELDS}
+    return Avatar(**values, **rest, expression_names=list(meta["expression_names"]),
                   joint_names=list(meta["joint_names"]),
                   head_model=dict(meta.get("head_model", {})),
-                  training=dict(meta.get("training", {})))
+                  training=dict(meta.get("training", {})),
+                  proportions=dict(meta["proportions"]) if "proportions" in meta else None)
 
 
 def _validate(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     dims = validate_arrays(path, arrays, SPECS, KIND)
+    _validate_proportions(path, arrays, meta, dims)
     try:
         _sh_degree(dims["C"])
         _sh_degree(dims["Cd"])
@@ -160,6 +192,40 @@ def _validate(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) ->
     faces = arrays["mesh_faces"]
     if faces.size and (faces.min() < 0 or faces.max() >= dims["V"]):
         raise FormatError(f"{path}: mesh_faces index vertices outside 0..{dims['V'] - 1}")
+
+
+def _validate_proportions(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                          dims: dict[str, int]) -> None:
+    """The rest_* arrays and meta ``proportions``: all present or none; shapes; the meta's keys."""
+    present = [name for name in REST_FIELDS if name in arrays]
+    has_meta = "proportions" in meta
+    if not present and not has_meta:
+        return
+    missing = [name for name in REST_FIELDS if name not in arrays] + ([] if has_meta else [
+        "the meta key 'proportions'"])
+    if missing:
+        raise FormatError(f"{path}: an avatar with proportions needs the arrays "
+                          f"{', '.join(REST_FIELDS)} and the meta key 'proportions' together; "
+                          f"missing {', '.join(missing)}. Re-apply the proportions "
+                          "(python -m backend proportions) or re-export the avatar")
+    validate_arrays(path, arrays, REST_SPECS, KIND, dims)
+    info = meta["proportions"]
+    ok = (isinstance(info, dict) and isinstance(info.get("preset"), str)
+          and isinstance(info.get("strength"), (int, float)) and 0.0 <= info["strength"] <= 1.0
+          and isinstance(info.get("components"), dict)
+          and all(isinstance(k, str) and isinstance(v, (int, float))
+                  for k, v in info["components"].items()))
+    if not ok:
+        raise FormatError(f"{path}: meta 'proportions' must be an object with 'preset' (text), "
+                          f"'strength' (0..1) and 'components' (name: strength), found "
+                          f"{info!r:.120}")
+
+
+def _check_rest_complete(path: str, avatar: Avatar) -> None:
+    given = [getattr(avatar, name) is not None for name in REST_FIELDS]
+    if any(given) != avatar.has_proportions or any(given) != all(given):
+        raise FormatError(f"{path}: an avatar with proportions sets {', '.join(REST_FIELDS)} and "
+                          "'proportions' together, or none of them")
 
 
 def _check_weights(path: str, name: str, weights: np.ndarray) -> None:
@@ -204,6 +270,8 @@ def summary(avatar: Avatar, path: str = "") -> str:
         f"  head mesh   {avatar.mesh_vertices.shape[0]} vertices, {avatar.mesh_faces.shape[0]} faces",
         f"  head model  {avatar.head_model}",
     ]
+    if avatar.has_proportions:
+        lines.append(f"  proportions {avatar.proportions}")
     if avatar.training:
         lines.append(f"  training    {avatar.training}")
     return "\n".join(lines)
