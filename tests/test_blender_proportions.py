@@ -1,0 +1,257 @@
+"""Toon proportions in the real Blender: the Proportions shape key, its correctives and drivers.
+
+Every test runs once per Blender of the matrix (tests/test_blender.py). An avatar with
+proportions holds the proportioned avatar in its usual arrays and the avatar before proportions
+in ``rest_*`` arrays (docs/FORMAT.md). Checked, against references computed here from the file's
+arrays (not through the add-on's own layout code):
+
+- the keys: Basis = rest positions, ``Proportions`` (0..1, value 1), one key per expression,
+  one corrective ``"<expression>.proportions"`` per expression driven by a valid simple-expression
+  driver ``e * p`` (no Python auto-run needed), on the points and on the head mesh;
+- evaluated points and head mesh at Proportions 0/1 x expression 0/1: the rest avatar plus its
+  rest delta, and the built avatar plus its delta, within 1e-5;
+- with the rig posed and every expression set (or a tracking keyframed): the backend's
+  ``animate.posed_means`` of the built avatar at Proportions 1 and of the rest avatar at 0;
+- an avatar without proportions imports with the keys and drivers it always had.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from backend.formats import animate, avatar, examples
+from tests.test_blender import (
+    _tracking_file,
+    blender,  # noqa: F401  (the matrix fixture)
+    run_bpy,
+)
+
+pytestmark = pytest.mark.blender
+
+TOLERANCE = 1e-5  # metres
+
+
+def _to_blender(points: np.ndarray) -> np.ndarray:
+    """Head space -> Blender space, written out here (the add-on's own is addon/axes.py)."""
+    points = np.asarray(points, dtype=np.float64)
+    return np.stack([points[..., 0], -points[..., 2], points[..., 1]], axis=-1)
+
+
+def _proportioned_avatar(n_gaussians: int, n_expressions: int, seed: int):
+    """A random avatar with made-up proportions: the built arrays are the rest arrays pushed
+    by a smooth deformation (eyes-up bulge) and rescaled deltas. Returns (avatar, rest arrays)."""
+    data = examples.random_avatar(n_gaussians, n_expressions, seed=seed)
+    rng = np.random.default_rng(seed)
+
+    def deform(points):
+        bulge = np.exp(-np.sum((points - [0.0, 0.03, 0.08]) ** 2, axis=-1) / 0.002)[..., None]
+        return points + 0.02 * bulge * np.array([0.3, 0.5, 0.2])
+
+    rest = {"rest_means": data.means.astype(np.float32),
+            "rest_delta_means": data.delta_means.astype(np.float32),
+            "rest_mesh_vertices": data.mesh_vertices.astype(np.float32),
+            "rest_mesh_expression_dirs": data.mesh_expression_dirs.astype(np.float32)}
+    scale = rng.uniform(0.6, 1.4, size=(n_expressions, 1, 1)).astype(np.float32)
+    built = dataclasses.replace(
+        data, means=deform(data.means).astype(np.float32),
+        delta_means=(data.delta_means * scale).astype(np.float32),
+        mesh_vertices=deform(data.mesh_vertices).astype(np.float32),
+        mesh_expression_dirs=(data.mesh_expression_dirs * scale).astype(np.float32))
+    return built, rest
+
+
+def _write_proportioned(folder, n_gaussians=4000, n_expressions=8, seed=11) -> str:
+    data, rest = _proportioned_avatar(n_gaussians, n_expressions, seed)
+    data = dataclasses.replace(data, **rest, proportions={
+        "preset": "toon", "strength": 0.8, "components": {"eyes": 0.8}})
+    path = str(folder / "toon.npz")
+    avatar.write(path, data)
+    return path
+
+
+def _rest_avatar(data):
+    """The avatar before proportions, as a plain avatar (for ``animate``)."""
+    return dataclasses.replace(data, means=data.rest_means, delta_means=data.rest_delta_means,
+                               mesh_vertices=data.rest_mesh_vertices,
+                               mesh_expression_dirs=data.rest_mesh_expression_dirs)
+
+
+@pytest.fixture(scope="module")
+def proportioned_file(tmp_path_factory):
+    return _write_proportioned(tmp_path_factory.mktemp("proportions"))
+
+
+def test_import_makes_the_proportions_key_correctives_and_drivers(blender, proportioned_file,  # noqa: F811
+                                                                   tmp_path):
+    expressions = (0, 3, 7)
+    result = run_bpy(blender, f"""
+        from toonsplat.addon import proportions
+        imported = importer.import_avatar({proportioned_file!r})
+        points, head = imported.points, imported.head
+        keys = points.data.shape_keys.key_blocks
+        names = importer.expression_keys(points)
+        dial = [keys["Proportions"].slider_min, keys["Proportions"].slider_max, keys["Proportions"].value]
+        for p in (0.0, 1.0):
+            for k in (None, *{expressions!r}):
+                keys["Proportions"].value = p
+                for block in names:
+                    block.value = 0.0
+                if k is not None:
+                    names[k].value = 1.0
+                np.save({str(tmp_path)!r} + f"/points_{{p}}_{{k}}.npy", evaluated(points))
+                np.save({str(tmp_path)!r} + f"/head_{{p}}_{{k}}.npy", evaluated(head))
+        drivers = {{}}
+        for obj in (points, head):
+            drivers[obj.name] = [{{
+                "path": curve.data_path, "type": curve.driver.type, "valid": curve.driver.is_valid,
+                "simple": curve.driver.is_simple_expression, "expression": curve.driver.expression,
+                "variables": [[v.name, v.is_name_valid, v.targets[0].id.name, v.targets[0].data_path]
+                              for v in curve.driver.variables]}}
+                for curve in obj.data.shape_keys.animation_data.drivers]
+        print(json.dumps({{
+            "keys": [k.name for k in keys], "head_keys": [k.name for k in head.data.shape_keys.key_blocks],
+            "proportions": dial,
+            "expressions": [b.name for b in names], "drivers": drivers,
+            "points_key": points.data.shape_keys.name, "record": points.get(importer.PROPORTIONS_PROP),
+        }}))
+    """, tmp_path)
+    data = avatar.read(proportioned_file)
+    names = data.expression_names
+    correctives = [f"{n}.proportions" for n in names]
+    assert result["keys"] == result["head_keys"] == ["Basis", "Proportions", *names, *correctives]
+    assert result["expressions"] == names
+    assert result["proportions"] == [0.0, 1.0, 1.0]  # range 0..1, the built avatar after import
+    assert result["record"] == "toon:0.8"
+    # Drivers: every corrective, on both objects, reads the points' expression and Proportions.
+    for obj, drivers in result["drivers"].items():
+        by_path = {d["path"]: d for d in drivers}
+        for name in names:
+            driver = by_path[f'key_blocks["{name}.proportions"].value']
+            assert driver["valid"] and driver["simple"] and driver["type"] == "SCRIPTED"
+            assert driver["expression"] == "e * p"
+            assert driver["variables"] == [
+                ["e", True, result["points_key"], f'key_blocks["{name}"].value'],
+                ["p", True, result["points_key"], 'key_blocks["Proportions"].value']]
+        if obj.endswith("_head"):  # the head's other keys follow the points' same-named keys
+            assert len(drivers) == 2 * len(names) + 1 and all(d["valid"] for d in drivers)
+        else:
+            assert len(drivers) == len(names)
+    # Positions at Proportions 0/1 x expression 0/1, against the file's arrays.
+    blended = ~data.mouth[:, None]
+    errors = {}
+    for k in (None, *expressions):
+        for p in (0.0, 1.0):
+            if p == 0.0:
+                points, mesh = data.rest_means.astype(np.float64), data.rest_mesh_vertices.astype(np.float64)
+                if k is not None:
+                    points = points + data.rest_delta_means[k] * blended
+                    mesh = mesh + data.rest_mesh_expression_dirs[k]
+            else:
+                points, mesh = data.means.astype(np.float64), data.mesh_vertices.astype(np.float64)
+                if k is not None:
+                    points = points + data.delta_means[k] * blended
+                    mesh = mesh + data.mesh_expression_dirs[k]
+            errors[(p, k)] = (
+                float(np.abs(np.load(tmp_path / f"points_{p}_{k}.npy") - _to_blender(points)).max()),
+                float(np.abs(np.load(tmp_path / f"head_{p}_{k}.npy") - _to_blender(mesh)).max()))
+    print("max position errors (points, head) per (Proportions, expression):", errors)
+    assert max(max(e) for e in errors.values()) < TOLERANCE, errors
+    # The dial moves the points, and each corrective matters: the test is not vacuous.
+    assert np.abs(data.means - data.rest_means).max() > 0.005
+    assert np.abs(data.delta_means[3] - data.rest_delta_means[3]).max() > 1e-4
+
+
+def test_posed_avatar_follows_the_backend_at_both_ends_of_the_dial(blender, proportioned_file,  # noqa: F811
+                                                                    tmp_path):
+    """Every expression and every joint at once: Proportions 1 is the built avatar's LBS,
+    Proportions 0 the rest avatar's (so blendshapes, jaw and eyes keep working)."""
+    data = avatar.read(proportioned_file)
+    rng = np.random.default_rng(5)
+    values = rng.uniform(-1.5, 1.5, data.n_expressions)
+    rotations, translation = rng.normal(size=(5, 3)) * 0.3, rng.normal(size=3) * 0.03
+    result = run_bpy(blender, f"""
+        imported = importer.import_avatar({proportioned_file!r})
+        data = avatar.read({proportioned_file!r})
+        for block, value in zip(importer.expression_keys(imported.points), {values.tolist()!r}):
+            block.value = value
+        rests = importer.bone_rest_rotations(imported.armature, data.joint_names)
+        quats = axes.pose_bone_quats(np.array({rotations.tolist()!r}), rests)
+        for j, name in enumerate(data.joint_names):
+            imported.armature.pose.bones[name].rotation_quaternion = quats[j]
+        imported.armature.pose.bones["root"].location = axes.root_location(
+            np.array({translation.tolist()!r}), rests[0])
+        keys = imported.points.data.shape_keys.key_blocks
+        for p in (0.0, 1.0):
+            keys["Proportions"].value = p
+            np.save({str(tmp_path)!r} + f"/points_{{p}}.npy", evaluated(imported.points))
+            np.save({str(tmp_path)!r} + f"/head_{{p}}.npy", evaluated(imported.head))
+        print(json.dumps({{}}))
+    """, tmp_path)
+    assert result == {}
+    errors = {}
+    for p, source in ((0.0, _rest_avatar(data)), (1.0, data)):
+        points = animate.posed_means(source, values, rotations, translation)
+        mesh = animate.posed_mesh(source, values, rotations, translation)
+        errors[p] = (float(np.abs(np.load(tmp_path / f"points_{p}.npy") - _to_blender(points)).max()),
+                     float(np.abs(np.load(tmp_path / f"head_{p}.npy") - _to_blender(mesh)).max()))
+    print("posed max errors (points, head) at Proportions 0 and 1:", errors)
+    assert max(max(e) for e in errors.values()) < TOLERANCE, errors
+
+
+def test_tracking_keys_expressions_and_leaves_the_dial(blender, proportioned_file, tmp_path):  # noqa: F811
+    data = avatar.read(proportioned_file)
+    tracking_path, track = _tracking_file(tmp_path, data.expression_names, n_frames=12)
+    result = run_bpy(blender, f"""
+        imported = importer.import_avatar({proportioned_file!r})
+        plan = animation.apply_tracking(imported.points, {tracking_path!r}, start_frame=1)
+        key = imported.points.data.shape_keys
+        curves = [c.data_path for c in animation.action_fcurves(key)]
+        scene = bpy.context.scene
+        for p in (1.0, 0.0):
+            key.key_blocks["Proportions"].value = p
+            for frame in (1, 7):
+                scene.frame_set(frame)
+                np.save({str(tmp_path)!r} + f"/points_{{p}}_{{frame}}.npy", evaluated(imported.points))
+                np.save({str(tmp_path)!r} + f"/head_{{p}}_{{frame}}.npy", evaluated(imported.head))
+        print(json.dumps({{"curves": curves, "unmatched": plan.unmatched}}))
+    """, tmp_path)
+    assert result["unmatched"] == []
+    assert sorted(result["curves"]) == sorted(f'key_blocks["{n}"].value' for n in data.expression_names)
+    errors = {}
+    for p, source in ((0.0, _rest_avatar(data)), (1.0, data)):
+        for frame in (1, 7):
+            t = frame - 1
+            args = (track.expressions[t], track.joint_rotations[t], track.translation[t])
+            points = animate.posed_means(source, *args)
+            mesh = animate.posed_mesh(source, *args)
+            errors[(p, frame)] = (
+                float(np.abs(np.load(tmp_path / f"points_{p}_{frame}.npy") - _to_blender(points)).max()),
+                float(np.abs(np.load(tmp_path / f"head_{p}_{frame}.npy") - _to_blender(mesh)).max()))
+    print("keyframed max errors (points, head) per (Proportions, frame):", errors)
+    assert max(max(e) for e in errors.values()) < TOLERANCE, errors
+
+
+def test_avatar_without_proportions_imports_as_before(blender, tmp_path):  # noqa: F811
+    path = tmp_path / "plain.npz"
+    data = examples.random_avatar(500, 5, seed=2)
+    avatar.write(path, data)
+    result = run_bpy(blender, f"""
+        imported = importer.import_avatar({str(path)!r})
+        points_key, head_key = imported.points.data.shape_keys, imported.head.data.shape_keys
+        print(json.dumps({{
+            "keys": [k.name for k in points_key.key_blocks],
+            "head_keys": [k.name for k in head_key.key_blocks],
+            "points_drivers": len(points_key.animation_data.drivers) if points_key.animation_data else 0,
+            "head_drivers": sorted({{(c.driver.type, c.driver.is_valid)
+                                     for c in head_key.animation_data.drivers}}),
+            "n_head_drivers": len(head_key.animation_data.drivers),
+            "record": imported.points.get(importer.PROPORTIONS_PROP),
+            "values": sorted({{k.value for k in points_key.key_blocks[1:]}}),
+        }}))
+    """, tmp_path)
+    names = avatar.read(path).expression_names
+    assert result["keys"] == result["head_keys"] == ["Basis", *names]
+    assert result["points_drivers"] == 0 and result["record"] is None
+    assert result["head_drivers"] == [["AVERAGE", True]] and result["n_head_drivers"] == len(names)
+    assert result["values"] == [0.0]
