@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import bpy
 
-from . import importer, jobs
+from . import importer, jobs, proportions
+
+
+class TOONSPLAT_UL_expressions(bpy.types.UIList):
+    """The expression shape keys of an avatar: Basis, the Proportions dial (drawn above the list)
+    and the driven proportion correctives are left out."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0):
+        row = layout.row(align=True)
+        row.prop(item, "name", text="", emboss=False, icon="SHAPEKEY_DATA")
+        row.prop(item, "value", text="", emboss=False)
+
+    def filter_items(self, context, data, propname):
+        blocks = getattr(data, propname)
+        names = [block.name for block in blocks]
+        shown = set(proportions.expression_key_names(names))
+        flags = [self.bitflag_filter_item if name in shown else 0 for name in names]
+        if self.filter_name:
+            pattern = self.filter_name.lower()
+            flags = [f if pattern in name.lower() else 0 for f, name in zip(flags, names)]
+        return flags, []
 
 
 class _Panel:
@@ -48,6 +68,10 @@ class TOONSPLAT_PT_style(_Panel, bpy.types.Panel):
                 "folder": "stylized_folder"}.get(settings.style)
         if path:
             column.prop(settings, path)
+        column.separator()
+        column.prop(settings, "proportions")
+        if settings.proportions != "none":
+            column.prop(settings, "proportions_strength", text="Strength")
 
 
 class TOONSPLAT_PT_train(_Panel, bpy.types.Panel):
@@ -95,8 +119,13 @@ class TOONSPLAT_PT_avatar(_Panel, bpy.types.Panel):
         except importer.ToonSplatError as exc:
             layout.label(text=str(exc)[:80], icon="ERROR")
             return
+        keys = points.data.shape_keys
+        dial = keys.key_blocks.get(proportions.PROPORTIONS_KEY)
+        if dial is not None:  # 0: the face as filmed, 1: the toon proportions it was built with
+            layout.prop(dial, "value", text=f"Proportions ({points.get(importer.PROPORTIONS_PROP, '')})",
+                        slider=True)
         layout.label(text=f"Expressions of {points.name}")
-        layout.template_list("MESH_UL_shape_keys", "toonsplat", points.data.shape_keys, "key_blocks",
+        layout.template_list("TOONSPLAT_UL_expressions", "toonsplat", keys, "key_blocks",
                              points, "active_shape_key_index", rows=8)
         layout.operator("toonsplat.reset_expressions", icon="LOOP_BACK")
 
@@ -116,5 +145,5 @@ class TOONSPLAT_PT_export(_Panel, bpy.types.Panel):
         jobs.draw_run(column, "export")
 
 
-classes = (TOONSPLAT_PT_video, TOONSPLAT_PT_style, TOONSPLAT_PT_train, TOONSPLAT_PT_run,
-           TOONSPLAT_PT_avatar, TOONSPLAT_PT_export)
+classes = (TOONSPLAT_UL_expressions, TOONSPLAT_PT_video, TOONSPLAT_PT_style, TOONSPLAT_PT_train,
+           TOONSPLAT_PT_run, TOONSPLAT_PT_avatar, TOONSPLAT_PT_export)

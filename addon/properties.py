@@ -10,6 +10,12 @@ STYLES = [("toon", "Toon", "Flat colours and ink edges (built-in, no weights)"),
           ("model", "Model File", "A TorchScript or ONNX image-to-image model you provide"),
           ("folder", "Frames Folder", "Frames you already stylized, same names as the frames"),
           ("none", "None", "No stylization (a photoreal avatar)")]
+# The backend's presets of ``build --proportions PRESET[:STRENGTH]`` (backend/formats/options.py).
+PROPORTIONS = [("none", "None", "The face's own proportions"),
+               ("subtle", "Subtle", "Slightly larger eyes, smaller nose and mouth"),
+               ("toon", "Toon", "Larger eyes, smaller nose and mouth, rounder cheeks and chin, "
+                                "higher forehead"),
+               ("chibi", "Chibi", "Very large eyes, tiny nose and mouth, a round face")]
 PRESETS = [("default", "Default", "gpu-paper on a CUDA GPU, cpu-fast otherwise"),
            ("cpu-fast", "CPU Fast", "The schedule for a CPU: fewer Gaussians and iterations"),
            ("gpu-paper", "GPU Paper", "The papers' settings (CUDA GPU)"),
@@ -41,6 +47,14 @@ class ToonSplatSettings(bpy.types.PropertyGroup):
     exemplar_path: StringProperty(name="Exemplar", subtype="FILE_PATH")
     style_model_path: StringProperty(name="Model", subtype="FILE_PATH")
     stylized_folder: StringProperty(name="Frames Folder", subtype="DIR_PATH")
+    proportions: EnumProperty(
+        name="Proportions", items=PROPORTIONS, default="none",
+        description="Toon proportions in 3D, applied to the trained avatar (its blendshapes, jaw "
+                    "and eyes keep working); the imported avatar can dial them with its "
+                    "Proportions shape key")
+    proportions_strength: FloatProperty(
+        name="Proportions Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+        description="How far the preset goes: 0 the face's own proportions, 1 the full preset")
     # Train
     preset: EnumProperty(name="Preset", items=PRESETS, default="default")
     iterations: IntProperty(name="Iterations", default=0, min=0,

@@ -255,3 +255,55 @@ def test_avatar_without_proportions_imports_as_before(blender, tmp_path):  # noq
     assert result["points_drivers"] == 0 and result["record"] is None
     assert result["head_drivers"] == [["AVERAGE", True]] and result["n_head_drivers"] == len(names)
     assert result["values"] == [0.0]
+
+
+def test_panels_show_the_dial_and_hide_the_correctives(blender, proportioned_file, tmp_path):  # noqa: F811
+    """The Style panel's proportions settings and the Avatar panel's dial and expression list,
+    drawn into a recording layout (no window in background mode)."""
+    result = run_bpy(blender, f"""
+        import types
+        module.register()
+        from toonsplat.addon import panels
+
+        class Layout:  # records every prop() call; any other layout call returns a layout
+            def __init__(self, calls):
+                self.calls = calls
+            def prop(self, data, name, **options):
+                self.calls.append([name, options.get("text")])
+            def template_list(self, list_type, *args, **options):
+                self.calls.append(["template_list", list_type])
+            def __getattr__(self, name):
+                return lambda *args, **options: self
+
+        def draw(panel, context):
+            calls = []
+            panel.draw(types.SimpleNamespace(layout=Layout(calls)), context)
+            return calls
+
+        imported = importer.import_avatar({proportioned_file!r})
+        scene = bpy.context.scene
+        context = types.SimpleNamespace(scene=scene, active_object=imported.points)
+        style_none = draw(panels.TOONSPLAT_PT_style, context)
+        scene.toonsplat.proportions, scene.toonsplat.proportions_strength = "chibi", 0.5
+        style_chibi = draw(panels.TOONSPLAT_PT_style, context)
+        avatar_panel = draw(panels.TOONSPLAT_PT_avatar, context)
+        key = imported.points.data.shape_keys
+        stub = types.SimpleNamespace(bitflag_filter_item=1 << 30, filter_name="")
+        flags, order = panels.TOONSPLAT_UL_expressions.filter_items(stub, context, key, "key_blocks")
+        shown = [b.name for b, f in zip(key.key_blocks, flags) if f]
+        stub.filter_name = "_03"
+        flags, _ = panels.TOONSPLAT_UL_expressions.filter_items(stub, context, key, "key_blocks")
+        filtered = [b.name for b, f in zip(key.key_blocks, flags) if f]
+        module.unregister()
+        print(json.dumps({{"style_none": style_none, "style_chibi": style_chibi,
+                          "avatar": avatar_panel, "shown": shown, "filtered": filtered,
+                          "order": list(order)}}))
+    """, tmp_path)
+    names = avatar.read(proportioned_file).expression_names
+    assert ["proportions", None] in result["style_none"]
+    assert not any(call[0] == "proportions_strength" for call in result["style_none"])
+    assert ["proportions_strength", "Strength"] in result["style_chibi"]
+    assert ["value", "Proportions (toon:0.8)"] in result["avatar"]
+    assert ["template_list", "TOONSPLAT_UL_expressions"] in result["avatar"]
+    assert result["shown"] == names and result["order"] == []
+    assert result["filtered"] == ["expression_03"]
