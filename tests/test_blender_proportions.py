@@ -2,7 +2,8 @@
 
 Every test runs once per Blender of the matrix (tests/test_blender.py). An avatar with
 proportions holds the proportioned avatar in its usual arrays and the avatar before proportions
-in ``rest_*`` arrays (docs/FORMAT.md). Checked, against references computed here from the file's
+in ``rest_*`` arrays (docs/FORMAT.md); the test avatar gets the backend's own ``toon:0.8``
+(``backend.formats.proportions.apply_proportions``). Checked, against references computed here from the file's
 arrays (not through the add-on's own layout code):
 
 - the keys: Basis = rest positions, ``Proportions`` (0..1, value 1), one key per expression,
@@ -38,33 +39,23 @@ def _to_blender(points: np.ndarray) -> np.ndarray:
     return np.stack([points[..., 0], -points[..., 2], points[..., 1]], axis=-1)
 
 
-def _proportioned_avatar(n_gaussians: int, n_expressions: int, seed: int):
-    """A random avatar with made-up proportions: the built arrays are the rest arrays pushed
-    by a smooth deformation (eyes-up bulge) and rescaled deltas. Returns (avatar, rest arrays)."""
-    data = examples.random_avatar(n_gaussians, n_expressions, seed=seed)
-    rng = np.random.default_rng(seed)
-
-    def deform(points):
-        bulge = np.exp(-np.sum((points - [0.0, 0.03, 0.08]) ** 2, axis=-1) / 0.002)[..., None]
-        return points + 0.02 * bulge * np.array([0.3, 0.5, 0.2])
-
-    rest = {"rest_means": data.means.astype(np.float32),
-            "rest_delta_means": data.delta_means.astype(np.float32),
-            "rest_mesh_vertices": data.mesh_vertices.astype(np.float32),
-            "rest_mesh_expression_dirs": data.mesh_expression_dirs.astype(np.float32)}
-    scale = rng.uniform(0.6, 1.4, size=(n_expressions, 1, 1)).astype(np.float32)
-    built = dataclasses.replace(
-        data, means=deform(data.means).astype(np.float32),
-        delta_means=(data.delta_means * scale).astype(np.float32),
-        mesh_vertices=deform(data.mesh_vertices).astype(np.float32),
-        mesh_expression_dirs=(data.mesh_expression_dirs * scale).astype(np.float32))
-    return built, rest
+# Anchors of the proportions on the random example's ellipsoid face (head space, metres; the
+# eye joints are at (+-0.032, 0.035, 0.06)); _R anchors mirror the _L ones.
+FACE_ANCHORS = {"brow_L": (0.032, 0.055, 0.07), "nose_bridge": (0.0, 0.035, 0.085),
+                "nose_tip": (0.0, 0.0, 0.095), "nose_base": (0.0, -0.01, 0.09),
+                "nose_wing_L": (0.012, -0.005, 0.087), "mouth_L": (0.022, -0.035, 0.08),
+                "lip_upper": (0.0, -0.028, 0.085), "lip_lower": (0.0, -0.045, 0.083)}
 
 
 def _write_proportioned(folder, n_gaussians=4000, n_expressions=8, seed=11) -> str:
-    data, rest = _proportioned_avatar(n_gaussians, n_expressions, seed)
-    data = dataclasses.replace(data, **rest, proportions={
-        "preset": "toon", "strength": 0.8, "components": {"eyes": 0.8}})
+    """A random avatar with the backend's ``toon:0.8`` proportions (its ``apply_proportions``)."""
+    from backend.formats.proportions import apply_proportions
+
+    anchors = {name: np.asarray(point, np.float64) for name, point in FACE_ANCHORS.items()}
+    anchors.update({name[:-2] + "_R": anchors[name] * [-1.0, 1.0, 1.0]
+                    for name in FACE_ANCHORS if name.endswith("_L")})
+    data = apply_proportions(examples.random_avatar(n_gaussians, n_expressions, seed=seed),
+                             "toon:0.8", anchors)
     path = str(folder / "toon.npz")
     avatar.write(path, data)
     return path
@@ -157,9 +148,10 @@ def test_import_makes_the_proportions_key_correctives_and_drivers(blender, propo
                 float(np.abs(np.load(tmp_path / f"head_{p}_{k}.npy") - _to_blender(mesh)).max()))
     print("max position errors (points, head) per (Proportions, expression):", errors)
     assert max(max(e) for e in errors.values()) < TOLERANCE, errors
-    # The dial moves the points, and each corrective matters: the test is not vacuous.
-    assert np.abs(data.means - data.rest_means).max() > 0.005
-    assert np.abs(data.delta_means[3] - data.rest_delta_means[3]).max() > 1e-4
+    # The dial moves the points, and the correctives matter: the test is not vacuous.
+    assert np.abs(data.means - data.rest_means).max() > 0.004
+    assert np.abs(data.delta_means.astype(np.float64) - data.rest_delta_means).max() > 1e-3
+    assert np.abs(data.mesh_vertices - data.rest_mesh_vertices).max() > 0.004
 
 
 def test_posed_avatar_follows_the_backend_at_both_ends_of_the_dial(blender, proportioned_file,  # noqa: F811
