@@ -206,3 +206,46 @@ def test_addon_never_imports_torch():
         if name.endswith(".py"):
             text = open(os.path.join(ROOT, "addon", name)).read()
             assert "import torch" not in text and "from torch" not in text, name
+
+
+def test_proportions_layout_blends_to_both_ends(addon):
+    """The shape keys planned for an avatar with proportions give the rest avatar at dial 0 and
+    the built one at 1, for any expression values; a plain avatar keeps Basis + deltas."""
+    proportions = addon.proportions
+    from backend.formats.proportions import apply_proportions
+
+    plain = examples.random_avatar(300, 4, seed=3)
+    layout = proportions.points_layout(plain)
+    assert layout.proportions is None and layout.correctives is None
+    assert np.array_equal(layout.basis, plain.means.astype(np.float64))
+    assert np.array_equal(layout.expressions, plain.delta_means * ~plain.mouth[None, :, None])
+    eye = plain.joint_positions[3].astype(np.float64)
+    anchors = {"brow_L": eye + [0, 0.02, 0.01], "nose_bridge": [0, 0.035, 0.085],
+               "nose_tip": [0, 0.0, 0.095], "nose_base": [0, -0.01, 0.09],
+               "nose_wing_L": [0.012, -0.005, 0.087], "mouth_L": [0.022, -0.035, 0.08],
+               "lip_upper": [0, -0.028, 0.085], "lip_lower": [0, -0.045, 0.083]}
+    anchors.update({n[:-2] + "_R": np.asarray(p) * [-1, 1, 1] for n, p in list(anchors.items())
+                    if n.endswith("_L")})
+    data = apply_proportions(plain, "chibi:0.7", {n: np.asarray(p, float) for n, p in anchors.items()})
+    values = np.random.default_rng(0).uniform(-1.5, 1.5, 4)
+    blended = ~data.mouth[:, None]
+    for layout, positions, deltas, rest, rest_deltas, mask in (
+            (proportions.points_layout(data), data.means, data.delta_means, data.rest_means,
+             data.rest_delta_means, blended),
+            (proportions.mesh_layout(data), data.mesh_vertices, data.mesh_expression_dirs,
+             data.rest_mesh_vertices, data.rest_mesh_expression_dirs, True)):
+        assert layout.proportions is not None
+        built = positions + np.einsum("k,kvc->vc", values, deltas.astype(np.float64)) * mask
+        before = rest + np.einsum("k,kvc->vc", values, rest_deltas.astype(np.float64)) * mask
+        assert np.abs(proportions.blend(layout, values, 1.0) - built).max() < 1e-6
+        assert np.abs(proportions.blend(layout, values, 0.0) - before).max() < 1e-6
+        assert np.abs(built - before).max() > 1e-3
+    names = ["Basis", "Proportions", "smile", "blink", "smile.proportions", "blink.proportions"]
+    assert proportions.expression_key_names(names) == ["smile", "blink"]
+    assert proportions.expression_key_names(["Basis", "a", "b"]) == ["a", "b"]
+
+
+def test_proportions_presets_are_the_backends(addon):
+    from backend.formats.proportions import PRESETS
+
+    assert [item[0] for item in addon.properties.PROPORTIONS] == list(PRESETS)
