@@ -17,7 +17,7 @@ import mathutils
 import numpy as np
 
 from ..backend.errors import ToonSplatError
-from . import animation, axes, importer, jobs, pipeline, runner
+from . import animation, axes, importer, jobs, pipeline, proportions, runner
 
 # Render-engine identifiers per name, tried in order: EEVEE is "BLENDER_EEVEE_NEXT" in 4.2-4.5 and
 # "BLENDER_EEVEE" again in 5.0 (set_render_engine tries each).
@@ -45,6 +45,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-splats", action="store_true", help="skip the splat preview")
     parser.add_argument("--background", type=float, default=0.8,
                         help="grey level behind the avatar in the render (display, 0-1)")
+    parser.add_argument("--proportions-value", type=float, default=None, metavar="P",
+                        help="set the Proportions dial of an avatar built with proportions, 0 "
+                             "(the face's own proportions) to 1 (as built, the import's value)")
 
 
 def run_build(arguments: list[str], python: str, build_dir: str,
@@ -197,8 +200,27 @@ def set_render_engine(scene: bpy.types.Scene, engine: str) -> str:
                          f"(tried {', '.join(ENGINES[engine])}); use --engine cycles")
 
 
+def set_proportions_value(imported: importer.ImportedAvatar, value: float) -> None:
+    """Set the avatar's Proportions dial (its shape key; the head mesh follows by drivers).
+
+    Raises:
+        ToonSplatError: the avatar has no proportions, or ``value`` is outside 0..1.
+    """
+    key = imported.points.data.shape_keys.key_blocks.get(proportions.PROPORTIONS_KEY)
+    if key is None:
+        raise ToonSplatError(f"the avatar '{imported.points.name}' has no proportions to dial; "
+                             "build it with --proportions PRESET[:STRENGTH] or apply them with "
+                             "'python -m backend proportions'")
+    low, high = proportions.PROPORTIONS_RANGE
+    if not low <= value <= high:
+        raise ToonSplatError(f"--proportions-value {value:g} is outside {low:g}..{high:g}")
+    key.value = value
+
+
 def finish(imported: importer.ImportedAvatar, args: argparse.Namespace) -> None:
     """Save the .blend, then render if asked (the saved file has no render settings changes)."""
+    if getattr(args, "proportions_value", None) is not None:
+        set_proportions_value(imported, args.proportions_value)
     if args.render and getattr(args, "tracking", ""):
         # The tracking's own camera: the render shows the frame as the backend renders it.
         scene = bpy.context.scene

@@ -17,12 +17,14 @@ arrays (not through the add-on's own layout code):
 """
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 
 from backend.formats import animate, avatar, examples
 from tests.test_blender import (
+    ROOT,
     _tracking_file,
     blender,  # noqa: F401  (the matrix fixture)
     run_bpy,
@@ -299,3 +301,32 @@ def test_panels_show_the_dial_and_hide_the_correctives(blender, proportioned_fil
     assert ["template_list", "TOONSPLAT_UL_expressions"] in result["avatar"]
     assert result["shown"] == names and result["order"] == []
     assert result["filtered"] == ["expression_03"]
+
+
+def test_batch_script_renders_both_ends_of_the_dial(blender, proportioned_file, tmp_path):  # noqa: F811
+    """``build_avatar.py --avatar A --proportions-value P --render PNG`` saves the dial in the
+    .blend and renders it; a plain avatar has no dial to set (exit 2 with a message)."""
+    from PIL import Image
+
+    images = {}
+    for value in (0.0, 1.0):
+        out, png = tmp_path / f"p{value:g}.blend", tmp_path / f"p{value:g}.png"
+        result = blender.run([os.path.join(ROOT, "scripts", "build_avatar.py"), "--avatar",
+                              proportioned_file, "--out", str(out), "--render", str(png),
+                              "--resolution", "96", "--proportions-value", f"{value:g}"])
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        images[value] = np.asarray(Image.open(png).convert("RGB"), np.float64)
+        saved = run_bpy(blender, f"""
+            bpy.ops.wm.open_mainfile(filepath={str(out)!r})
+            keys = bpy.data.objects["toon"].data.shape_keys.key_blocks
+            print(json.dumps({{"value": keys["Proportions"].value}}))
+        """, tmp_path)
+        assert saved["value"] == value
+    changed = np.abs(images[1.0] - images[0.0]).max(axis=2) > 8
+    print(f"pixels changed by the dial: {int(changed.sum())} of {changed.size}")
+    assert changed.sum() > 20, "the dial does not change the render"
+    plain = tmp_path / "plain.npz"
+    avatar.write(plain, examples.random_avatar(200, 3, seed=1))
+    refused = blender.run([os.path.join(ROOT, "scripts", "build_avatar.py"), "--avatar", str(plain),
+                           "--out", str(tmp_path / "plain.blend"), "--proportions-value", "0"])
+    assert refused.returncode == 2 and "has no proportions to dial" in refused.stderr
