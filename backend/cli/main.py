@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": (".pipeline.cli", "all stages: prepare, stylize, train, evaluate, export; resumable"),
     "render": (".export.cli", "render an avatar driven by a tracking file"),
     "export": (".export.cli", "export an avatar as 3DGS PLY and other formats"),
+    "proportions": (".export.proportions_cli", "toon proportions in 3D for an avatar (bigger eyes, "
+                    "smaller nose and mouth, ...), rig kept"),
     "bench": (".cli.bench", "run a benchmark; prints one JSON line per measurement"),
     "head-model": (".headmodel.cli", "inspect, convert and preview head models"),
 }

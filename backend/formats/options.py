@@ -213,6 +213,14 @@ class BuildOptions:
     full_reenactment: bool = option(False, "also render the avatar driven by every frame of the "
                                     "clip (OUT/reenactment.mp4); by default only a short preview "
                                     "of the held-out frames")
+    proportions: str = option("none", "toon proportions in 3D, applied to the exported avatar "
+                              "(train/avatar.npz is kept as trained): PRESET[:STRENGTH], presets "
+                              "none (default), subtle, toon, chibi; strength 0..1 (1). Changing it "
+                              "re-runs only the export", metavar="SPEC")
+    proportions_anchors: str | None = option(None, "with --proportions and a FLAME head model "
+                                             "without a landmark embedding: a JSON file of "
+                                             "anchor vertex ids (docs/STYLIZE.md)",
+                                             metavar="FILE")
     prepare: PrepareOptions = nested(PrepareOptions)
     style: StyleOptions = nested(StyleOptions)
     train: TrainOptions = nested(TrainOptions)

@@ -238,14 +238,68 @@ class Bump:
         value = d @ self.linear.T + self.shift
         return w[:, None, None] * self.linear + value[:, :, None] * grad[:, None, :]
 
-    def keep_off(self, joints: np.ndarray) -> None:
-        """Shrink the support so that no joint this field would move lies inside it."""
-        away = np.linalg.norm((joints - self.centre) @ self.linear.T + self.shift, axis=-1) > 1e-12
+    def keep_off(self, points: np.ndarray) -> None:
+        """Shrink the support so that no point this field would move lies inside it."""
+        away = np.linalg.norm((points - self.centre) @ self.linear.T + self.shift, axis=-1) > 1e-12
         if away.any():
-            nearest = float(self.rho(joints[away]).min())
+            nearest = float(self.rho(points[away]).min())
             if nearest < 1.0:
                 self.radii_pos = self.radii_pos * nearest
                 self.radii_neg = self.radii_neg * nearest
+
+
+@dataclass
+class RadialScale:
+    """A scaling by ``1 + a`` about ``c`` that is uniform inside the ball of radius ``core`` and
+    fades out by ``radius``: ``u(x) = delta(r) (x - c) / r``, ``r = |x - c|``, with
+    ``delta(r) = a sat(r) W(r)``: ``sat`` is ``r`` up to ``core``, then bends (over ``2 knee``)
+    to the constant ``core + knee``; ``W`` falls from 1 at ``fade`` to 0 at ``radius``.
+
+    A radial map: it commutes with every rotation about ``c`` (an eye turning about its joint).
+    Its Jacobian has eigenvalues ``1 + delta / r`` (twice) and ``1 + delta'`` (along x - c), so
+    it is injective while ``a (core + knee) max|W'| < 1``, i.e. about
+    ``1.875 a (core + knee) / (radius - fade) < 1``.
+    """
+
+    centre: np.ndarray
+    amount: float
+    core: float
+    knee: float
+    fade: float
+    radius: float
+
+    def _profile(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(delta / r, delta') for distances r (n,)."""
+        t = (r - self.core) / (2 * self.knee)
+        bent, slope = _ramp_integral(t)
+        sat = np.where(t <= 0, r, self.core + 2 * self.knee * (np.maximum(t, 0) - bent))
+        sat_slope = 1.0 - slope
+        w, dw = falloff((r - self.fade) / (self.radius - self.fade))
+        dw = dw / (self.radius - self.fade)
+        ratio = np.where(t <= 0, 1.0, sat / np.maximum(r, 1e-12))
+        return self.amount * ratio * w, self.amount * (sat_slope * w + sat * dw)
+
+    def displacement(self, x: np.ndarray) -> np.ndarray:
+        d = x - self.centre
+        ratio, _ = self._profile(np.linalg.norm(d, axis=-1))
+        return ratio[:, None] * d
+
+    def jacobian(self, x: np.ndarray) -> np.ndarray:
+        d = x - self.centre
+        r = np.linalg.norm(d, axis=-1)
+        ratio, slope = self._profile(r)
+        n = d / np.maximum(r, 1e-12)[:, None]
+        return ratio[:, None, None] * np.eye(3) + (slope - ratio)[:, None, None] * (
+            n[:, :, None] * n[:, None, :])
+
+    def keep_off(self, points: np.ndarray) -> None:
+        """Shrink the fade so that no point outside the core lies inside it (points in the core
+        are scaled uniformly about the centre: the eye's own eyeball)."""
+        r = np.linalg.norm(points - self.centre, axis=-1)
+        away = r[r > self.core + 1e-9]
+        if len(away) and away.min() < self.radius:
+            factor = float(away.min()) / self.radius
+            self.fade, self.radius = self.fade * factor, float(away.min())
 
 
 def _ramp_integral(t: np.ndarray) -> np.ndarray:
@@ -333,15 +387,16 @@ def build_deformation(anchors: dict[str, np.ndarray], joints: np.ndarray, mesh_v
         raise InputError(f"the eye joints are {size * 1000:.2f} mm apart; proportions need the "
                          "avatar's eye_L and eye_R joints at the eyeball centres")
     a = {**anchors, "chin": chin_point(anchors, mesh_vertices, size)}
+    protected = protected_points(joints, size)
     builders = {"eyes": _eyes, "nose": _nose, "mouth": _mouth, "chin": _chin, "cheeks": _cheeks,
                 "forehead": _forehead}
     fields_: dict[str, list[Any]] = {}
     for name, strength in components.items():
         if strength:
-            parts = builders[name](a, joints, size, float(strength), np.asarray(mesh_vertices))
+            parts = builders[name](a, protected, size, float(strength), np.asarray(mesh_vertices))
             for part in parts:
-                if isinstance(part, Bump):
-                    part.keep_off(joints)
+                if hasattr(part, "keep_off"):
+                    part.keep_off(protected)
             fields_[name] = parts
     deformation = Deformation(fields_)
     moved = float(np.abs(deformation(joints) - joints).max()) if fields_ else 0.0
@@ -350,52 +405,52 @@ def build_deformation(anchors: dict[str, np.ndarray], joints: np.ndarray, mesh_v
     return deformation
 
 
-def _sym(v: np.ndarray) -> np.ndarray:
-    return np.asarray(v, np.float64) * np.array([-1.0, 1.0, 1.0])
+EYEBALL_RADIUS_E = 0.2   # the ball around each eye joint that only the eye component moves
 
 
-def _eyes(a, joints, size, s, mesh):
-    """Each eye and its lids scaled by up to 1.4 about the eye joint (the eyeball's centre).
+def protected_points(joints: np.ndarray, size: float, n: int = 96) -> np.ndarray:
+    """The five joints, then points filling the eyeball balls (radius 0.2 E about each eye
+    joint: n on the sphere, n at half the radius): no component but the eye's own may move them,
+    so joints stay fixed and an eye's rotation about its joint commutes with ``D``."""
+    k = np.arange(n) + 0.5
+    polar, azimuth = np.arccos(1 - 2 * k / n), np.pi * (1 + 5 ** 0.5) * k
+    sphere = np.stack([np.sin(polar) * np.cos(azimuth), np.cos(polar),
+                       np.sin(polar) * np.sin(azimuth)], axis=1)
+    balls = [joints[j] + radius * EYEBALL_RADIUS_E * size * sphere
+             for j in (3, 4) for radius in (1.0, 0.5)]
+    return np.concatenate([joints, *balls])
 
-    Inside a ball of 0.21 E (eyeball and lids) the map is a uniform scaling about the joint, so
-    it commutes with the eye's rotation; beyond it, the skin is stretched along the face (x, y)
-    out to 0.55 E sideways and 0.62 E up and down (0.5 E toward the nose, so the two eyes do
-    not squeeze the bridge) and pushed forward (z) out to 0.6 E. (An enlargement by 1 + a with
-    a falloff from radius k to 1 stays injective while about 1 + a (0.5 - 0.94 (1 + k) / (1 - k))
-    > 0: k < 0.45 at a = 0.4.)"""
-    parts = []
-    core = 0.21 * size
-    for j, side in ((3, 1.0), (4, -1.0)):
-        temporal, nasal = np.array([0.55, 0.62, 0.62]) * size, np.array([0.5, 0.62, 0.62]) * size
-        along = (temporal, nasal) if side > 0 else (nasal, temporal)
-        parts.append(Bump(joints[j].copy(), *along, linear=0.4 * s * np.diag([1.0, 1.0, 0.0]),
-                          core=core / (0.5 * size)))
-        depth = np.full(3, 0.6 * size)
-        parts.append(Bump(joints[j].copy(), depth, depth.copy(),
-                          linear=0.4 * s * np.diag([0.0, 0.0, 1.0]), core=core / (0.6 * size)))
-    return parts
+
+def _eyes(a, protected, size, s, mesh):
+    """Each eye and its lids scaled by up to 1.45 about the eye joint (the eyeball's centre):
+    uniform inside 0.2 E (eyeball and lids), so the eye still turns about its joint; the
+    skin around takes up the difference out to 0.78 E (short of the other eyeball)."""
+    return [RadialScale(protected[j].copy(), 0.45 * s, core=0.2 * size, knee=0.05 * size,
+                        fade=0.22 * size, radius=0.78 * size) for j in (3, 4)]
 
 
 def _nose(a, joints, size, s, mesh):
-    """A smaller nose: its tip, wings and base scaled toward a point just above the base, and
-    its ridge (bridge to tip) flattened and narrowed; the bridge itself stays."""
+    """A smaller nose: its tip, wings and base scaled toward a point just above the tip (so it
+    gets shorter from below, narrower and less protruding: by up to 0.28 across, 0.35 along y
+    and z), and its ridge flattened (z, up to 0.25); the bridge between the eyes stays."""
     base, bridge, tip = a["nose_base"], a["nose_bridge"], a["nose_tip"]
     wings = 0.5 * (a["nose_wing_L"] + a["nose_wing_R"])
     half_width = max(0.5 * abs(a["nose_wing_L"][0] - a["nose_wing_R"][0]), 0.1 * size)
     length = max(bridge[1] - base[1], 0.2 * size)
     back = wings[2] - 0.1 * size
     core = 0.55
-    centre = np.array([base[0], base[1] + 0.15 * length, back])
-    radii_pos = np.array([half_width / core + 0.15 * size, 0.6 * length,
+    centre = np.array([base[0], tip[1] + 0.1 * length, back])
+    radii_pos = np.array([half_width / core + 0.15 * size,
+                          max(0.6 * (bridge[1] - centre[1]), 0.1 * size),
                           max(tip[2] - back, 0.1 * size) / core])
-    radii_neg = np.array([radii_pos[0], max(0.95 * (centre[1] - a["lip_upper"][1]), 0.1 * size),
-                          0.4 * size])
-    shrink = Bump(centre, radii_pos, radii_neg, linear=-s * np.diag([0.3, 0.3, 0.3]), core=core)
+    radii_neg = np.array([radii_pos[0], 1.05 * max(centre[1] - base[1], 0.05 * size) / core,
+                          0.25 * size])
+    shrink = Bump(centre, radii_pos, radii_neg, linear=-s * np.diag([0.28, 0.35, 0.35]), core=core)
     ridge_centre = np.array([base[0], 0.5 * (base[1] + bridge[1]), back])
     half_length = 0.5 * length + 0.15 * size
     ridge = Bump(ridge_centre, np.array([0.35 * size, half_length, radii_pos[2]]),
                  np.array([0.35 * size, half_length, 0.4 * size]),
-                 linear=-s * np.diag([0.1, 0.0, 0.3]), core=0.6)
+                 linear=-s * np.diag([0.0, 0.0, 0.25]), core=0.6)
     return [shrink, ridge]
 
 
@@ -428,11 +483,11 @@ def _cheeks(a, joints, size, s, mesh):
     return [Bump(centre, radii_pos, radii_neg, linear=s * np.diag([0.12, -0.02, 0.0]), core=0.4)]
 
 
-def _forehead(a, joints, size, s, mesh):
+def _forehead(a, protected, size, s, mesh):
     """A vertical stretch of the head above the brows (a higher forehead and crown)."""
     brows = 0.5 * (a["brow_L"] + a["brow_R"])
     ramp = 0.35 * size
-    y0 = max(brows[1] + 0.05 * size, float(joints[:, 1].max()))
+    y0 = max(brows[1] + 0.05 * size, float(protected[:, 1].max()))
     mesh = np.asarray(mesh, np.float64)
     top = float(mesh[:, 1].max())
     y1 = max(top - ramp, y0 + ramp)

@@ -145,8 +145,9 @@ def _export(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
     from ..formats import tracking as tracking_format
 
     avatar_path = build.path("avatar.npz")
-    with atomic_path(avatar_path) as tmp:
-        shutil.copyfile(os.path.join(build.train_dir, "avatar.npz"), tmp)
+    if not _export_proportioned(build, avatar_path, progress):
+        with atomic_path(avatar_path) as tmp:
+            shutil.copyfile(os.path.join(build.train_dir, "avatar.npz"), tmp)
     export_ply(avatar_path, build.path("avatar.ply"), progress)
     held_out = preview_frames(tracking_format.read(build.data.tracking).n_frames)
     render_reenactment(avatar_path, build.data.tracking, build.path("preview.mp4"), progress,
@@ -164,6 +165,47 @@ def _export(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
     return outputs, metrics
 
 
+def proportions_spec(options: BuildOptions):
+    """The build's ``--proportions`` as a ProportionsSpec (InputError if malformed)."""
+    from ..formats.proportions import parse_spec
+
+    return parse_spec(options.proportions)
+
+
+def _export_proportioned(build: Build, avatar_path: str, progress) -> bool:
+    """Write ``avatar_path`` as train/avatar.npz with the build's proportions, anchored on the
+    tracking's head model; False (nothing written) when the proportions are none."""
+    spec = proportions_spec(build.options)
+    if spec.is_identity:
+        return False
+    from ..formats import avatar as avatar_format
+    from ..formats import tracking as tracking_format
+    from ..headmodel.proportions import apply_proportions
+
+    progress.log(f"export: toon proportions {spec}")
+    named = tracking_format.read(build.data.tracking).head_model
+    path = named.get("path")
+    head_model = path if path and named.get("kind", "builtin") != "builtin" else None
+    trained = avatar_format.read(os.path.join(build.train_dir, "avatar.npz"))
+    result = apply_proportions(trained, spec, head_model=head_model,
+                               landmark_embedding=named.get("landmark_embedding") if head_model else None,
+                               anchors_file=build.options.proportions_anchors)
+    avatar_format.write(avatar_path, result, delta_dtype=trained.delta_means.dtype)
+    return True
+
+
+def _export_params(build: Build) -> dict[str, Any]:
+    """What the export stage's outputs depend on besides the trained avatar: the default
+    (no proportions, no full reenactment) records nothing, so older builds stay complete."""
+    params: dict[str, Any] = {"full_reenactment": True} if build.options.full_reenactment else {}
+    spec = proportions_spec(build.options)
+    if not spec.is_identity:
+        params["proportions"] = str(spec)
+        if build.options.proportions_anchors:
+            params["proportions_anchors"] = os.path.abspath(build.options.proportions_anchors)
+    return params
+
+
 def _validate_export(build: Build) -> None:
     from ..formats import avatar
 
@@ -176,6 +218,7 @@ def make_stages(build: Build, progress):
     default) leaves earlier builds complete."""
     from .stages import Stage
 
+    proportions_spec(build.options)  # a bad --proportions fails now, not after training
     stages = [
         Stage("prepare", lambda b: _prepare(b, progress), lambda b: b.data.validate(FRAMES, MASKS),
               lambda b: opts.changed(b.prepare_options()), weight=1.0,
@@ -186,8 +229,7 @@ def make_stages(build: Build, progress):
         Stage("train", lambda b: _train(b, progress), _validate_train,
               lambda b: opts.changed(b.train_options()), weight=6.0,
               hint="re-run the same command to resume from the last checkpoint"),
-        Stage("export", lambda b: _export(b, progress), _validate_export,
-              lambda b: {"full_reenactment": True} if b.options.full_reenactment else {},
+        Stage("export", lambda b: _export(b, progress), _validate_export, _export_params,
               weight=0.5,
               hint="re-run the same command; the trained avatar is kept in train/avatar.npz"),
     ]
