@@ -55,7 +55,8 @@ def _start_build(operator, context, title: str, stop_after: str, on_done) -> set
             settings.preset, settings.iterations, device, settings.frame_start,
             settings.frame_end, settings.frame_stride, settings.size, **prefs.head_model_files(),
             stop_after=stop_after, refine_tracking=settings.refine_tracking,
-            eye_contact=settings.eye_contact)
+            eye_contact=settings.eye_contact, proportions=settings.proportions,
+            proportions_strength=settings.proportions_strength)
         argv = runner.backend_argv(prefs.backend_python(), "build", arguments)
         jobs.start("pipeline", [argv], title, _log_path(prefs.work(), "build"),
                    on_done=lambda state: on_done(state, out_dir))

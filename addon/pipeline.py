@@ -7,6 +7,7 @@ import os
 
 from ..backend.errors import ToonSplatError
 from ..backend.formats import options
+from ..backend.formats import proportions as proportions_format
 from . import runner
 
 
@@ -16,12 +17,14 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
                     frame_start: int = 0, frame_end: int = -1, frame_stride: int = 1,
                     size: int = 0, head_model: str = "builtin", landmark_embedding: str = "",
                     stop_after: str = "", refine_tracking: bool = False,
-                    eye_contact: str = "") -> list[str]:
+                    eye_contact: str = "", proportions: str = "none",
+                    proportions_strength: float = 1.0) -> list[str]:
     """Arguments of ``python -m backend build`` (after the command name), written from the
     backend's own ``BuildOptions``; ``stop_after`` names the last stage to run (``prepare``:
     check the tracking before the long part); ``refine_tracking`` adds the photometric
     refinement of the tracking; ``eye_contact`` ("A-B") names the frames in which the person
-    looks into the lens.
+    looks into the lens; ``proportions`` (a preset, ``none`` for none) and
+    ``proportions_strength`` (0..1) become ``--proportions PRESET:STRENGTH``.
 
     Raises:
         ToonSplatError: the video or a file the style needs is missing, or a setting the backend
@@ -36,6 +39,7 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
     if preset not in options.TRAIN_PRESETS:
         raise ToonSplatError(f"unknown training preset {preset!r}; one of "
                              f"{', '.join(options.TRAIN_PRESETS)}")
+    spec = proportions_spec(proportions, proportions_strength)
     track = options.TrackOptions(head_model=head_model,
                                  landmark_embedding=landmark_embedding or None,
                                  refine="photometric" if refine_tracking else "none",
@@ -45,13 +49,30 @@ def build_arguments(video: str, out_dir: str, style: str = "toon", style_strengt
         style_model=style_model if style == "model" else None,
         stylized_folder=stylized_folder if style == "folder" else None,
         frame_start=frame_start, frame_end=max(frame_end, -1), frame_stride=frame_stride,
-        stop_after=stop_after or None,
+        stop_after=stop_after or None, proportions=spec or "none",
         prepare=options.PrepareOptions(video=video, size=size, track=track),
         style=options.StyleOptions(style=style,
                                    strength=None if style_strength == 0.8 else style_strength),
         train=options.TrainOptions(preset=preset, iters=iterations if iterations > 0 else None,
                                    device=device))
     return options.to_argv(build, options.BUILD)
+
+
+def proportions_spec(preset: str, strength: float) -> str | None:
+    """``PRESET:STRENGTH`` for ``build --proportions``, or None (no flag) for ``none`` or 0.
+
+    Raises:
+        ToonSplatError: a preset the backend does not know, or a strength outside 0..1.
+    """
+    if preset not in proportions_format.PRESETS:
+        raise ToonSplatError(f"unknown proportions preset {preset!r}; one of "
+                             f"{', '.join(proportions_format.PRESETS)}")
+    if not 0.0 <= strength <= 1.0:
+        raise ToonSplatError(f"the proportions strength {strength:g} is outside 0..1; set it in "
+                             "the Style panel")
+    if preset == "none" or strength == 0.0:
+        return None
+    return str(proportions_format.ProportionsSpec(preset, float(strength)))
 
 
 def export_arguments(avatar_path: str, out_path: str, export_format: str,

@@ -2,6 +2,7 @@
 
     blender -b -P scripts/build_avatar.py -- --video V --style S --out OUT.blend [--render PNG]
     python scripts/build_avatar.py --video V --style S --out OUT.blend [--render PNG]   # bpy module
+    python scripts/build_avatar.py --video V --proportions toon:0.8 --out OUT.blend
 
 The pipeline runs as ``python -m backend build`` in the backend interpreter (``--python``,
 default: this Python outside Blender, else ``python3``). ``--avatar FILE [--tracking FILE]``
@@ -36,6 +37,10 @@ def parse(arguments):
     source.add_argument("--avatar", help="import this avatar file instead of running the pipeline")
     parser.add_argument("--tracking", default="", help="with --avatar: keyframe this tracking file")
     parser.add_argument("--style", default="toon", help="built-in style name (default toon)")
+    parser.add_argument("--proportions", default="none", metavar="PRESET[:STRENGTH]",
+                        help="toon proportions in 3D for the build: none (default), subtle, toon "
+                             "or chibi, strength 0..1 (default 1); the imported avatar dials them "
+                             "with its Proportions shape key")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--iters", type=int, default=0)
     parser.add_argument("--size", type=int, default=0, help="working resolution (0: automatic)")
@@ -50,15 +55,24 @@ def parse(arguments):
 
 def run(arguments):
     from toonsplat.addon import batch, pipeline
+    from toonsplat.backend.errors import ToonSplatError
 
     args = parse(arguments)
     avatar_path, tracking_path = args.avatar, args.tracking
+    if args.avatar and args.proportions != "none":
+        raise ToonSplatError("--proportions is for a build (--video); give an avatar file its "
+                             "proportions with 'python -m backend proportions --avatar A "
+                             "--proportions PRESET[:STRENGTH] --out B' and import B")
     if args.video:
+        from toonsplat.backend.formats.proportions import parse_spec
+
+        proportions = parse_spec(args.proportions)  # InputError names the presets
         work = args.work or os.path.splitext(os.path.abspath(args.out))[0] + "_build"
         build_arguments = pipeline.build_arguments(
             os.path.abspath(args.video), work, style=args.style, preset=args.preset,
             iterations=args.iters, device=args.device, size=args.size,
-            head_model=args.head_model)
+            head_model=args.head_model, proportions=proportions.preset,
+            proportions_strength=proportions.strength)
         avatar_path, tracking_path = batch.run_build(build_arguments, args.python or default_python(),
                                                      work, args.timeout)
     imported = batch.import_results(avatar_path, tracking_path, splats=not args.no_splats)

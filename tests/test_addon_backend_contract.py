@@ -90,3 +90,37 @@ def test_export_arguments_parse_with_the_backend(addon_pipeline, tmp_path, expor
     assert chosen == command
     args = _parse(chosen, arguments)
     assert args.avatar == str(avatar) and args.tracking == str(tracking)
+
+
+@pytest.mark.parametrize("preset, strength, expected", [
+    ("toon", 0.8, "toon:0.8"), ("chibi", 1.0, "chibi:1"), ("subtle", 0.25, "subtle:0.25"),
+    ("none", 0.8, None), ("toon", 0.0, None)])
+def test_proportions_reach_the_build(addon_pipeline, tmp_path, preset, strength, expected):
+    """The Style panel's proportions preset and strength become build's --proportions, which the
+    backend parses back to the same preset and strength (none or 0: no flag at all)."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not decoded here")
+    arguments = addon_pipeline.build_arguments(str(video), str(tmp_path / "out"), proportions=preset,
+                                               proportions_strength=strength)
+    assert ("--proportions" in arguments) == (expected is not None)
+    args = _parse("build", arguments)
+    from backend.formats.options import BUILD, BuildOptions, from_args
+    from backend.formats.proportions import parse_spec
+
+    options = from_args(BuildOptions, args, BUILD)
+    assert options.proportions == (expected or "none")
+    if expected:
+        spec = parse_spec(options.proportions)
+        assert (spec.preset, spec.strength) == (preset, strength)
+
+
+def test_unknown_proportions_are_refused_before_the_backend_runs(addon_pipeline, tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not decoded here")
+    ToonSplatError = addon_pipeline.ToonSplatError  # the add-on's copy of backend.errors
+
+    with pytest.raises(ToonSplatError, match="unknown proportions preset 'manga'.*toon"):
+        addon_pipeline.build_arguments(str(video), str(tmp_path), proportions="manga")
+    with pytest.raises(ToonSplatError, match="outside 0..1"):
+        addon_pipeline.build_arguments(str(video), str(tmp_path), proportions="toon",
+                                       proportions_strength=1.5)
