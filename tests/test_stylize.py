@@ -325,12 +325,12 @@ def test_frontal_frame_indices_from_a_tracking_file(tmp_path):
     assert 3 in frontal_frame_indices(track, valid_only=False)
 
 
-def test_bench_reports_both_cases_in_fps():
+def test_bench_reports_every_case_in_fps():
     from argparse import Namespace
 
     from backend.stylize import bench
 
     records = list(bench.run(Namespace(quick=True, device="cpu")))
-    cases, metrics = ("toon@512", "exemplar@512"), ("throughput", "throughput_cpu")
+    cases, metrics = ("toon@512", "exemplar@512", "cel@512"), ("throughput", "throughput_cpu")
     assert {(r.case, r.metric) for r in records} == {(c, m) for c in cases for m in metrics}
     assert all(r.unit == "fps" and r.value > 0 for r in records)

@@ -16,6 +16,7 @@ Per frame, in numbered steps:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,6 +34,8 @@ from .toon import (
     ink_lines,
     quantization_table,
 )
+
+log = logging.getLogger("toonsplat")
 
 LUT_BITS = 6                 # the palette table has 2**LUT_BITS cells per CIELAB axis
 PALETTE_SAMPLES = 20_000     # exemplar pixels used for k-means
@@ -73,6 +76,7 @@ class ExemplarStylizer(Stylizer):
     """
 
     name = "exemplar"
+    warning = ""   # set when this global style stands in for the per-region one
 
     def __init__(self, exemplar: np.ndarray, params: ExemplarParams | None = None, source: str = ""):
         import cv2
@@ -98,6 +102,9 @@ class ExemplarStylizer(Stylizer):
         palette_rgb = _lab_to_rgb(self.palette_lab)
         return {**asdict(self.params), "exemplar": self.source,
                 "palette_rgb": palette_rgb.tolist()}
+
+    def notes(self) -> dict[str, Any]:
+        return {"warning": self.warning} if self.warning else {}
 
     def _stylize(self, frame: np.ndarray) -> np.ndarray:
         import cv2
@@ -213,3 +220,89 @@ def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
 
     pixels = np.clip(np.round(lab), 0, 255).astype(np.uint8).reshape(1, -1, 3)
     return cv2.cvtColor(pixels, cv2.COLOR_Lab2RGB).reshape(-1, 3)
+
+
+# -- the face-aware variant: a palette per face region ------------------------------------------
+
+
+def exemplar_stylizer(exemplar: np.ndarray, params: dict[str, Any] | None = None,
+                      source: str = "") -> Stylizer:
+    """The ``exemplar:IMAGE`` style: per-region palettes when the exemplar shows a face.
+
+    FaceMesh runs once on the exemplar. With a face, its regions (skin, hair, eyes, lips, ...,
+    as the ``cel`` style finds them in the frames) give one colour each, and the ``cel`` shading
+    draws every frame region in the exemplar's colour of that region; frames without landmarks
+    get the global style. Without a face (or without mediapipe) the global palette style is
+    used for every frame, and its report says why.
+
+    Args:
+        exemplar: (H, W, 3) uint8 RGB style image.
+        params: parameter name -> value; ``ExemplarParams`` fields and ``CelParams`` fields.
+        source: the exemplar's path, for the report.
+    """
+    from .cel import CelParams, CelStylizer
+    from .faces import detect_landmarks
+    from .styles import build_params
+
+    check_frame(exemplar, "style exemplar")
+    params = dict(params or {})
+    own = {f for f in ExemplarParams.__dataclass_fields__}
+    cel_fields = {f for f in CelParams.__dataclass_fields__}
+    unknown = sorted(set(params) - own - cel_fields)
+    if unknown:
+        raise InputError(f"unknown parameter(s) {unknown} for the exemplar style; known: "
+                         f"{', '.join(sorted(own | cel_fields))}")
+    global_style = ExemplarStylizer(
+        exemplar, build_params(ExemplarParams, {k: v for k, v in params.items() if k in own},
+                               "exemplar"), source=source)
+    points = detect_landmarks(exemplar)
+    if points is None:
+        global_style.warning = (f"no face was found in the style exemplar {source or 'image'}: "
+                                "its global palette is used, not one per face region")
+        log.warning("%s", global_style.warning)
+        return global_style
+    cel_params = build_params(CelParams, {k: v for k, v in params.items() if k in cel_fields},
+                              "exemplar")
+    targets = region_colours(exemplar, points)
+    stylizer = CelStylizer(cel_params, targets=targets, fallback=global_style, name="exemplar")
+    stylizer.extra_parameters = {"exemplar": source, "exemplar_regions": sorted(targets)}
+    return stylizer
+
+
+def region_colours(image: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
+    """Region name -> (3,) float32 CIELAB median colour of that region in a face image.
+
+    The person is what differs from the colour of the image's border (there is no mask); the
+    backdrop takes the border's colour. Regions with fewer than a few pixels are left out.
+    """
+    import cv2
+
+    from .faces import check_points
+    from .regions import (
+        LAB_WEIGHTS,
+        REGIONS,
+        colour_distance,
+        colour_model,
+        face_polygons,
+        region_labels,
+    )
+
+    points = check_points(points)
+    scale = min(image.shape[:2]) / REFERENCE_SIDE
+    lab = cv2.cvtColor(edge_preserving_smooth(image, 1.0, scale), cv2.COLOR_RGB2Lab)
+    ring = max(2, int(0.04 * min(image.shape[:2])))
+    border = np.concatenate([lab[:ring].reshape(-1, 3), lab[-ring:].reshape(-1, 3),
+                             lab[:, :ring].reshape(-1, 3), lab[:, -ring:].reshape(-1, 3)])
+    backdrop = np.median(border, axis=0).astype(np.float32)
+    person = (colour_distance(lab, backdrop, LAB_WEIGHTS) > 20.0).astype(np.uint8) * 255
+    person = np.maximum(person, face_polygons(points, image.shape[:2])["face"])
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    person = cv2.morphologyEx(cv2.morphologyEx(person, cv2.MORPH_OPEN, kernel),
+                              cv2.MORPH_CLOSE, kernel)
+    labels = region_labels(points, person, lab, colour_model([(lab, points, person)]))
+    colours = {"background": backdrop}
+    for index, name in enumerate(REGIONS):
+        pixels = lab[labels == index]
+        if name != "background" and len(pixels) >= 6:
+            colours[name] = np.median(pixels, axis=0).astype(np.float32)
+    return colours

@@ -99,23 +99,81 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE) -> float:
 
 
 @dataclass
+class FrameStatistics:
+    """What SSIM needs of one frame alone: float32 pixels, Gaussian local mean and mean square.
+
+    A video's frame t is the second image of pair (t-1, t) and the first of (t, t+1); keeping
+    its statistics saves two of the five window filters per pair (the same numbers).
+    """
+
+    pixels: np.ndarray
+    mean: np.ndarray
+    mean_square: np.ndarray
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> FrameStatistics:
+        pixels = image.astype(np.float32)
+        return cls(pixels, _blur(pixels), _blur(pixels * pixels))
+
+
+def ssim_from_statistics(a: FrameStatistics, b: FrameStatistics,
+                         data_range: float = DATA_RANGE) -> float:
+    """Mean SSIM (as :func:`ssim`) of two frames from their statistics: one more filter."""
+    if min(a.pixels.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels")
+    mu_xy = a.mean * b.mean
+    mu_xx, mu_yy = a.mean * a.mean, b.mean * b.mean
+    cov_xy = _blur(a.pixels * b.pixels) - mu_xy
+    var_sum = (a.mean_square - mu_xx) + (b.mean_square - mu_yy)
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    values = ((2 * mu_xy + c1) * (2 * cov_xy + c2)) / ((mu_xx + mu_yy + c1) * (var_sum + c2))
+    pad = (SSIM_WINDOW - 1) // 2
+    return float(values[pad:-pad, pad:-pad].mean(dtype=np.float64))
+
+
+def _blur(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    kernel = gaussian_kernel().astype(np.float32)
+    return cv2.sepFilter2D(image, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT)
+
+
+def fast_psnr(a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE) -> float:
+    """:func:`psnr` of two uint8 images through OpenCV's norm (the same value, faster)."""
+    import cv2
+
+    _check_pair(a, b)
+    mse = cv2.norm(a, b, cv2.NORM_L2SQR) / a.size
+    if mse <= 0.0:
+        return MAX_PSNR_DB
+    return float(min(MAX_PSNR_DB, 10.0 * np.log10(data_range ** 2 / mse)))
+
+
+@dataclass
 class JitterMeter:
     """Streams frames and accumulates ITF and ISI over consecutive pairs.
 
-    Only the previous frame is kept, so a whole video never sits in memory.
+    Only the previous frame (and its SSIM statistics) is kept, so a whole video never sits in
+    memory.
     """
 
     psnr_values: list[float] = field(default_factory=list)
     ssim_values: list[float] = field(default_factory=list)
     _previous: np.ndarray | None = None
+    _previous_statistics: FrameStatistics | None = None
 
     def add(self, frame: np.ndarray) -> None:
         """Add the next frame, (H, W, 3) uint8."""
+        measurable = min(frame.shape[:2]) >= SSIM_WINDOW   # no ISI below the window's size
+        statistics = FrameStatistics.of(frame) if measurable else None
         if self._previous is not None:
-            self.psnr_values.append(psnr(self._previous, frame))
-            if min(frame.shape[:2]) >= SSIM_WINDOW:   # no ISI for frames smaller than the window
-                self.ssim_values.append(ssim(self._previous, frame))
-        self._previous = frame
+            _check_pair(self._previous, frame)
+            self.psnr_values.append(fast_psnr(self._previous, frame) if frame.dtype == np.uint8
+                                    else psnr(self._previous, frame))
+            if measurable:
+                self.ssim_values.append(ssim_from_statistics(self._previous_statistics, statistics))
+        self._previous, self._previous_statistics = frame, statistics
 
     @property
     def itf(self) -> float | None:
@@ -147,3 +205,73 @@ def _round(value: float | None, digits: int) -> float | None:
 def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
     if a.shape != b.shape:
         raise ValueError(f"cannot compare frames of shapes {a.shape} and {b.shape}")
+
+
+# -- eye contrast -----------------------------------------------------------------------------
+
+MIN_EYE_PIXELS = 6        # eye openings smaller than this (a blink) are not measured
+MIN_EYE_SPREAD = 1.0      # nor those whose input spread is below this (gray levels): no ratio
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """(H, W) float32 Rec. 601 luma (0..255) of an (H, W, 3) uint8 RGB image."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    return image.astype(np.float32) @ weights
+
+
+def eye_spreads(image: np.ndarray, points: np.ndarray) -> list[float | None]:
+    """Luminance spread (90th minus 10th percentile) inside each eye opening of one frame.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        points: (478, 2) FaceMesh landmarks in the image's pixels.
+
+    Returns:
+        Two values (the subject's right eye, then the left); None for an eye covering fewer
+        than ``MIN_EYE_PIXELS`` pixels (closed, or outside the frame).
+    """
+    from .faces import EYES, polygon_mask
+
+    spreads: list[float | None] = []
+    for eye in EYES:
+        inside = polygon_mask(points, eye, image.shape[:2]) >= 128
+        if inside.sum() < MIN_EYE_PIXELS:
+            spreads.append(None)
+            continue
+        values = luminance(image[inside][None])[0]
+        low, high = np.percentile(values, [10, 90])
+        spreads.append(float(high - low))
+    return spreads
+
+
+@dataclass
+class EyeContrastMeter:
+    """How much of the eyes' contrast a style keeps: per eye and frame, the stylized frame's
+    luminance spread (90th - 10th percentile inside the FaceMesh eye contour) over the input
+    frame's; ``report`` gives the median over every measured eye of the clip.
+
+    A ratio well below 1 means the eyes went flat (a dark box); about 1 or more, that sclera,
+    iris and lid stay apart. Eyes that are closed or have no spread in the input are skipped.
+    """
+
+    ratios: list[float] = field(default_factory=list)
+    skipped: int = 0
+
+    def add(self, frame: np.ndarray, stylized: np.ndarray, points: np.ndarray | None) -> None:
+        """Measure one frame pair; ``points`` (478, 2) landmarks or None (nothing measured)."""
+        if points is None:
+            return
+        for before, after in zip(eye_spreads(frame, points), eye_spreads(stylized, points)):
+            if before is None or after is None or before < MIN_EYE_SPREAD:
+                self.skipped += 1
+                continue
+            self.ratios.append(after / before)
+
+    @property
+    def median(self) -> float | None:
+        return float(np.median(self.ratios)) if self.ratios else None
+
+    def report(self) -> dict[str, float | int | None]:
+        return {"eye_contrast_ratio": _round(self.median, 4), "eyes": len(self.ratios),
+                "eyes_skipped": self.skipped,
+                "p10": _round(float(np.percentile(self.ratios, 10)) if self.ratios else None, 4)}

@@ -18,10 +18,12 @@ from ..errors import InputError
 from ..fileio import ensure_writable_folder, read_png, write_image, write_json, write_png
 from ..formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData
 from .base import Stylizer
-from .metrics import JitterMeter
+from .context import ContextReader
+from .metrics import EyeContrastMeter, JitterMeter
 from .region import BoxSource, centre_box, mask_box, tracking_boxes
 
 THUMBNAIL_HEIGHT = 256
+CLIP_SAMPLES = 12   # frames a face-aware style sees before the first one (per-clip statistics)
 BOX_SOURCES = ("auto", "mask", "tracking", "center")
 QA_PICTURE = "stylize_side_by_side.png"
 
@@ -92,7 +94,9 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
     data = PreparedData(data_dir)
     out_dir = ensure_writable_folder(data.folder(STYLIZED))
     _remove_stale(out_dir, names)
+    contexts = ContextReader(data_dir, names)
     meters = {"input": JitterMeter(), "stylized": JitterMeter()}
+    eyes = EyeContrastMeter()
     samples = set(np.unique(np.linspace(0, len(names) - 1, 3).round().astype(int)).tolist())
     thumbnails: list[np.ndarray] = []
     timings = {"read_s": 0.0, "stylize_s": 0.0, "write_s": 0.0, "metrics_s": 0.0}
@@ -100,22 +104,28 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
     stylizer.reset()
     if progress is not None:
         progress.stage("stylize", f"{style or stylizer.name}: {len(names)} frames", total=len(names))
+    if stylizer.uses_context:
+        clock = time.perf_counter()
+        stylizer.fit_clip(clip_samples(frames_dir, names, contexts))
+        timings["fit_clip_s"] = time.perf_counter() - clock
     for index, name in enumerate(names):
         clock = time.perf_counter()
         frame = read_png(os.path.join(frames_dir, name))
+        context = contexts(index) if stylizer.uses_context else None
         clock = _tick(timings, "read_s", clock)
-        result = stylizer.stylize(frame)
+        result = stylizer.stylize(frame, context)
         clock = _tick(timings, "stylize_s", clock)
         write_png(os.path.join(out_dir, name), result)
         clock = _tick(timings, "write_s", clock)
         meters["input"].add(frame)
         meters["stylized"].add(result)
+        eyes.add(frame, result, contexts.landmarks(index))
         _tick(timings, "metrics_s", clock)
         if index in samples:
             thumbnails.append(_thumbnail(np.concatenate([frame, result], axis=1)))
         if progress is not None:
             progress.progress(index + 1, len(names))
-    report = _report(data_dir, stylizer, style, names, frame, meters, timings,
+    report = _report(data_dir, stylizer, style, names, frame, meters, eyes, timings,
                      time.perf_counter() - started)
     qa_path = os.path.join(ensure_writable_folder(data.qa), QA_PICTURE)
     write_image(qa_path, _stack(thumbnails))
@@ -125,9 +135,17 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
     return report
 
 
-def _report(data_dir, stylizer, style, names, last_frame, meters, timings, total_s) -> dict[str, Any]:
+def clip_samples(frames_dir: str, names: list[str], contexts: ContextReader,
+                 count: int = CLIP_SAMPLES) -> list[tuple[np.ndarray, Any]]:
+    """``count`` (frame, context) pairs spread evenly over the clip, for ``fit_clip``."""
+    picks = np.unique(np.linspace(0, len(names) - 1, min(count, len(names))).round().astype(int))
+    return [(read_png(os.path.join(frames_dir, names[i])), contexts(int(i))) for i in picks]
+
+
+def _report(data_dir, stylizer, style, names, last_frame, meters, eyes, timings,
+            total_s) -> dict[str, Any]:
     n = len(names)
-    return {
+    report = {
         "version": __version__,
         "style": style or stylizer.name,
         "stylizer": stylizer.name,
@@ -135,13 +153,22 @@ def _report(data_dir, stylizer, style, names, last_frame, meters, timings, total
         "n_frames": n,
         "image_size": [int(last_frame.shape[1]), int(last_frame.shape[0])],
         "metrics": {"input": meters["input"].report(), "stylized": meters["stylized"].report(),
+                    "eyes": eyes.report(),
                     "definitions": "itf_db: mean PSNR of consecutive frames (dB, identical = 100); "
-                                   "isi: mean SSIM of consecutive frames (11x11 Gaussian, sigma 1.5)"},
+                                   "isi: mean SSIM of consecutive frames (11x11 Gaussian, sigma 1.5); "
+                                   "eye_contrast_ratio: median over eyes of the luminance spread "
+                                   "(90th - 10th percentile) inside the FaceMesh eye contour, "
+                                   "stylized / input"},
         "timing": {**{k: round(v, 3) for k, v in timings.items()}, "total_s": round(total_s, 3),
-                   "stylize_fps": round(n / max(timings["stylize_s"], 1e-9), 2)},
+                   "stylize_fps": round(n / max(timings["stylize_s"], 1e-9), 2),
+                   "stage_fps": round(n / max(total_s, 1e-9), 2)},
         "outputs": {"stylized": PreparedData(data_dir).folder(STYLIZED),
                     "side_by_side": os.path.join(PreparedData(data_dir).qa, QA_PICTURE)},
     }
+    notes = stylizer.notes()
+    if notes:
+        report["notes"] = notes
+    return report
 
 
 def _tick(timings: dict[str, float], key: str, since: float) -> float:

@@ -94,6 +94,8 @@ class RegionStylizer(Stylizer):
         box_momentum: EMA rate of the box (1 = follow each frame's box exactly).
     """
 
+    uses_context = True   # passed on to ``inner``, cropped like the frame
+
     def __init__(self, inner: Stylizer, box_source: BoxSource, margin: float = 0.25,
                  feather: float = 0.12, box_momentum: float = 0.3):
         self.inner, self.box_source = inner, box_source
@@ -106,11 +108,17 @@ class RegionStylizer(Stylizer):
         self._square: np.ndarray | None = None   # smoothed (centre x, centre y, side)
         self.inner.reset()
 
+    def fit_clip(self, samples) -> None:
+        self.inner.fit_clip(samples)   # per-clip statistics (colours) do not depend on the crop
+
+    def notes(self) -> dict[str, Any]:
+        return self.inner.notes()
+
     def parameters(self) -> dict[str, Any]:
         return {**self.inner.parameters(), "region": "face", "margin": self.margin,
                 "feather": self.feather, "box_momentum": self.box_momentum}
 
-    def _stylize(self, frame: np.ndarray) -> np.ndarray:
+    def _stylize(self, frame: np.ndarray, context=None) -> np.ndarray:
         height, width = frame.shape[:2]
         box = self.box_source(self.index, frame)
         self.index += 1
@@ -119,7 +127,7 @@ class RegionStylizer(Stylizer):
         side = max(8, int(round(side_f)))
         x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
         crop = crop_reflect(frame, x0, y0, side)
-        styled = self.inner.stylize(crop)
+        styled = self.inner.stylize(crop, None if context is None else context.crop(x0, y0, side))
         return paste_feathered(frame, styled, x0, y0, feather_mask(side, self.feather))
 
     def _update_square(self, box: Box | None, height: int, width: int) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 from ..errors import InputError
 from .base import Stylizer
 
-STYLE_KINDS = ("toon", "exemplar", "model", "frames")
-STYLE_HELP = "toon | exemplar:IMAGE | model:FILE (.pt TorchScript or .onnx) | frames:DIR"
+STYLE_KINDS = ("cel", "toon", "exemplar", "model", "frames")
+BUILTIN_WITHOUT_ARGUMENT = ("cel", "toon")
+STYLE_HELP = "cel | toon | exemplar:IMAGE | model:FILE (.pt TorchScript or .onnx) | frames:DIR"
 
 
 def parse_style(spec: str) -> tuple[str, str]:
@@ -18,9 +19,9 @@ def parse_style(spec: str) -> tuple[str, str]:
     kind = kind.strip().lower()
     if kind not in STYLE_KINDS:
         raise InputError(f"unknown style {spec!r}; use {STYLE_HELP}")
-    if kind == "toon" and argument:
-        raise InputError(f"the toon style takes no argument, got {spec!r}; use --param to tune it")
-    if kind != "toon" and not argument:
+    if kind in BUILTIN_WITHOUT_ARGUMENT and argument:
+        raise InputError(f"the {kind} style takes no argument, got {spec!r}; use --param to tune it")
+    if kind not in BUILTIN_WITHOUT_ARGUMENT and not argument:
         raise InputError(f"the {kind} style needs a path: --style {kind}:PATH")
     return kind, argument
 
@@ -54,19 +55,23 @@ def build_params(params_class, values: dict[str, Any], style: str):
 
 
 def builtin_stylizer(spec: str, params: dict[str, Any] | None = None) -> Stylizer:
-    """A ``toon`` or ``exemplar:IMG`` stylizer with ``params`` (name -> value)."""
+    """A ``cel``, ``toon`` or ``exemplar:IMG`` stylizer with ``params`` (name -> value)."""
     kind, argument = parse_style(spec)
     params = params or {}
+    if kind == "cel":
+        from .cel import CelParams, CelStylizer
+
+        return CelStylizer(build_params(CelParams, params, "cel"))
     if kind == "toon":
         from .toon import ToonParams, ToonStylizer
 
         return ToonStylizer(build_params(ToonParams, params, "toon"))
     if kind == "exemplar":
-        from .exemplar import ExemplarParams, ExemplarStylizer, load_exemplar
+        from .exemplar import exemplar_stylizer, load_exemplar
 
-        return ExemplarStylizer(load_exemplar(argument), build_params(ExemplarParams, params, "exemplar"),
-                                source=argument)
-    raise InputError(f"{spec!r} is not a built-in style; built-in styles are toon and exemplar:IMAGE")
+        return exemplar_stylizer(load_exemplar(argument), params, source=argument)
+    raise InputError(f"{spec!r} is not a built-in style; built-in styles are cel, toon "
+                     "and exemplar:IMAGE")
 
 
 def model_stylizer(path: str, overrides: dict[str, Any] | None = None, device: str = "cpu",

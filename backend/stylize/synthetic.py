@@ -84,3 +84,53 @@ def exemplar_image(size: int = 256) -> np.ndarray:
     cell = ((xx * 3).astype(int) + 3 * (yy * 2).astype(int)) % len(palette)
     image = palette[cell] * (0.85 + 0.15 * np.sin(6 * xx + 4 * yy))[..., None]
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def drawn_face_landmarks(size: int = 512, t: float = 0.0, motion_px: float = 0.0):
+    """FaceMesh-style landmarks of :func:`draw_face` (same ``t`` and ``motion_px``), and its
+    person mask (hair and face), as a ``FrameContext``.
+
+    Only the points the face-aware styles use are placed on the drawing (face oval, eyes,
+    irises, brows, lips); the rest sit at the face centre.
+    """
+    import cv2
+
+    from .context import FrameContext
+    from .faces import BROWS, EYES, FACE_OVAL, IRISES, LIPS_INNER, LIPS_OUTER, N_POINTS
+
+    s = size / 512.0
+    shift = motion_px * np.sin(2 * np.pi * 0.25 * t)
+    cx, cy = 256 * s + shift, 270 * s + 0.3 * shift
+    points = np.tile(np.float32([cx, cy]), (N_POINTS, 1))
+
+    def ellipse(indices, centre, axes, start, end):
+        angles = np.linspace(start, end, len(indices))
+        points[list(indices)] = np.stack([centre[0] + axes[0] * np.cos(angles),
+                                          centre[1] + axes[1] * np.sin(angles)], axis=1)
+
+    # image y points down: angle pi/2 is the bottom; outlines run as FaceMesh orders them
+    ellipse(FACE_OVAL, (cx, cy), (120 * s, 150 * s), -np.pi / 2, 1.5 * np.pi - 2 * np.pi / 36)
+    for eye, side in ((0, -1), (1, 1)):
+        centre = (cx + side * 45 * s, cy - 30 * s)
+        outer, inner = (np.pi, 0.0) if side < 0 else (0.0, np.pi)
+        ellipse(EYES[eye][:9], centre, (24 * s, 14 * s), outer, inner)        # lower lid
+        ellipse(EYES[eye][9:], centre, (24 * s, 14 * s), -np.pi / 8 if side < 0 else -7 * np.pi / 8,
+                -7 * np.pi / 8 if side < 0 else -np.pi / 8)                   # upper lid, back
+        centre_index, *rim = IRISES[eye]
+        points[centre_index] = centre
+        ellipse(rim, centre, (10 * s, 10 * s), 0.0, 1.5 * np.pi)
+        brow = BROWS[eye]
+        brow_centre = (cx + side * 45 * s, cy - 60 * s)
+        ellipse(brow[:5], brow_centre, (28 * s, 5 * s), np.pi + 0.1 if side < 0 else -0.1,
+                2 * np.pi - 0.1 if side < 0 else -np.pi + 0.1)
+        ellipse(brow[5:], brow_centre, (28 * s, 5 * s), 0.1 if side < 0 else np.pi - 0.1,
+                np.pi - 0.1 if side < 0 else 0.1)
+    ellipse(LIPS_OUTER[:11], (cx, cy + 75 * s), (38 * s, 12 * s), np.pi, 0.0)
+    ellipse(LIPS_OUTER[11:], (cx, cy + 75 * s), (38 * s, 12 * s), -0.3, -np.pi + 0.3)
+    ellipse(LIPS_INNER[:11], (cx, cy + 75 * s), (30 * s, 3 * s), np.pi, 0.0)
+    ellipse(LIPS_INNER[11:], (cx, cy + 75 * s), (30 * s, 3 * s), -0.3, -np.pi + 0.3)
+    mask = np.zeros((size, size), np.uint8)
+    for centre, axes in (((cx, cy - 60 * s), (150 * s, 130 * s)), ((cx, cy), (120 * s, 150 * s))):
+        cv2.ellipse(mask, (int(round(centre[0])), int(round(centre[1]))),
+                    (int(round(axes[0])), int(round(axes[1]))), 0, 0, 360, 255, -1)
+    return FrameContext(index=int(round(t * 25)), landmarks=points, mask=mask)
