@@ -568,18 +568,49 @@ def transform_covariances(log_scales: np.ndarray, quats: np.ndarray,
     new_rotation[flip, :, 2] *= -1.0
     new_log_scales = np.log(np.take_along_axis(sigma, chosen, axis=1))
     relative = quat_multiply(matrix_to_quat(new_rotation), unit * np.array([1.0, -1, -1, -1]))
+    relative *= np.where(relative[:, :1] < 0, -1.0, 1.0)   # the short way round: undone exactly
     return new_log_scales, relative
 
 
 # -- the avatar under D --------------------------------------------------------------------------
-def rest_avatar(avatar: Avatar) -> Avatar:
-    """The avatar before its proportions (itself when it has none)."""
+def rest_avatar(avatar: Avatar, anchors: dict[str, np.ndarray]) -> Avatar:
+    """The avatar before its proportions (itself when it has none).
+
+    Positions come back from the rest arrays; the Gaussians' covariances and rotations (not
+    stored twice) are mapped back with the inverse Jacobian of the recorded deformation, rebuilt
+    from ``anchors`` and the meta's component strengths (exact up to float32 rounding).
+    """
     if not avatar.has_proportions:
         return avatar
-    return replace(avatar, means=avatar.rest_means, delta_means=avatar.rest_delta_means,
+    rest = replace(avatar, means=avatar.rest_means, delta_means=avatar.rest_delta_means,
                    mesh_vertices=avatar.rest_mesh_vertices,
                    mesh_expression_dirs=avatar.rest_mesh_expression_dirs,
                    **dict.fromkeys(REST_FIELDS), proportions=None)
+    previous = build_deformation(anchors, rest.joint_positions, rest.mesh_vertices,
+                                 {k: float(v) for k, v in avatar.proportions["components"].items()
+                                  if k in COMPONENTS})
+    log_scales, quats, delta_quats = _turn_gaussians(
+        rest.means.astype(np.float64), avatar.log_scales, avatar.quats, avatar.delta_quats,
+        previous, inverse=True)
+    return replace(rest, log_scales=log_scales, quats=quats, delta_quats=delta_quats)
+
+
+def _turn_gaussians(means: np.ndarray, log_scales: np.ndarray, quats: np.ndarray,
+                    delta_quats: np.ndarray, deformation: Deformation, inverse: bool = False):
+    """Log-scales, quaternions and quaternion deltas of Gaussians at ``means`` after ``D``
+    (``Sigma' = J Sigma J^T``), or before it (``inverse``: ``J^-1``); ``q' = r q``,
+    ``dq' = r dq``. Gaussians outside every field (``J = I``) are left as they are."""
+    jacobians = deformation.jacobian(means)
+    moved = np.any(jacobians != np.eye(3), axis=(1, 2))
+    log_scales, quats, delta_quats = log_scales.copy(), quats.copy(), delta_quats.copy()
+    if moved.any():
+        linear = np.linalg.inv(jacobians[moved]) if inverse else jacobians[moved]
+        new_log, relative = transform_covariances(log_scales[moved].astype(np.float64),
+                                                  quats[moved].astype(np.float64), linear)
+        log_scales[moved] = new_log
+        quats[moved] = quat_multiply(relative, quats[moved].astype(np.float64))
+        delta_quats[:, moved] = quat_multiply(relative[None], delta_quats[:, moved].astype(np.float64))
+    return log_scales, quats, delta_quats
 
 
 def _deform_offsets(deformation: Deformation, points: np.ndarray, offsets: np.ndarray,
@@ -597,38 +628,29 @@ def _deform_offsets(deformation: Deformation, points: np.ndarray, offsets: np.nd
 
 
 def deform_avatar(avatar: Avatar, deformation: Deformation, info: dict[str, Any]) -> Avatar:
-    """The avatar under ``D`` (docs/FORMAT.md, "Proportions"), with its rest arrays and the
-    meta ``info``. Starts from the rest arrays if the avatar already has proportions."""
-    rest = rest_avatar(avatar)
-    means = rest.means.astype(np.float64)
-    jacobians = deformation.jacobian(means)
-    moved = np.any(np.abs(jacobians - np.eye(3)) > 0, axis=(1, 2)) | np.any(
-        deformation(means) != means, axis=1)
+    """The avatar (without proportions) under ``D`` (docs/FORMAT.md, "Proportions"), with its
+    rest arrays and the meta ``info``."""
+    if avatar.has_proportions:
+        raise ValueError("deform_avatar takes an avatar without proportions (rest_avatar)")
+    means = avatar.means.astype(np.float64)
+    moved = np.any(deformation(means) != means, axis=1) | np.any(
+        deformation.jacobian(means) != np.eye(3), axis=(1, 2))
     new_means = means.copy()
     new_means[moved] = deformation(means[moved])
-    log_scales, quats = rest.log_scales.copy(), rest.quats.copy()
-    delta_quats = rest.delta_quats.copy()
-    if moved.any():
-        new_log, relative = transform_covariances(rest.log_scales[moved].astype(np.float64),
-                                                  rest.quats[moved].astype(np.float64),
-                                                  jacobians[moved])
-        log_scales[moved] = new_log
-        quats[moved] = quat_multiply(relative, rest.quats[moved].astype(np.float64))
-        delta_quats[:, moved] = quat_multiply(relative[None],
-                                              rest.delta_quats[:, moved].astype(np.float64))
-    vertices = rest.mesh_vertices.astype(np.float64)
-    vertex_moved = np.ones(len(vertices), bool)
+    log_scales, quats, delta_quats = _turn_gaussians(means, avatar.log_scales, avatar.quats,
+                                                     avatar.delta_quats, deformation)
+    vertices = avatar.mesh_vertices.astype(np.float64)
     return replace(
-        rest, means=new_means.astype(np.float32), log_scales=log_scales, quats=quats,
-        delta_quats=delta_quats.astype(rest.delta_quats.dtype),
-        delta_means=_deform_offsets(deformation, means, rest.delta_means, moved).astype(
-            rest.delta_means.dtype),
+        avatar, means=new_means.astype(np.float32), log_scales=log_scales, quats=quats,
+        delta_quats=delta_quats,
+        delta_means=_deform_offsets(deformation, means, avatar.delta_means, moved).astype(
+            avatar.delta_means.dtype),
         mesh_vertices=deformation(vertices).astype(np.float32),
-        mesh_expression_dirs=_deform_offsets(deformation, vertices, rest.mesh_expression_dirs,
-                                             vertex_moved).astype(np.float32),
-        rest_means=rest.means, rest_delta_means=rest.delta_means,
-        rest_mesh_vertices=rest.mesh_vertices, rest_mesh_expression_dirs=rest.mesh_expression_dirs,
-        proportions=dict(info))
+        mesh_expression_dirs=_deform_offsets(deformation, vertices, avatar.mesh_expression_dirs,
+                                             np.ones(len(vertices), bool)).astype(np.float32),
+        rest_means=avatar.means, rest_delta_means=avatar.delta_means,
+        rest_mesh_vertices=avatar.mesh_vertices,
+        rest_mesh_expression_dirs=avatar.mesh_expression_dirs, proportions=dict(info))
 
 
 def apply_proportions(avatar: Avatar, spec: str | ProportionsSpec,
@@ -640,7 +662,7 @@ def apply_proportions(avatar: Avatar, spec: str | ProportionsSpec,
     ``backend.headmodel.proportions.apply_proportions`` finds the anchors itself.
     """
     spec = parse_spec(spec)
-    rest = rest_avatar(avatar)
+    rest = rest_avatar(avatar, anchors)
     if spec.is_identity:
         return rest
     components = spec.components()

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..formats import proportions as numpy_proportions
-from ..formats.avatar import Avatar
+from ..formats.avatar import Avatar, replace
 
 
 def landmark_points(assets, vertices: np.ndarray) -> np.ndarray:
@@ -37,7 +37,9 @@ def proportion_anchors(avatar: Avatar, head_model: str | None = None,
         InputError: the head model is unknown or does not fit the avatar, or anchors are missing
             (the message names them and what to pass).
     """
-    rest = numpy_proportions.rest_avatar(avatar)
+    rest = avatar
+    if avatar.has_proportions:  # the anchors of the mesh before proportions
+        rest = replace(avatar, mesh_vertices=avatar.rest_mesh_vertices)
     if anchors_file:
         return numpy_proportions.anchors_from_vertex_ids(
             rest.mesh_vertices, numpy_proportions.read_anchor_file(anchors_file), anchors_file)
@@ -72,7 +74,7 @@ def apply_proportions(avatar: Avatar, spec, head_model: str | None = None,
     anchored by ``proportion_anchors`` (same arguments). Never compounds: starts from the
     avatar's rest arrays; strength 0 or ``none`` removes the proportions."""
     spec = numpy_proportions.parse_spec(spec)
-    if spec.is_identity:
-        return numpy_proportions.rest_avatar(avatar)
+    if spec.is_identity and not avatar.has_proportions:
+        return avatar
     anchors = proportion_anchors(avatar, head_model, landmark_embedding, anchors_file)
     return numpy_proportions.apply_proportions(avatar, spec, anchors)
