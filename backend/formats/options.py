@@ -124,13 +124,15 @@ class StyleOptions:
 
     data: str = option("", "the prepared-data folder (reads frames/, writes stylized/)",
                        metavar="DIR", required=True, in_build=False)
-    style: str = option("toon", "toon (default) | exemplar:IMAGE | model:FILE (.pt TorchScript or "
+    style: str = option("cel", "cel (default; face-aware) | toon | exemplar:IMAGE | model:FILE (.pt "
+                        "TorchScript or "
                         ".onnx) | frames:DIR (frames stylized elsewhere); build also takes none "
                         "(train on the real frames), and exemplar, model or folder with the path "
                         "from --exemplar, --style-model or --stylized-folder", metavar="SPEC")
     strength: float | None = option(None, "0 = input unchanged .. 1 = full style (1)", type=float,
                                     build_flags=("--style-strength",), group="style parameters")
-    levels: int | None = option(None, "luminance bands, 2..16 (5)", type=int,
+    levels: int | None = option(None, "luminance bands (cel: per region, 2..6 (3); toon: 2..16 (5))",
+                                type=int,
                                 group="style parameters")
     line_weight: float | None = option(None, "ink line width, 0 = no lines .. 4 (1)", type=float,
                                        group="style parameters")

@@ -225,7 +225,8 @@ def make_stages(build: Build, progress):
               hint="check the input video/images (a visible, unobstructed face) and re-run"),
         Stage("stylize", lambda b: _stylize(b, progress), lambda b: b.data.validate(STYLIZED),
               lambda b: opts.changed(b.style_options()), weight=0.5,
-              hint="check the --style argument (toon, exemplar:IMG, model:FILE, frames:DIR) and re-run"),
+              hint="check the --style argument (cel, toon, exemplar:IMG, model:FILE, frames:DIR) "
+                   "and re-run"),
         Stage("train", lambda b: _train(b, progress), _validate_train,
               lambda b: opts.changed(b.train_options()), weight=6.0,
               hint="re-run the same command to resume from the last checkpoint"),

@@ -227,15 +227,19 @@ def eye_spreads(image: np.ndarray, points: np.ndarray) -> list[float | None]:
         points: (478, 2) FaceMesh landmarks in the image's pixels.
 
     Returns:
-        Two values (the subject's right eye, then the left); None for an eye covering fewer
-        than ``MIN_EYE_PIXELS`` pixels (closed, or outside the frame).
+        Two values (the subject's right eye, then the left); None for an eye whose contour
+        encloses, or whose pixels number, fewer than ``MIN_EYE_PIXELS`` (closed, or outside
+        the frame).
     """
+    import cv2
+
     from .faces import EYES, polygon_mask
 
     spreads: list[float | None] = []
     for eye in EYES:
         inside = polygon_mask(points, eye, image.shape[:2]) >= 128
-        if inside.sum() < MIN_EYE_PIXELS:
+        area = cv2.contourArea(np.asarray(points, np.float32)[list(eye)])
+        if area < MIN_EYE_PIXELS or inside.sum() < MIN_EYE_PIXELS:
             spreads.append(None)
             continue
         values = luminance(image[inside][None])[0]
