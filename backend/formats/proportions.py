@@ -430,8 +430,8 @@ def _eyes(a, protected, size, s, mesh):
 
 def _nose(a, joints, size, s, mesh):
     """A smaller nose: its tip, wings and base scaled toward a point just above the tip (so it
-    gets shorter from below, narrower and less protruding: by up to 0.28 across, 0.35 along y
-    and z), and its ridge flattened (z, up to 0.25); the bridge between the eyes stays."""
+    gets shorter from below, narrower and less protruding: by up to 0.28 across, 0.35 along y,
+    0.3 along z), and its ridge flattened (z, up to 0.18); the bridge between the eyes stays."""
     base, bridge, tip = a["nose_base"], a["nose_bridge"], a["nose_tip"]
     wings = 0.5 * (a["nose_wing_L"] + a["nose_wing_R"])
     half_width = max(0.5 * abs(a["nose_wing_L"][0] - a["nose_wing_R"][0]), 0.1 * size)
@@ -444,12 +444,12 @@ def _nose(a, joints, size, s, mesh):
                           max(tip[2] - back, 0.1 * size) / core])
     radii_neg = np.array([radii_pos[0], 1.05 * max(centre[1] - base[1], 0.05 * size) / core,
                           0.25 * size])
-    shrink = Bump(centre, radii_pos, radii_neg, linear=-s * np.diag([0.28, 0.35, 0.35]), core=core)
+    shrink = Bump(centre, radii_pos, radii_neg, linear=-s * np.diag([0.28, 0.35, 0.3]), core=core)
     ridge_centre = np.array([base[0], 0.5 * (base[1] + bridge[1]), back])
     half_length = 0.5 * length + 0.15 * size
     ridge = Bump(ridge_centre, np.array([0.35 * size, half_length, radii_pos[2]]),
                  np.array([0.35 * size, half_length, 0.4 * size]),
-                 linear=-s * np.diag([0.0, 0.0, 0.25]), core=0.6)
+                 linear=-s * np.diag([0.0, 0.0, 0.18]), core=0.6)
     return [shrink, ridge]
 
 
