@@ -388,3 +388,38 @@ def test_build_applies_proportions_in_the_export_stage_only(mesh_avatar, tmp_pat
     build.options.proportions = "toon:2"
     with pytest.raises(InputError, match="outside 0..1"):
         make_stages(build, Progress("quiet"))
+
+
+def test_a_flame_file_anchors_from_its_landmark_embedding(mesh_avatar, builtin, tmp_path):
+    """The built-in model written as a FLAME pickle with a MediaPipe embedding of the landmarks
+    FLAME's has (lips, eyes, brows, nose: no face contour): the same anchors, the same avatar."""
+    import scipy.sparse
+
+    from backend.headmodel.proportions import apply_proportions
+    from backend.tracking.regions import BROW_LEFT, BROW_RIGHT, EYE_LEFT, EYE_RIGHT, LIPS, NOSE
+    from tests.test_headmodel_flame import write_flame_pickle
+
+    assets, _, _, _ = builtin
+    n_vertices = len(assets.v_template)
+    model_path = tmp_path / "generic_model.pkl"
+    write_flame_pickle(model_path, {
+        "v_template": assets.v_template.astype(np.float64), "f": assets.faces.astype(np.uint32),
+        "shapedirs": np.concatenate([assets.shapedirs, assets.exprdirs], axis=2).astype(np.float64),
+        "n_shape": int(assets.shapedirs.shape[-1]),
+        "posedirs": assets.posedirs.T.reshape(n_vertices, 3, 36).astype(np.float64),
+        "J_regressor": scipy.sparse.csc_matrix(assets.J_regressor.astype(np.float64)),
+        "weights": assets.lbs_weights.astype(np.float64),
+        "kintree_table": np.array([[2**32 - 1, 0, 1, 1, 1], [0, 1, 2, 3, 4]])}, protocol=4)
+    embedded = np.array(sorted(set(LIPS + EYE_LEFT + EYE_RIGHT + BROW_LEFT + BROW_RIGHT + NOSE)))
+    rows = np.array([list(assets.landmark_ids).index(i) for i in embedded])
+    embedding = tmp_path / "mediapipe_landmark_embedding.npz"
+    np.savez(embedding, lmk_face_idx=assets.landmark_faces[rows],
+             lmk_b_coords=assets.landmark_bary[rows].astype(np.float64), landmark_indices=embedded)
+    flame_avatar = avatar_format.replace(mesh_avatar, head_model={"kind": "flame2020"})
+    with pytest.raises(InputError, match="--landmark-embedding"):
+        apply_proportions(flame_avatar, "toon", head_model=str(model_path))
+    from_flame = apply_proportions(flame_avatar, "toon", head_model=str(model_path),
+                                   landmark_embedding=str(embedding))
+    from_builtin = P.apply_proportions(mesh_avatar, "toon", _anchors(mesh_avatar))
+    for name in ("means", "delta_means", "mesh_vertices", "log_scales"):
+        assert np.abs(getattr(from_flame, name) - getattr(from_builtin, name)).max() < 1e-6, name
