@@ -70,7 +70,7 @@ from .regions import (
 )
 from .temporal import FlowStabilizer
 from .tone import ClipTone, fit_tone
-from .toon import REFERENCE_SIDE, SMOOTH_MIN_SIDE, blend_strength, edge_preserving_smooth, ink_lines
+from .toon import REFERENCE_SIDE, blend_strength, edge_preserving_smooth, ink_lines
 
 N_REGIONS = len(REGIONS)
 CLIP_SAMPLES = 12          # frames fit_clip looks at
@@ -88,6 +88,7 @@ PUPIL_L = 22.0
 CATCHLIGHT_L = 252.0
 SILHOUETTE = 0.5           # darkness of the person mask's outline
 INK = 0.85                 # darkness of a full ink line (lightness x 1 - INK)
+WORK_SIDE = 256            # regions and colours at most this many pixels across (shorter side)
 BACKDROP_SIDE = 24         # the backdrop is a blur of the frame at this many pixels across
 
 
@@ -244,18 +245,19 @@ class CelStylizer(Stylizer):
     def shade(self, frame: np.ndarray, points: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """Steps 3-7 on one frame (no temporal blending). (H, W, 3) uint8 RGB.
 
-        Regions and colours are worked out at half size for frames of 384 pixels and more
-        (like ``toon``'s smoothing); eyes and ink are drawn at full size.
+        Smoothing, regions and colours are worked out with the shorter side at most
+        ``WORK_SIDE`` pixels (half size for a 512 frame, like ``toon``'s smoothing); eyes and
+        ink are drawn at full size.
         """
         import cv2
 
         p = self.params
         height, width = frame.shape[:2]
         corrected = self.tone.apply(frame)
-        factor = 0.5 if min(height, width) >= 2 * SMOOTH_MIN_SIDE else 1.0
+        factor = min(1.0, WORK_SIDE / min(height, width))
         work, work_points, work_mask = corrected, points, mask
         if factor < 1:
-            size = (width // 2, height // 2)
+            size = (max(1, round(width * factor)), max(1, round(height * factor)))
             work = cv2.resize(corrected, size, interpolation=cv2.INTER_AREA)
             work_points = points * np.float32([size[0] / width, size[1] / height])
             work_mask = None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_AREA)

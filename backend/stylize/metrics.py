@@ -235,14 +235,21 @@ def eye_spreads(image: np.ndarray, points: np.ndarray) -> list[float | None]:
 
     from .faces import EYES, polygon_mask
 
+    height, width = image.shape[:2]
+    points = np.asarray(points, np.float32)
     spreads: list[float | None] = []
     for eye in EYES:
-        inside = polygon_mask(points, eye, image.shape[:2]) >= 128
-        area = cv2.contourArea(np.asarray(points, np.float32)[list(eye)])
-        if area < MIN_EYE_PIXELS or inside.sum() < MIN_EYE_PIXELS:
+        outline = points[list(eye)]
+        x0, y0 = np.clip(np.floor(outline.min(axis=0)).astype(int) - 1, 0, (width, height))
+        x1, y1 = np.clip(np.ceil(outline.max(axis=0)).astype(int) + 2, 0, (width, height))
+        if cv2.contourArea(outline) < MIN_EYE_PIXELS or x1 <= x0 or y1 <= y0:
             spreads.append(None)
             continue
-        values = luminance(image[inside][None])[0]
+        inside = polygon_mask(points - np.float32([x0, y0]), eye, (y1 - y0, x1 - x0)) >= 128
+        if inside.sum() < MIN_EYE_PIXELS:
+            spreads.append(None)
+            continue
+        values = luminance(image[y0:y1, x0:x1][inside][None])[0]
         low, high = np.percentile(values, [10, 90])
         spreads.append(float(high - low))
     return spreads
