@@ -238,7 +238,7 @@ def _prepared_synthetic(folder, n=6, size=128):
     return folder
 
 
-def test_stylize_folder_reports_eye_contrast_fallbacks_and_the_clip_tone(tmp_path):
+def test_stylize_folder_reports_eye_contrast_fallbacks_and_the_clip_tone(tmp_path, monkeypatch):
     data = _prepared_synthetic(tmp_path / "data")
     report = stylize_folder(str(data), builtin_stylizer("cel"), style="cel")
     assert report["metrics"]["eyes"]["eyes"] == 12
@@ -248,10 +248,33 @@ def test_stylize_folder_reports_eye_contrast_fallbacks_and_the_clip_tone(tmp_pat
     assert report["timing"]["stage_fps"] > 0
     toon = stylize_folder(str(data), builtin_stylizer("toon"), style="toon")
     assert toon["metrics"]["eyes"]["eyes"] == 12 and "notes" not in toon
-    os.unlink(data / "landmarks.npz")                       # e.g. synthetic or converted data
+    assert report["metrics"]["eyes"]["landmarks"] == "landmarks.npz"
+    # No landmarks.npz (synthetic or converted data): FaceMesh runs on the frames; where it
+    # finds no face (here: made to find none), the frames get the toon look, and it says so.
+    os.unlink(data / "landmarks.npz")
+    from backend.stylize import faces
+
+    monkeypatch.setattr(faces.FaceMesh, "__call__", lambda self, image: None)
     report = stylize_folder(str(data), builtin_stylizer("cel"), style="cel")
     assert report["notes"]["fallback_frames"] == 6 and "warning" in report["notes"]
     assert report["metrics"]["eyes"]["eyes"] == 0
+    assert report["metrics"]["eyes"]["landmarks"] == "facemesh"
+
+
+@pytest.mark.skipif(not (REAL / "audrey.jpg").is_file(), reason="../shared/data/real/audrey.jpg absent")
+def test_a_folder_without_landmarks_gets_them_from_facemesh(tmp_path):
+    from PIL import Image
+
+    photo = Image.open(REAL / "audrey.jpg").convert("RGB")
+    side = min(photo.size)
+    photo = photo.crop((0, 0, side, side)).resize((256, 256))
+    (tmp_path / "frames").mkdir()
+    for i in range(3):
+        photo.save(tmp_path / "frames" / f"{i:06d}.png")
+    report = stylize_folder(str(tmp_path), builtin_stylizer("cel"), style="cel")
+    assert report["notes"]["fallback_frames"] == 0, report["notes"]
+    assert report["metrics"]["eyes"]["landmarks"] == "facemesh"
+    assert report["metrics"]["eyes"]["eyes"] == 6
 
 
 def test_cel_is_the_default_style():

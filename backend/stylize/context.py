@@ -51,23 +51,36 @@ class FrameContext:
 
 
 class ContextReader:
-    """Frame contexts of a prepared-data folder: ``reader(index) -> FrameContext``.
+    """Frame contexts of a prepared-data folder: ``reader(position, frame) -> FrameContext``.
 
-    Reads ``landmarks.npz`` once (when present) and one mask per call.
+    Reads ``landmarks.npz`` once (when present) and one mask per call. A folder without one
+    (synthetic or converted data) gets its landmarks from FaceMesh run on each frame as it is
+    stylized (``detect=True``; tracked from frame to frame), or none.
 
     Args:
         data_dir: the prepared-data folder.
         frame_names: the frames in stylizing order (their indices come from the file names).
+        detect: run FaceMesh on the frames when the folder has no landmarks.npz.
     """
 
-    def __init__(self, data_dir: str, frame_names: list[str]):
+    def __init__(self, data_dir: str, frame_names: list[str], detect: bool = False):
         self.data = PreparedData(data_dir)
         self.frame_names = frame_names
         self.points, self.usable = load_landmarks(self.data.landmarks)
+        self.detected: dict[int, np.ndarray | None] = {}
+        self._tracker = None
+        self.detect = detect and self.points is None
 
     @property
-    def has_landmarks(self) -> bool:
-        return self.points is not None
+    def source(self) -> str:
+        """Where the landmarks come from: ``landmarks.npz``, ``facemesh`` or ``none``."""
+        return "landmarks.npz" if self.points is not None else "facemesh" if self.detect \
+            else "none"
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
 
     def index(self, position: int) -> int:
         """The frame index (from the file name) of the ``position``-th frame."""
@@ -75,17 +88,36 @@ class ContextReader:
         return int(stem) if stem.isdigit() else position
 
     def landmarks(self, position: int) -> np.ndarray | None:
-        """(478, 2) landmarks of the ``position``-th frame, or None (none usable, or no file)."""
+        """(478, 2) landmarks of the ``position``-th frame, or None (none usable, or no file
+        and not detected)."""
+        if self.points is None:
+            return self.detected.get(position)
         index = self.index(position)
-        if self.points is None or index >= len(self.points) or not self.usable[index]:
+        if index >= len(self.points) or not self.usable[index]:
             return None
         return self.points[index]
 
-    def __call__(self, position: int) -> FrameContext:
-        """The context of the ``position``-th frame of ``frame_names``."""
+    def __call__(self, position: int, frame: np.ndarray | None = None,
+                 still: bool = False) -> FrameContext:
+        """The context of the ``position``-th frame of ``frame_names``; ``frame`` (its pixels)
+        is needed only to detect landmarks, ``still`` detects it alone (not tracked)."""
+        if self.detect and frame is not None and position not in self.detected:
+            self.detected[position] = self._detect(frame, still)
         index = self.index(position)
         return FrameContext(index=index, landmarks=self.landmarks(position),
                             mask=self.data.read_mask(index))
+
+    def _detect(self, frame: np.ndarray, still: bool) -> np.ndarray | None:
+        from .faces import FaceMesh, detect_landmarks
+
+        if still:
+            return detect_landmarks(frame)
+        if self._tracker is None:
+            self._tracker = FaceMesh(video=True)
+        if len(self.detected) > 64:                   # keep the last frames only
+            for key in sorted(self.detected)[:-32]:
+                del self.detected[key]
+        return self._tracker(frame)
 
 
 def load_landmarks(path: str) -> tuple[np.ndarray | None, np.ndarray | None]:

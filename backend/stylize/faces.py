@@ -94,19 +94,45 @@ def detect_landmarks(image: np.ndarray) -> np.ndarray | None:
     None also when mediapipe is not installed (logged): callers fall back to their face-blind
     behaviour.
     """
+    mesh = FaceMesh(video=False)
     try:
-        import mediapipe as mp
-    except ImportError:
-        log.warning("mediapipe is not installed: no face landmarks for the style image")
-        return None
-    height, width = image.shape[:2]
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                         refine_landmarks=True,
-                                         min_detection_confidence=0.5) as mesh:
-        result = mesh.process(np.ascontiguousarray(image))
-    if not result.multi_face_landmarks:
-        return None
-    found = result.multi_face_landmarks[0].landmark
-    if len(found) != N_POINTS:
-        return None
-    return np.array([(p.x * width, p.y * height) for p in found], dtype=np.float32)
+        return mesh(image)
+    finally:
+        mesh.close()
+
+
+class FaceMesh:
+    """MediaPipe FaceMesh with refined irises, one face; ``video=True`` tracks between frames.
+
+    For prepared-data folders without a landmarks.npz (synthetic or converted data) and for
+    style images; ``prepare`` has its own detector. Without mediapipe every call returns None.
+    """
+
+    def __init__(self, video: bool = True):
+        try:
+            import mediapipe as mp
+        except ImportError:
+            log.warning("mediapipe is not installed: no face landmarks (pip install mediapipe)")
+            self._mesh = None
+            return
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=not video, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        """(478, 2) float32 pixel landmarks of the face in an (H, W, 3) uint8 RGB image, or None."""
+        if self._mesh is None:
+            return None
+        height, width = image.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(image))
+        if not result.multi_face_landmarks:
+            return None
+        found = result.multi_face_landmarks[0].landmark
+        if len(found) != N_POINTS:
+            return None
+        return np.array([(p.x * width, p.y * height) for p in found], dtype=np.float32)
+
+    def close(self) -> None:
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None

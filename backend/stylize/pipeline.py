@@ -96,7 +96,7 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
     data = PreparedData(data_dir)
     out_dir = ensure_writable_folder(data.folder(STYLIZED))
     _remove_stale(out_dir, names)
-    contexts = ContextReader(data_dir, names)
+    contexts = ContextReader(data_dir, names, detect=stylizer.uses_context)
     meters = {"input": JitterMeter(), "stylized": JitterMeter()}
     eyes = EyeContrastMeter()
     samples = set(np.unique(np.linspace(0, len(names) - 1, 3).round().astype(int)).tolist())
@@ -117,7 +117,7 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
         for index, name in enumerate(names):
             clock = time.perf_counter()
             frame = read_png(os.path.join(frames_dir, name))
-            context = contexts(index) if stylizer.uses_context else None
+            context = contexts(index, frame) if stylizer.uses_context else None
             clock = _tick(timings, "read_s", clock)
             result = stylizer.stylize(frame, context)
             _tick(timings, "stylize_s", clock)
@@ -131,9 +131,10 @@ def stylize_folder(data_dir: str, stylizer: Stylizer, progress=None, style: str 
                 progress.progress(index + 1, len(names))
         if pending is not None:
             pending.result()
+    contexts.close()
     timings["cpu_s"] = time.process_time() - started_cpu
     report = _report(data_dir, stylizer, style, names, frame, meters, eyes, timings,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, contexts.source)
     qa_path = os.path.join(ensure_writable_folder(data.qa), QA_PICTURE)
     write_image(qa_path, _stack(thumbnails))
     write_json(data.stylize_report, report)
@@ -156,11 +157,17 @@ def clip_samples(frames_dir: str, names: list[str], contexts: ContextReader,
                  count: int = CLIP_SAMPLES) -> list[tuple[np.ndarray, Any]]:
     """``count`` (frame, context) pairs spread evenly over the clip, for ``fit_clip``."""
     picks = np.unique(np.linspace(0, len(names) - 1, min(count, len(names))).round().astype(int))
-    return [(read_png(os.path.join(frames_dir, names[i])), contexts(int(i))) for i in picks]
+    samples = []
+    for i in picks:
+        frame = read_png(os.path.join(frames_dir, names[i]))
+        samples.append((frame, contexts(int(i), frame, still=True) if contexts.detect
+                        else contexts(int(i))))
+    contexts.detected.clear()      # sampled out of order: detect again, tracked, when stylizing
+    return samples
 
 
 def _report(data_dir, stylizer, style, names, last_frame, meters, eyes, timings,
-            total_s) -> dict[str, Any]:
+            total_s, landmark_source) -> dict[str, Any]:
     n = len(names)
     report = {
         "version": __version__,
@@ -186,6 +193,7 @@ def _report(data_dir, stylizer, style, names, last_frame, meters, eyes, timings,
     notes = stylizer.notes()
     if notes:
         report["notes"] = notes
+    report["metrics"]["eyes"]["landmarks"] = landmark_source
     return report
 
 
