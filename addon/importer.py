@@ -90,9 +90,8 @@ def build_avatar(data: avatar_format.Avatar, name: str, source: str = "",
         obj[AVATAR_PROP] = source
     points["toonsplat_rig"] = rig.name
     points["toonsplat_head"] = head.name
-    record = proportions.metadata(data)
-    if proportions.has_proportions(data):
-        points[PROPORTIONS_PROP] = f"{record.get('preset', '?')}:{record.get('strength', '?')}"
+    if proportions.label(data):
+        points[PROPORTIONS_PROP] = proportions.label(data)
     if splat_preview:
         from . import splats  # node trees are built here, on first import, never at register
         splats.add_preview(points)
@@ -231,10 +230,11 @@ def drive_shape_keys(follower: bpy.types.Object, leader: bpy.types.Object) -> No
     truth: sliders and keyframes live on the points object, the head mesh follows); its
     proportion correctives are driven like the leader's own (``drive_correctives``)."""
     leader_key = leader.data.shape_keys
-    names = [block.name for block in follower.data.shape_keys.key_blocks]
-    correctives = {proportions.corrective_name(n) for n in names}
-    for block in follower.data.shape_keys.key_blocks[1:]:
-        if block.name in correctives:
+    blocks = follower.data.shape_keys.key_blocks
+    followed = {proportions.PROPORTIONS_KEY,
+                *proportions.expression_key_names([b.name for b in blocks])}
+    for block in blocks[1:]:
+        if block.name not in followed:  # a corrective: driven by e * p below
             continue
         driver = block.driver_add("value").driver
         driver.type = "AVERAGE"

@@ -66,6 +66,8 @@ def expression_key_names(key_names: list[str]) -> list[str]:
     """The expression keys among a key list (Basis first): without Basis, the Proportions key
     and the correctives, i.e. the keys that sliders, trackings and resets act on."""
     names = list(key_names[1:])
+    if PROPORTIONS_KEY not in names:  # an avatar without proportions: every key is an expression
+        return names
     correctives = {corrective_name(n) for n in names}
     return [n for n in names if n != PROPORTIONS_KEY and n not in correctives]
 
@@ -121,7 +123,12 @@ def blend(layout: ShapeKeyLayout, expressions: np.ndarray, proportions: float = 
     return out
 
 
-def metadata(data) -> dict:
-    """The file's ``proportions`` record (preset, strength, components), or {} without one."""
+def label(data) -> str:
+    """``PRESET:STRENGTH`` of the file's ``proportions`` record (e.g. ``toon:0.8``), or "" for
+    an avatar without proportions."""
     record = getattr(data, "proportions", None)
-    return dict(record) if isinstance(record, dict) else {}
+    if not has_proportions(data) or not isinstance(record, dict):
+        return ""
+    strength = record.get("strength")
+    strength = f"{strength:g}" if isinstance(strength, (int, float)) else "?"
+    return f"{record.get('preset', '?')}:{strength}"

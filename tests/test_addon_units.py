@@ -243,6 +243,8 @@ def test_proportions_layout_blends_to_both_ends(addon):
     names = ["Basis", "Proportions", "smile", "blink", "smile.proportions", "blink.proportions"]
     assert proportions.expression_key_names(names) == ["smile", "blink"]
     assert proportions.expression_key_names(["Basis", "a", "b"]) == ["a", "b"]
+    # without a Proportions key nothing is a corrective, whatever its name
+    assert proportions.expression_key_names(["Basis", "a", "a.proportions"]) == ["a", "a.proportions"]
 
 
 def test_proportions_presets_are_the_backends(addon):
