@@ -423,3 +423,32 @@ def test_a_flame_file_anchors_from_its_landmark_embedding(mesh_avatar, builtin, 
     from_builtin = P.apply_proportions(mesh_avatar, "toon", _anchors(mesh_avatar))
     for name in ("means", "delta_means", "mesh_vertices", "log_scales"):
         assert np.abs(getattr(from_flame, name) - getattr(from_builtin, name)).max() < 1e-6, name
+
+
+@pytest.mark.slow
+def test_changing_build_proportions_reruns_the_export_only(tmp_path):
+    """A real build of a tiny synthetic clip, then the same build with --proportions: prepare,
+    stylize and train are skipped, export re-runs; back to none, export re-runs again."""
+    subject = tmp_path / "subject"
+    made = run_backend("synth", "--out", str(subject), "--frames", "12", "--size", "128",
+                       "--seed", "3")
+    assert made.returncode == 0, made.stderr[-2000:]
+    out = tmp_path / "build"
+    build = ["build", "--video", str(subject / "video.mp4"), "--out", str(out), "--size", "128",
+             "--preset", "tiny", "--iters", "40", "--device", "cpu", "--log-level", "info"]
+    first = run_backend(*build, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert not avatar_format.read(out / "avatar.npz").has_proportions
+    toon = run_backend(*build, "--proportions", "toon:0.5", timeout=900)
+    assert toon.returncode == 0, toon.stderr[-3000:]
+    for stage in ("prepare", "stylize", "train"):
+        assert f"{stage}: complete, skipped" in toon.stderr, toon.stderr[-3000:]
+    assert "export: running (its parameters changed)" in toon.stderr
+    exported = avatar_format.read(out / "avatar.npz")
+    assert exported.proportions["preset"] == "toon" and exported.proportions["strength"] == 0.5
+    trained = avatar_format.read(out / "train" / "avatar.npz")
+    assert not trained.has_proportions and np.array_equal(exported.rest_means, trained.means)
+    plain = run_backend(*build, timeout=900)
+    assert plain.returncode == 0 and "export: running (its parameters changed)" in plain.stderr
+    assert "train: complete, skipped" in plain.stderr
+    assert not avatar_format.read(out / "avatar.npz").has_proportions
