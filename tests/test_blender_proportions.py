@@ -318,10 +318,14 @@ def test_batch_script_renders_both_ends_of_the_dial(blender, proportioned_file, 
         images[value] = np.asarray(Image.open(png).convert("RGB"), np.float64)
         saved = run_bpy(blender, f"""
             bpy.ops.wm.open_mainfile(filepath={str(out)!r})
-            keys = bpy.data.objects["toon"].data.shape_keys.key_blocks
-            print(json.dumps({{"value": keys["Proportions"].value}}))
+            key = bpy.data.objects["toon"].data.shape_keys
+            drivers = [c.driver for o in ("toon", "toon_head")
+                       for c in bpy.data.objects[o].data.shape_keys.animation_data.drivers]
+            print(json.dumps({{"value": key.key_blocks["Proportions"].value,
+                              "drivers": [len(drivers), all(d.is_valid for d in drivers)]}}))
         """, tmp_path)
-        assert saved["value"] == value
+        n = len(avatar.read(proportioned_file).expression_names)
+        assert saved == {"value": value, "drivers": [n + (2 * n + 1), True]}  # valid after reload
     changed = np.abs(images[1.0] - images[0.0]).max(axis=2) > 8
     print(f"pixels changed by the dial: {int(changed.sum())} of {changed.size}")
     assert changed.sum() > 20, "the dial does not change the render"
