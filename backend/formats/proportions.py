@@ -9,8 +9,9 @@ own face: anchors (points on the neutral mesh, from landmarks or vertex ids) and
 1. ``parse_spec("toon:0.8")`` -> ``ProportionsSpec`` (preset and strength; errors name the presets).
 2. ``anchors_from_landmarks`` / ``anchors_from_vertex_ids`` -> the named anchor points.
 3. ``build_deformation(anchors, joints, mesh_vertices, components)`` -> ``Deformation``
-   (``D(x)`` and its Jacobian, batched, float64). No joint moves: a component whose support
-   would reach a joint is shrunk until the joint lies on its border.
+   (``D(x)`` and its Jacobian, batched, float64). No joint moves, and only an eye's own field
+   moves its eyeball (a uniform scaling about the eye joint): a component whose support would
+   reach a joint or an eyeball is shrunk until it does not (``protected_points``).
 4. ``deform_avatar`` / ``apply_proportions``: the avatar under ``D`` with its rest arrays.
 """
 
@@ -378,7 +379,9 @@ def build_deformation(anchors: dict[str, np.ndarray], joints: np.ndarray, mesh_v
     """The deformation for ``components`` (name -> strength 0..1) on one face.
 
     Sizes are in eye distances ``E = |eye_L - eye_R|`` (the eye joints), so the fields scale with
-    the head. Every component leaves the five ``joints`` (5, 3) where they are.
+    the head. Every component leaves the five ``joints`` (5, 3) where they are. A component's
+    builder takes the anchors, the protected points (the joints first), E, its strength and the
+    neutral mesh, and returns its fields.
     """
     joints = np.asarray(joints, np.float64)
     size = float(np.linalg.norm(joints[3] - joints[4]))
@@ -428,7 +431,7 @@ def _eyes(a, protected, size, s, mesh):
                         fade=0.22 * size, radius=0.78 * size) for j in (3, 4)]
 
 
-def _nose(a, joints, size, s, mesh):
+def _nose(a, protected, size, s, mesh):
     """A smaller nose: its tip, wings and base scaled toward a point just above the tip (so it
     gets shorter from below, narrower and less protruding: by up to 0.28 across, 0.35 along y,
     0.3 along z), and its ridge flattened (z, up to 0.18); the bridge between the eyes stays."""
@@ -453,7 +456,7 @@ def _nose(a, joints, size, s, mesh):
     return [shrink, ridge]
 
 
-def _mouth(a, joints, size, s, mesh):
+def _mouth(a, protected, size, s, mesh):
     """The mouth narrower (and a little shorter) about its centre."""
     corners = 0.5 * (a["mouth_L"] + a["mouth_R"])
     lips = 0.5 * (a["lip_upper"] + a["lip_lower"])
@@ -463,7 +466,7 @@ def _mouth(a, joints, size, s, mesh):
     return [Bump(centre, radii, radii.copy(), linear=-s * np.diag([0.4, 0.12, 0.1]), core=0.5)]
 
 
-def _chin(a, joints, size, s, mesh):
+def _chin(a, protected, size, s, mesh):
     """The chin shorter (pulled up toward the lower lip), blunter and a little wider."""
     lip, chin = a["lip_lower"], a["chin"]
     drop = max(lip[1] - chin[1], 0.2 * size)
@@ -473,7 +476,7 @@ def _chin(a, joints, size, s, mesh):
     return [Bump(centre, radii_pos, radii_neg, linear=s * np.diag([0.12, -0.3, -0.12]), core=0.3)]
 
 
-def _cheeks(a, joints, size, s, mesh):
+def _cheeks(a, protected, size, s, mesh):
     """The lower face widened about the midline (cheeks and jaw line out): rounder, less V."""
     corners = 0.5 * (a["mouth_L"] + a["mouth_R"])
     centre = corners + np.array([0.0, -0.1 * size, -0.6 * size])
