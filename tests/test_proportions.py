@@ -124,9 +124,9 @@ def test_every_preset_is_injective_fixes_the_joints_and_is_local(builtin, preset
     _, joints, vertices, anchors = builtin
     deformation = P.build_deformation(anchors, joints, vertices, P.PRESETS[preset])
     determinant = np.linalg.det(deformation.jacobian(_head_grid(vertices)))
-    # Measured minimum over this grid: chibi 0.08, toon 0.24, subtle 0.53 (a local search
-    # finds 0.07 for chibi, at the nose root between the eyes).
-    assert determinant.min() > 0.03, f"{preset}: det J down to {determinant.min():.3f}"
+    # Measured minimum over this grid: chibi 0.13, toon 0.29, subtle 0.58 (a local search
+    # finds 0.11 for chibi, at the nose root between the eyes).
+    assert determinant.min() > 0.05, f"{preset}: det J down to {determinant.min():.3f}"
     assert np.abs(deformation(joints) - joints).max() < 1e-4
     far = vertices.mean(axis=0) + np.array([[0.5, 0, 0], [0, 0.6, 0], [0, 0, -0.5]])
     assert np.array_equal(deformation(far), far)
