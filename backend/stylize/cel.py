@@ -101,11 +101,11 @@ class CelParams:
     band_step: float = 16.0     # lightness between two bands, 8-bit CIELAB L units (4..64)
     line_weight: float = 1.0    # ink line width, 0 = no lines (0..4)
     smoothing: float = 1.0      # edge-preserving smoothing, 0 = none (0..4)
-    saturation: float = 1.1     # chroma gain of the region colours (0..3)
+    saturation: float = 1.05    # chroma gain of the region colours (0..3)
     flatness: float = 0.7       # 1 = one colour per region, 0 = the pixels' own chroma (0..1)
     sharpness: float = 5.0      # steepness of the band edges (1..50)
     exposure: float = 0.7       # how far the clip's skin luminance moves to the reference (0..1)
-    white_balance: float = 0.3  # how far the skin's chromaticity moves to the reference (0..1)
+    white_balance: float = 0.4  # how far the skin's chromaticity moves to the reference (0..1)
     softness: float = 1.5       # anti-aliasing blur of the result, pixels at 512 (0..4)
     temporal: float = 0.85      # weight of the flow-warped previous output, 0 = off (0..0.95)
 
@@ -375,7 +375,9 @@ def cel_targets(reference: np.ndarray, saturation: float,
     target[LIPS, 0] = min(reference[LIPS, 0], target[SKIN, 0] - 25)
     target[MOUTH] = (55, 150, 140)
     target[SCLERA] = SCLERA_LAB
-    iris = saturate(reference[IRIS], 1.8)
+    iris = reference[IRIS].copy()
+    iris[1:] -= 0.5 * (reference[SCLERA, 1:] - 128)    # the sclera's tint is the light's: not the iris's
+    iris = saturate(iris, 1.8)
     chroma = np.hypot(iris[1] - 128, iris[2] - 128)
     if chroma > 35:
         iris[1:] = 128 + (iris[1:] - 128) * 35 / chroma
