@@ -148,8 +148,10 @@ def test_without_landmarks_the_toon_look_is_used_and_reported():
     toon = ToonStylizer(ToonParams())
     np.testing.assert_array_equal(cel.stylize(frame), toon.stylize(frame))
     np.testing.assert_array_equal(cel.stylize(frame, FrameContext(1)), toon.stylize(frame))
+    away = drawn_face_landmarks(128).landmarks + 1000          # a face outside the frame
+    np.testing.assert_array_equal(cel.stylize(frame, FrameContext(2, away)), toon.stylize(frame))
     notes = cel.notes()
-    assert notes["fallback_frames"] == 2 and "no face landmarks" in notes["warning"]
+    assert notes["fallback_frames"] == 3 and "no face landmarks" in notes["warning"]
     assert builtin_stylizer("cel").name == "cel"
 
 

@@ -176,6 +176,7 @@ class CelStylizer(Stylizer):
         self.colours: ColourModel | None = None
         self.palette: ClipPalette | None = None
         self.fitted_on = 0
+        self.extra_parameters: dict[str, Any] = {}   # the exemplar style's (its image, regions)
         self.reset()
 
     def reset(self) -> None:
@@ -184,8 +185,6 @@ class CelStylizer(Stylizer):
         self.steady = SteadyRegions()
         self.fallback_frames = 0
         self.frames = 0
-
-    extra_parameters: dict[str, Any] = {}   # set by the exemplar style (its image, regions)
 
     def parameters(self) -> dict[str, Any]:
         return {**asdict(self.params), "fallback": self.fallback.name, **self.extra_parameters}
@@ -206,16 +205,18 @@ class CelStylizer(Stylizer):
 
     def fit_clip(self, samples) -> None:
         """Exposure, white balance, colour model and palette from (frame, context) samples;
-        samples without landmarks are skipped (nothing is fitted when none has them)."""
+        samples without landmarks are skipped (nothing is fitted when none has them, or when
+        the faces show no skin: all outside the frames)."""
         usable = [(frame, check_points(context.landmarks), context.mask)
                   for frame, context in samples
                   if context is not None and context.landmarks is not None]
-        if not usable:
+        skin = _skin_median(usable) if usable else None
+        if skin is None:
             return
         import cv2
 
         p = self.params
-        self.tone = fit_tone(_skin_median(usable), p.exposure, p.white_balance)
+        self.tone = fit_tone(skin, p.exposure, p.white_balance)
         smoothed = [(cv2.cvtColor(self._smooth(self.tone.apply(frame)), cv2.COLOR_RGB2Lab),
                      points, mask) for frame, points, mask in usable]
         self.colours = colour_model(smoothed)
@@ -228,13 +229,13 @@ class CelStylizer(Stylizer):
     def _stylize(self, frame: np.ndarray, context=None) -> np.ndarray:
         self.frames += 1
         points = None if context is None or context.landmarks is None else context.landmarks
-        if points is None or min(frame.shape[:2]) < 32:
+        if points is not None and self.palette is None:
+            self.fit_clip([(frame, context)])   # a bare call: lock the statistics on this frame
+        if points is None or self.palette is None or min(frame.shape[:2]) < 32:
             self.fallback_frames += 1
             self.stabilizer.reset()
             return self.fallback.stylize(frame)
         points = check_points(points)
-        if self.palette is None:
-            self.fit_clip([(frame, context)])   # a bare call: lock the statistics on this frame
         mask = context.mask if context.mask is not None and context.mask.shape == frame.shape[:2] \
             else None
         points, mask = self.steady(points, mask, min(frame.shape[:2]) / REFERENCE_SIDE)
@@ -526,8 +527,9 @@ def _soft(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), max(0.6, 0.8 * scale))
 
 
-def _skin_median(usable) -> np.ndarray:
-    """(3,) median sRGB of the face-oval skin (less eyes, brows, lips; middle 60% of luma)."""
+def _skin_median(usable) -> np.ndarray | None:
+    """(3,) median sRGB of the face-oval skin (less eyes, brows, lips; middle 60% of luma), or
+    None when the faces show too little of it."""
     pixels = []
     for frame, points, _ in usable:
         parts = face_polygons(points, frame.shape[:2])
@@ -537,7 +539,7 @@ def _skin_median(usable) -> np.ndarray:
             luma = inside @ np.float32([0.299, 0.587, 0.114])
             low, high = np.percentile(luma, [20, 80])
             pixels.append(inside[(luma >= low) & (luma <= high)])
-    return np.median(np.concatenate(pixels), axis=0)
+    return np.median(np.concatenate(pixels), axis=0) if pixels else None
 
 
 def _label_table(colours: np.ndarray) -> np.ndarray:
