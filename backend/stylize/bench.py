@@ -13,8 +13,9 @@ child process, into ``--out DIR/<clip name>`` when given and reused if it is alr
 else a temporary folder), then stylized by ``stylize_folder`` with the default style and with
 ``toon``. Case ``<clip>/<style>``, metrics: ``eye_contrast_ratio`` (docs/STYLIZE.md),
 ``itf_db_input``, ``itf_db_stylized``, ``isi_input``, ``isi_stylized``, ``stage_fps`` (frames /
-seconds of the whole stage: read, stylize, write, measure) and ``filter_fps`` (the stylizer
-alone).
+seconds of the whole stage: read, stylize, write, measure), ``stage_cpu_fps`` (frames per
+CPU-second of the process, all threads: the fair number on a shared machine) and
+``filter_fps`` (the stylizer alone).
 """
 
 from __future__ import annotations
@@ -123,5 +124,6 @@ def clip_metrics(report: dict) -> list[tuple[str, float | None, str]]:
             ("isi_input", metrics["input"]["isi"], "ratio"),
             ("isi_stylized", metrics["stylized"]["isi"], "ratio"),
             ("stage_fps", timing["stage_fps"], "fps"),
+            ("stage_cpu_fps", timing.get("stage_cpu_fps"), "fps"),
             ("filter_fps", timing["stylize_fps"], "fps")]
 

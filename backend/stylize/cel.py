@@ -246,22 +246,22 @@ class CelStylizer(Stylizer):
     def shade(self, frame: np.ndarray, points: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """Steps 3-7 on one frame (no temporal blending). (H, W, 3) uint8 RGB.
 
-        Smoothing, regions and colours are worked out with the shorter side at most
-        ``WORK_SIDE`` pixels (half size for a 512 frame, like ``toon``'s smoothing); eyes and
-        ink are drawn at full size.
+        Tone, smoothing, regions, colours, XDoG lines and the mask outline are worked out with
+        the shorter side at most ``WORK_SIDE`` pixels (half size for a 512 frame, like
+        ``toon``'s smoothing); eyes and the drawn lines are drawn at full size.
         """
         import cv2
 
         p = self.params
         height, width = frame.shape[:2]
-        corrected = self.tone.apply(frame)
         factor = min(1.0, WORK_SIDE / min(height, width))
-        work, work_points, work_mask = corrected, points, mask
+        work, work_points, work_mask = frame, points, mask
         if factor < 1:
             size = (max(1, round(width * factor)), max(1, round(height * factor)))
-            work = cv2.resize(corrected, size, interpolation=cv2.INTER_AREA)
+            work = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
             work_points = points * np.float32([size[0] / width, size[1] / height])
             work_mask = None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+        work = self.tone.apply(work)
         lab = cv2.cvtColor(self._smooth(work), cv2.COLOR_RGB2Lab)
         labels = region_labels(work_points, work_mask, lab, self.colours)
         source = lab.astype(np.float32)
@@ -272,6 +272,9 @@ class CelStylizer(Stylizer):
         if p.line_weight > 0:
             xdog = ink_lines(lab[..., 0], p.line_weight, work_scale) \
                 * _soft(np.take(LINE_AMOUNT, labels), work_scale)
+            if work_mask is not None:
+                xdog = np.maximum(xdog, SILHOUETTE * silhouette(work_mask, p.line_weight,
+                                                                work_scale))
         if factor < 1:
             out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
             if p.line_weight > 0:
@@ -280,8 +283,6 @@ class CelStylizer(Stylizer):
         if p.line_weight > 0:
             scale = min(height, width) / REFERENCE_SIDE
             ink = np.maximum(xdog, drawn_lines(points, (height, width), p.line_weight, scale))
-            if mask is not None and SILHOUETTE > 0:
-                ink = np.maximum(ink, SILHOUETTE * silhouette(mask, p.line_weight, scale))
             out[..., 0] *= 1.0 - INK * ink
         rgb = cv2.cvtColor(cv2.convertScaleAbs(out), cv2.COLOR_Lab2RGB)
         if p.softness > 0:
