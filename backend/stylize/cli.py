@@ -76,6 +76,10 @@ def stylize(options, progress) -> dict:
     summary = (f"stylized {report['n_frames']} frames at {report['timing']['stylize_fps']:.1f} fps; "
                f"ISI input {_fmt(metrics['input']['isi'])} -> stylized {_fmt(metrics['stylized']['isi'])}, "
                f"ITF {_fmt(metrics['input']['itf_db'])} -> {_fmt(metrics['stylized']['itf_db'])} dB")
+    if metrics["eyes"]["eye_contrast_ratio"] is not None:
+        summary += f"; eye contrast kept {_fmt(metrics['eyes']['eye_contrast_ratio'])}x"
+    if report.get("notes", {}).get("warning"):
+        summary += f" ({report['notes']['warning']})"
     progress.result(summary, path=report["outputs"]["stylized"])
     return report
 
