@@ -11,7 +11,7 @@ from ..backend.formats import proportions as proportions_format
 from . import runner
 
 
-def build_arguments(video: str, out_dir: str, style: str = "toon", style_strength: float = 0.8,
+def build_arguments(video: str, out_dir: str, style: str = "cel", style_strength: float = 0.8,
                     exemplar: str = "", style_model: str = "", stylized_folder: str = "",
                     preset: str = "default", iterations: int = 0, device: str = "auto",
                     frame_start: int = 0, frame_end: int = -1, frame_stride: int = 1,

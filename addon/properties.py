@@ -5,7 +5,9 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-STYLES = [("toon", "Toon", "Flat colours and ink edges (built-in, no weights)"),
+STYLES = [("cel", "Cel", "Face-aware cel shading: flat regions, drawn eyes, exposure and white "
+                          "balance set per clip (built-in, no weights)"),
+          ("toon", "Toon", "Flat colours and ink edges over the whole frame (built-in, no weights)"),
           ("exemplar", "Exemplar", "Transfer the colours of an exemplar image"),
           ("model", "Model File", "A TorchScript or ONNX image-to-image model you provide"),
           ("folder", "Frames Folder", "Frames you already stylized, same names as the frames"),
@@ -42,7 +44,7 @@ class ToonSplatSettings(bpy.types.PropertyGroup):
                     "into the lens; they calibrate the gaze of the whole clip (blinks in them are "
                     "skipped). Empty: none")
     # Style
-    style: EnumProperty(name="Style", items=STYLES, default="toon")
+    style: EnumProperty(name="Style", items=STYLES, default="cel")
     style_strength: FloatProperty(name="Strength", default=0.8, min=0.0, max=1.0, subtype="FACTOR")
     exemplar_path: StringProperty(name="Exemplar", subtype="FILE_PATH")
     style_model_path: StringProperty(name="Model", subtype="FILE_PATH")

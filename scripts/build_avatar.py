@@ -36,7 +36,7 @@ def parse(arguments):
     source.add_argument("--video", help="video file or image folder of a face")
     source.add_argument("--avatar", help="import this avatar file instead of running the pipeline")
     parser.add_argument("--tracking", default="", help="with --avatar: keyframe this tracking file")
-    parser.add_argument("--style", default="toon", help="built-in style name (default toon)")
+    parser.add_argument("--style", default="cel", help="built-in style name (default cel)")
     parser.add_argument("--proportions", default="none", metavar="PRESET[:STRENGTH]",
                         help="toon proportions in 3D for the build: none (default), subtle, toon "
                              "or chibi, strength 0..1 (default 1); the imported avatar dials them "

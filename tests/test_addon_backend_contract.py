@@ -29,7 +29,7 @@ def _parse(command: str, arguments: list[str]):
 
 
 @pytest.mark.parametrize("style, extra", [
-    ("toon", {}), ("exemplar", {"exemplar": "IMAGE"}), ("model", {"style_model": "IMAGE"}),
+    ("cel", {}), ("toon", {}), ("exemplar", {"exemplar": "IMAGE"}), ("model", {"style_model": "IMAGE"}),
     ("folder", {"stylized_folder": "FOLDER"}), ("none", {}),
 ])
 def test_build_arguments_parse_with_the_backend(addon_pipeline, tmp_path, style, extra):
@@ -50,6 +50,15 @@ def test_build_arguments_parse_with_the_backend(addon_pipeline, tmp_path, style,
     assert options.style.strength == 0.5 and options.train.iters == 100
     spec = style_spec(options)
     assert spec == style or spec.endswith(":" + str(tmp_path))
+
+
+def test_default_style_is_the_backends(addon_pipeline, tmp_path):
+    import inspect
+
+    from backend.formats.options import StyleOptions
+
+    default = inspect.signature(addon_pipeline.build_arguments).parameters["style"].default
+    assert default == StyleOptions().style == "cel"
 
 
 def test_check_tracking_arguments_stop_after_prepare(addon_pipeline, tmp_path):
