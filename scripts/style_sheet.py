@@ -5,10 +5,10 @@ each avatar at 0 and 30 degrees of yaw, one row per build folder.
         --proportions toon:1.0 --out sheet.png [--frame N] [--height 256]
 
 A build folder is what ``python -m backend build --out`` makes (data/frames, data/stylized,
-data/tracking.npz, avatar.npz). The avatar is posed with the expression, jaw and eyes of frame N
-(default: the turntable's frame from turntable.json, else the middle frame) and seen by the orbit
-camera of ``python -m backend render --orbit``; the proportions are applied to a copy in memory,
-the build folder is not changed.
+data/tracking.npz, avatar.npz or train/avatar.npz). The avatar is posed with the expression, jaw
+and eyes of frame N (default: the turntable's frame from turntable.json, else the middle frame)
+and seen by the orbit camera of ``python -m backend render --orbit``; the proportions are applied
+to a copy in memory, the build folder is not changed.
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ def sheet_row(build: str, spec: str, frame: int | None, height: int) -> np.ndarr
     images = [read_png(os.path.join(data.folder(FRAMES), name))]
     stylized = os.path.join(data.folder(STYLIZED), name)
     images.append(read_png(stylized) if os.path.isfile(stylized) else np.zeros_like(images[0]))
-    avatar = avatar_format.read(os.path.join(build, "avatar.npz"))
+    avatar_path = os.path.join(build, "avatar.npz")
+    if not os.path.isfile(avatar_path):  # a train-only folder (bench quality's synthetic subject)
+        avatar_path = os.path.join(build, "train", "avatar.npz")
+    avatar = avatar_format.read(avatar_path)
     images += avatar_views(avatar, tracking, index, height)
     images += avatar_views(apply_proportions(avatar, spec), tracking, index, height)
     return np.concatenate([fit_height(image, height) for image in images], axis=1)
