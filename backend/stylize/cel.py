@@ -6,7 +6,7 @@ Per clip, once (``fit_clip``, on a few frames spread over the clip):
 2. A colour model of the person (skin, hair, clothes) and a palette: each region's median
    colour in the clip (the *reference*) and its cel colour (the *target*): skin and hair a
    little more saturated, the neck a shade darker than the face, brows darker than the hair,
-   white sclera, a dark saturated iris, a dark mouth interior.
+   white sclera, a dark saturated iris, a dark mouth interior, off-white teeth.
 
 Per frame:
 
@@ -63,10 +63,12 @@ from .regions import (
     REGIONS,
     SCLERA,
     SKIN,
+    TEETH,
     ColourModel,
     colour_model,
     face_polygons,
     region_labels,
+    teeth_score,
 )
 from .temporal import FlowStabilizer
 from .tone import ClipTone, fit_tone
@@ -79,11 +81,13 @@ JAW = FACE_OVAL[10:27]     # the face oval from one jaw angle round the chin to 
 # Per region (in REGIONS order): how strongly the luminance bands show, how much of the pixel's
 # own chroma survives flattening (times 1 - flatness), how strong the XDoG lines are, and the
 # band plateaus allowed below and above the region's colour.
-BAND_AMOUNT = np.float32([0.5, 0.8, 0.6, 0.8, 1.0, 0.3, 0.6, 1.0, 0.0, 0.3])
-CHROMA_KEPT = np.float32([0.3, 1.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.3, 0.0, 0.3])
-LINE_AMOUNT = np.float32([0.0, 0.7, 0.25, 0.6, 1.0, 0.0, 0.3, 0.3, 0.0, 0.0])
-BAND_RANGE = {BACKGROUND: (-1, 1), MOUTH: (-1, 5), SCLERA: (0, 0), BROW: (-1, 0)}
+BAND_AMOUNT = np.float32([0.5, 0.8, 0.6, 0.8, 1.0, 0.3, 0.6, 1.0, 0.0, 0.3, 1.2])
+CHROMA_KEPT = np.float32([0.3, 1.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.3, 0.0, 0.3, 0.0])
+LINE_AMOUNT = np.float32([0.0, 0.7, 0.25, 0.6, 1.0, 0.0, 0.3, 0.3, 0.0, 0.0, 0.0])
+BAND_RANGE = {BACKGROUND: (-1, 1), CLOTHES: (-1, 3), MOUTH: (-1, 5), SCLERA: (0, 0), BROW: (-1, 0),
+              TEETH: (-1, 0)}
 SCLERA_LAB = (242.0, 128.0, 131.0)
+TEETH_LAB = (232.0, 128.0, 134.0)   # a clean, slightly warm off-white
 PUPIL_L = 22.0
 CATCHLIGHT_L = 252.0
 SILHOUETTE = 0.5           # darkness of the person mask's outline
@@ -263,7 +267,8 @@ class CelStylizer(Stylizer):
             work_mask = None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
         work = self.tone.apply(work)
         lab = cv2.cvtColor(self._smooth(work), cv2.COLOR_RGB2Lab)
-        labels = region_labels(work_points, work_mask, lab, self.colours)
+        teeth = self.steady.smooth_teeth(teeth_score(lab, work_points, self.colours))
+        labels = region_labels(work_points, work_mask, lab, self.colours, teeth)
         source = lab.astype(np.float32)
         background = labels == BACKGROUND
         np.copyto(source, _backdrop(work, background), where=background[..., None])
@@ -300,14 +305,25 @@ class SteadyRegions:
     The landmarks of ``prepare`` are already smoothed without lag; what sub-pixel jitter is
     left would make crisp drawn lines (lids, iris, brows) shimmer. Each point moves toward its
     new position by a fraction that grows with its speed (a one-euro-like filter: still points
-    are averaged over a few frames, moving ones follow at once). The mask is averaged with the
-    previous one where they agree and follows the new one where they do not (motion).
+    are averaged over a few frames, moving ones follow at once). The mask and the teeth score
+    are averaged with the previous ones where they agree and follow the new ones where they do
+    not (motion).
     """
 
     def __init__(self, still: float = 0.3, speed_px: float = 2.0, mask_weight: float = 0.5):
         self.still, self.speed_px, self.mask_weight = still, speed_px, mask_weight
         self.points: np.ndarray | None = None
         self.mask: np.ndarray | None = None
+        self.teeth: np.ndarray | None = None
+
+    def smooth_teeth(self, score: np.ndarray) -> np.ndarray:
+        """The (H, W) float32 teeth score in [0, 1] (``regions.teeth_score``), averaged with the
+        previous frame's where the two agree (differ by less than a half)."""
+        if self.teeth is None or self.teeth.shape != score.shape:
+            self.teeth = score
+        else:
+            self.teeth = _agreeing_average(self.teeth, score, 0.5, self.mask_weight)
+        return self.teeth
 
     def __call__(self, points: np.ndarray, mask: np.ndarray | None, scale: float):
         if self.points is None or self.points.shape != points.shape:
@@ -322,14 +338,20 @@ class SteadyRegions:
         elif self.mask is None or self.mask.shape != mask.shape:
             self.mask = mask.astype(np.float32)
         else:
-            import cv2
-
-            agree = np.abs(mask.astype(np.float32) - self.mask) < 128
-            blended = cv2.addWeighted(self.mask, self.mask_weight, mask.astype(np.float32),
-                                      1 - self.mask_weight, 0.0)
-            self.mask = np.where(agree, blended, mask.astype(np.float32))
+            self.mask = _agreeing_average(self.mask, mask.astype(np.float32), 128.0,
+                                          self.mask_weight)
         steady_mask = None if self.mask is None else (self.mask + 0.5).astype(np.uint8)
         return self.points.astype(np.float32), steady_mask
+
+
+def _agreeing_average(previous: np.ndarray, new: np.ndarray, agree: float,
+                      weight: float) -> np.ndarray:
+    """(H, W) float32: ``weight`` of ``previous`` and the rest of ``new`` where they differ by
+    less than ``agree``, ``new`` elsewhere."""
+    import cv2
+
+    blended = cv2.addWeighted(previous, weight, new, 1 - weight, 0.0)
+    return np.where(np.abs(new - previous) < agree, blended, new)
 
 
 # -- palette ----------------------------------------------------------------------------------
@@ -350,7 +372,7 @@ def clip_reference(samples, colours: ColourModel) -> np.ndarray:
     defaults = {BACKGROUND: (200, 128, 128), CLOTHES: colours.clothes, HAIR: colours.hair,
                 NECK: colours.skin_mean, SKIN: colours.skin_mean, BROW: colours.hair,
                 LIPS: (140, 160, 145), MOUTH: (60, 150, 140), SCLERA: (200, 128, 130),
-                IRIS: (80, 128, 135)}
+                IRIS: (80, 128, 135), TEETH: (200, 130, 136)}
     reference = np.zeros((N_REGIONS, 3), np.float32)
     for region in range(N_REGIONS):
         pixels = np.concatenate(found[region]).astype(np.float32)
@@ -362,7 +384,7 @@ def cel_targets(reference: np.ndarray, saturation: float,
                 overrides: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """(N_REGIONS, 3) float32 cel colours from the clip's reference colours (module docstring),
     with ``overrides`` (region name -> CIELAB) replacing single regions; the eyes stay legible
-    whatever the override (sclera light, iris dark)."""
+    whatever the override (sclera light, iris dark), and so do the teeth (light)."""
     target = reference.copy()
 
     def saturate(colour, gain):
@@ -377,6 +399,7 @@ def cel_targets(reference: np.ndarray, saturation: float,
     target[LIPS, 0] = min(reference[LIPS, 0], target[SKIN, 0] - 25)
     target[MOUTH] = (55, 150, 140)
     target[SCLERA] = SCLERA_LAB
+    target[TEETH] = TEETH_LAB
     iris = reference[IRIS].copy()
     iris[1:] -= 0.5 * (reference[SCLERA, 1:] - 128)    # the sclera's tint is the light's: not the iris's
     iris = saturate(iris, 1.8)
@@ -388,6 +411,7 @@ def cel_targets(reference: np.ndarray, saturation: float,
         target[REGIONS.index(name)] = colour
     target[SCLERA, 0] = max(target[SCLERA, 0], 215.0)
     target[IRIS, 0] = min(target[IRIS, 0], 100.0)
+    target[TEETH, 0] = max(target[TEETH, 0], 200.0)
     return np.clip(target, 0, 255).astype(np.float32)
 
 

@@ -1,13 +1,18 @@
 """Face regions of one frame: a label per pixel from FaceMesh landmarks, the person mask and colour.
 
 Labels (``REGIONS``): background, clothes, hair, neck, skin, brows, lips, mouth interior,
-sclera (eye whites), iris. The face parts come from landmark polygons (``faces``); what lies
-outside the face oval but inside the person mask is split by colour, against a per-clip
-:class:`ColourModel` (skin, hair and clothes colours in CIELAB): each pixel takes the nearest of
-the three colours (never clothes above the brows); skin is skin (forehead, ears) above the mouth
-and neck below it. Colours are judged on the edge-preserving smoothed frame and the colour
-distances are blurred before they are compared, so region edges follow the face and do not
-crawl with sensor noise.
+sclera (eye whites), iris, teeth. The face parts come from landmark polygons (``faces``); inside
+the inner lip contour, bright low-chroma pixels are teeth (``teeth_score``) and the rest is the
+mouth interior. The rest of the person mask is split by colour, against a per-clip
+:class:`ColourModel` (skin, hair and clothes colours in CIELAB): each pixel takes the nearest
+of the colours allowed where it lies. Skin is allowed only inside the face oval, beside it
+where the ears are and below it where the neck is (``skin_zone``); on the forehead (inside the
+oval above the brows and a little above the oval, ``forehead_zone``) only skin joined to the
+face by skin straight below it counts. Clothes are allowed only below the mouth, so what is
+above it and not skin is hair (a light hair highlight never becomes a patch of skin); below
+the mouth, hair must also have the hair's hue (``hair_hue``), or it is clothes. Colours are
+judged on the edge-preserving smoothed frame and the colour distances are blurred before they
+are compared, so region edges follow the face and do not crawl with sensor noise.
 """
 
 from __future__ import annotations
@@ -19,13 +24,19 @@ import numpy as np
 from .faces import BROWS, EYES, FACE_OVAL, LIPS_INNER, LIPS_OUTER, iris_circle, polygon_mask
 
 REGIONS = ("background", "clothes", "hair", "neck", "skin", "brows", "lips", "mouth", "sclera",
-           "iris")
-BACKGROUND, CLOTHES, HAIR, NECK, SKIN, BROW, LIPS, MOUTH, SCLERA, IRIS = range(len(REGIONS))
+           "iris", "teeth")
+BACKGROUND, CLOTHES, HAIR, NECK, SKIN, BROW, LIPS, MOUTH, SCLERA, IRIS, TEETH = range(len(REGIONS))
 LAB_WEIGHTS = np.array([0.5, 1.0, 1.0], np.float32)   # lightness counts half in colour distances
 SKIN_WEIGHTS = np.array([0.25, 1.0, 1.0], np.float32)  # shading changes lightness, not hue
 SKIN_BONUS = 0.8           # skin varies more than hair or cloth: its distances count this much
 NECK_BONUS = 0.6           # and this much again where the neck is expected
 NOT_SKIN = 22.0            # colour model: pixels this far from the skin colour are hair or cloth
+FOREHEAD_REACH = 0.2       # the forehead: up to this many face heights above the face oval
+EAR_REACH = 0.2            # the ears: this many face widths beside the face oval
+HAIR_HUE = 14.0            # below the mouth, hair is at most this far from the hair's (a, b)
+TEETH_DARKER = 30.0        # teeth: at most this much darker than the skin (CIELAB L, 8-bit)
+TEETH_CHROMA = 0.9         # and at most this fraction of the skin's chroma (at least 12)
+TEETH_SOFT = 3.0           # softness of both thresholds (CIELAB units)
 
 
 @dataclass
@@ -70,7 +81,7 @@ def face_polygons(points: np.ndarray, shape: tuple[int, int]) -> dict[str, np.nd
 
 
 def region_labels(points: np.ndarray, mask: np.ndarray | None, lab: np.ndarray,
-                  colours: ColourModel) -> np.ndarray:
+                  colours: ColourModel, teeth: np.ndarray | None = None) -> np.ndarray:
     """The region label of every pixel of one frame.
 
     Args:
@@ -78,6 +89,8 @@ def region_labels(points: np.ndarray, mask: np.ndarray | None, lab: np.ndarray,
         mask: (H, W) uint8 person mask, or None (everything is the person).
         lab: (H, W, 3) uint8 CIELAB of the smoothed frame.
         colours: the clip's colour model.
+        teeth: (H, W) float32 teeth score in [0, 1] (``teeth_score``, perhaps smoothed over
+            time), or None to work it out from ``lab``.
 
     Returns:
         (H, W) uint8 labels, indices into ``REGIONS``.
@@ -88,17 +101,100 @@ def region_labels(points: np.ndarray, mask: np.ndarray | None, lab: np.ndarray,
     brow_y = float(points[[66, 296], 1].mean())
     mouth_y = float(points[[61, 291], 1].mean())
     person = np.ones(shape, bool) if mask is None else mask >= 128
-    nearest = nearest_colour(lab, colours, neck_zone(points, shape))   # 0 skin, 1 hair, 2 clothes
-    nearest[(nearest == 2) & (rows < brow_y)] = 1          # no clothes above the brows
-    labels = np.full(shape, BACKGROUND, np.uint8)
-    labels[person] = np.array([SKIN, HAIR, CLOTHES], np.uint8)[nearest[person]]
     face = parts["face"] >= 128
+    neck = neck_zone(points, shape)
+    forehead = forehead_zone(points, shape)
+    nearest = nearest_colour(lab, colours, neck, face | forehead | skin_zone(points, shape, neck),
+                             rows >= mouth_y)                  # 0 skin, 1 hair, 2 clothes
+    features = (parts["brows"] >= 128) | (parts["eyes"] >= 128)
+    nearest[forehead & ~skin_from_below((nearest == 0) | features, forehead)] = 1
+    labels = np.full(shape, BACKGROUND, np.uint8)
+    nearest[(nearest == 1) & (rows >= mouth_y) & ~hair_hue(lab, colours)] = 2
+    labels[person] = np.array([SKIN, HAIR, CLOTHES], np.uint8)[nearest[person]]
     labels[(labels == SKIN) & (rows > mouth_y) & ~face] = NECK
     labels[face & ((nearest != 1) | (rows >= brow_y))] = SKIN   # hair inside: a fringe
     for name, label in (("brows", BROW), ("lips", LIPS), ("mouth", MOUTH), ("eyes", SCLERA),
                         ("iris", IRIS)):
         labels[parts[name] >= 128] = label
+    if teeth is None:
+        teeth = teeth_score(lab, points, colours)
+    labels[(parts["mouth"] >= 128) & (teeth >= 0.5)] = TEETH
     return labels
+
+
+def hair_hue(lab: np.ndarray, colours: ColourModel) -> np.ndarray:
+    """(H, W) bool: pixels whose chromaticity (a, b, blurred a little) is within ``HAIR_HUE`` of
+    the hair's: below the mouth, what is not is clothes (a grey collar or a bright trim is not
+    hair even where it is nearer the hair's colour than the clothes')."""
+    import cv2
+
+    ab = lab[..., 1:].astype(np.float32) - np.asarray(colours.hair, np.float32)[1:]
+    distance = cv2.GaussianBlur(np.sqrt(np.einsum("hwc,hwc->hw", ab, ab)), (0, 0),
+                                max(0.7, min(lab.shape[:2]) / 256.0))
+    return distance < HAIR_HUE
+
+
+def forehead_zone(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the forehead, inside the face oval and above it: from the brows up to
+    ``FOREHEAD_REACH`` face heights above the oval's top, between the temples."""
+    rows = np.arange(shape[0], dtype=np.float32)[:, None]
+    columns = np.arange(shape[1], dtype=np.float32)[None, :]
+    left, right = sorted((float(points[234, 0]), float(points[454, 0])))
+    top = float(points[list(FACE_OVAL), 1].min()) - FOREHEAD_REACH * face_height(points)
+    brow_y = float(points[[66, 296], 1].mean())
+    return (rows > top) & (rows < brow_y) & (columns > left) & (columns < right)
+
+
+def skin_from_below(skin: np.ndarray, zone: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of ``zone`` that are ``skin`` and joined to the face below the zone
+    by an unbroken run of skin straight below them (a forehead is; a light strand in the hair
+    above or in a fringe is not)."""
+    rows = np.flatnonzero(zone.any(axis=1))
+    joined = np.zeros_like(skin)
+    if len(rows) == 0:
+        return joined
+    r0, r1 = rows[0], rows[-1] + 1
+    below = min(r1 + 1, skin.shape[0])
+    run = skin[r0:below][::-1]                          # bottom row first
+    joined[r0:below] = np.logical_and.accumulate(run, axis=0)[::-1]
+    return joined & skin
+
+
+def skin_zone(points: np.ndarray, shape: tuple[int, int], neck: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where skin may be outside the face oval: the neck zone and the ears (from
+    the brows to the mouth, at most ``EAR_REACH`` face widths beside the oval)."""
+    rows = np.arange(shape[0], dtype=np.float32)[:, None]
+    columns = np.arange(shape[1], dtype=np.float32)[None, :]
+    left, right = sorted((float(points[234, 0]), float(points[454, 0])))
+    reach = EAR_REACH * (right - left)
+    brow_y = float(points[[66, 296], 1].mean())
+    mouth_y = float(points[[61, 291], 1].mean())
+    ears = (rows > brow_y) & (rows < mouth_y) & (columns > left - reach) & (columns < right + reach)
+    return neck | ears
+
+
+def teeth_score(lab: np.ndarray, points: np.ndarray, colours: ColourModel) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: how much each pixel inside the inner lip contour looks like
+    teeth (bright: at most ``TEETH_DARKER`` below the skin's lightness; and low in chroma: at
+    most ``TEETH_CHROMA`` of the skin's, and at most 12), soft thresholds; 0 outside the mouth's bounding box.
+    """
+    from .faces import LIPS_INNER
+
+    height, width = lab.shape[:2]
+    score = np.zeros((height, width), np.float32)
+    mouth = points[list(LIPS_INNER)]
+    x0, y0 = np.maximum(np.floor(mouth.min(axis=0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(mouth.max(axis=0)).astype(int) + 2, (width, height))
+    if x1 <= x0 or y1 <= y0:
+        return score
+    window = lab[y0:y1, x0:x1].astype(np.float32)
+    skin = np.asarray(colours.skin_mean, np.float32)
+    chroma = np.hypot(window[..., 1] - 128, window[..., 2] - 128)
+    skin_chroma = float(np.hypot(skin[1] - 128, skin[2] - 128))
+    light = (window[..., 0] - (skin[0] - TEETH_DARKER)) / TEETH_SOFT
+    pale = (max(TEETH_CHROMA * skin_chroma, 12.0) - chroma) / TEETH_SOFT
+    score[y0:y1, x0:x1] = 1.0 / (1.0 + np.exp(-np.minimum(light, pale)))
+    return score
 
 
 def neck_zone(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -113,13 +209,16 @@ def neck_zone(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         & (columns > left) & (columns < right)
 
 
-def nearest_colour(lab: np.ndarray, colours: ColourModel,
-                   neck: np.ndarray | None = None) -> np.ndarray:
+def nearest_colour(lab: np.ndarray, colours: ColourModel, neck: np.ndarray | None = None,
+                   skin_allowed: np.ndarray | None = None,
+                   clothes_allowed: np.ndarray | None = None) -> np.ndarray:
     """(H, W) uint8: which of skin (0), hair (1), clothes (2) each pixel's colour is nearest.
 
     Distances weigh lightness less (``SKIN_WEIGHTS``: shading changes lightness, not hue); skin
     counts ``NECK_BONUS`` closer inside ``neck``. They are measured at half size, blurred a
     little and scaled back up before they are compared: smooth edges at a quarter of the cost.
+    Where ``skin_allowed`` / ``clothes_allowed`` (H, W) bool are False, that colour is never
+    chosen (the nearest of the others is); hair is always allowed.
     """
     import cv2
 
@@ -137,6 +236,9 @@ def nearest_colour(lab: np.ndarray, colours: ColourModel,
         distances.append(distance)
     if neck is not None:
         distances[0] = np.where(neck, NECK_BONUS * distances[0], distances[0])
+    for index, allowed in ((0, skin_allowed), (2, clothes_allowed)):
+        if allowed is not None:
+            distances[index] = np.where(allowed, distances[index], np.inf)
     nearest = (distances[1] < distances[0]).astype(np.uint8)
     nearest[distances[2] < np.minimum(distances[0], distances[1])] = 2
     return nearest
