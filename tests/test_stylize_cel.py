@@ -1,6 +1,7 @@
 """The face-aware ``cel`` style: regions from landmarks, legible eyes, per-clip normalization,
-the fallback without landmarks, per-region exemplar palettes, the eye-contrast measure, and on a
-real webcam clip (``../shared/data/real``) the acceptance numbers of issue 23."""
+the fallback without landmarks, per-region exemplar palettes, the eye-contrast measure, teeth,
+hair and clothes on a smiling portrait (scikit-image's astronaut), and on a real webcam clip
+(``../shared/data/real``) the acceptance numbers of issue 23."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from backend.stylize import builtin_stylizer, jitter
 from backend.stylize.cel import CelParams, CelStylizer
 from backend.stylize.context import FrameContext, frames_near_detections
 from backend.stylize.exemplar import ExemplarStylizer, exemplar_stylizer
-from backend.stylize.faces import EYES, iris_circle, polygon_mask
+from backend.stylize.faces import EYES, FACE_OVAL, LIPS_INNER, iris_circle, polygon_mask
 from backend.stylize.metrics import EyeContrastMeter, eye_spreads, luminance
 from backend.stylize.pipeline import stylize_folder
 from backend.stylize.regions import (
@@ -116,6 +117,78 @@ def test_frames_near_detections():
     np.testing.assert_array_equal(frames_near_detections(found, 2),
                                   [1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1])
     assert not frames_near_detections(np.zeros(4, bool), 2).any()
+
+
+# -- a smiling portrait: teeth, hair, clothes ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    """scikit-image's astronaut (a smile with teeth, light wavy hair, a black turtleneck in an
+    orange suit with a grey collar ring), head and shoulders: (input, landmarks, person mask,
+    cel output)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    pytest.importorskip("mediapipe")
+    from backend.ingest.masks import SelfieSegmenter
+    from backend.stylize.faces import detect_landmarks
+
+    image = np.ascontiguousarray(skimage_data.astronaut()[0:384, 48:432])
+    points = detect_landmarks(image)
+    assert points is not None, "FaceMesh found no face in the astronaut"
+    segmenter = SelfieSegmenter()
+    try:
+        mask = segmenter(image)
+    finally:
+        segmenter.close()
+    stylizer = CelStylizer(CelParams(temporal=0.0))
+    context = FrameContext(0, points, mask)
+    stylizer.fit_clip([(image, context)])
+    return image, points, mask, stylizer.stylize(image, context)
+
+
+def _lab(image):
+    return cv2.cvtColor(image, cv2.COLOR_RGB2Lab).astype(np.float32)
+
+
+def _output_skin(out, points):
+    """(3,) CIELAB median of the output on both cheeks (landmarks 50 and 280)."""
+    lab = _lab(out)
+    return np.median(np.concatenate([lab[int(y) - 3:int(y) + 4, int(x) - 3:int(x) + 4].reshape(-1, 3)
+                                     for x, y in points[[50, 280]]]), axis=0)
+
+
+def test_teeth_are_drawn_light_and_the_mouth_dark_only_where_it_is(astronaut):
+    image, points, _, out = astronaut
+    lab_in, lab_out = _lab(image), _lab(out)
+    mouth = polygon_mask(points, LIPS_INNER, image.shape[:2])
+    inner = cv2.erode(mouth, np.ones((5, 5), np.uint8)) >= 128         # off the drawn lip line
+    chroma_in = np.hypot(lab_in[..., 1] - 128, lab_in[..., 2] - 128)
+    teeth = inner & (lab_in[..., 0] > 190) & (chroma_in < 15)          # plainly white teeth
+    dark = (mouth >= 128) & (lab_in[..., 0] < 100)                      # the dark corners
+    assert teeth.sum() > 30 and dark.sum() > 5
+    luma = luminance(out)
+    assert luma[teeth].mean() > 140, "the teeth are drawn dark"
+    assert luma[teeth].mean() > luma[dark].mean() + 90
+    chroma_out = np.hypot(lab_out[teeth, 1] - 128, lab_out[teeth, 2] - 128)
+    assert chroma_out.mean() < 12, "the teeth are not a clean off-white"
+
+
+def test_hair_highlights_and_dark_clothes_are_not_skin_coloured(astronaut):
+    image, points, mask, out = astronaut
+    lab_in, lab_out = _lab(image), _lab(out)
+    skin = _output_skin(out, points)
+    rows = np.arange(image.shape[0])[:, None]
+    person = mask >= 128
+    height = np.linalg.norm(points[10] - points[152])
+    hair = person & (rows < points[list(FACE_OVAL), 1].min() - 0.02 * height)   # above the face
+    assert hair.sum() > 3000
+    distance = np.linalg.norm((lab_out[hair] - skin) * np.sqrt([0.5, 1, 1]), axis=1)
+    assert (distance < 15).mean() < 0.01, "patches of the hair are skin-coloured"
+    # the black turtleneck below the chin, where the neck is expected
+    turtleneck = person & (rows > points[152, 1] + 0.1 * height) & (lab_in[..., 0] < 60)
+    assert turtleneck.sum() > 3000
+    hue = np.linalg.norm(lab_out[turtleneck][:, 1:] - skin[1:], axis=1)
+    assert (hue < 8).mean() < 0.05, "the dark clothes are drawn in the skin's colour"
 
 
 # -- normalization, fallback, temporal stability ------------------------------------------------

@@ -6,7 +6,8 @@ the inner lip contour, bright low-chroma pixels are teeth (``teeth_score``) and 
 mouth interior. The rest of the person mask is split by colour, against a per-clip
 :class:`ColourModel` (skin, hair and clothes colours in CIELAB): each pixel takes the nearest
 of the colours allowed where it lies. Skin is allowed only inside the face oval, beside it
-where the ears are and below it where the neck is (``skin_zone``); on the forehead (inside the
+where the ears are and below it where the neck is (``skin_zone``), and there only in colours
+skin can take in light or shadow (``skin_like``); on the forehead (inside the
 oval above the brows and a little above the oval, ``forehead_zone``) only skin joined to the
 face by skin straight below it counts. Clothes are allowed only below the mouth, so what is
 above it and not skin is hair (a light hair highlight never becomes a patch of skin); below
@@ -32,9 +33,11 @@ SKIN_BONUS = 0.8           # skin varies more than hair or cloth: its distances 
 NECK_BONUS = 0.6           # and this much again where the neck is expected
 NOT_SKIN = 22.0            # colour model: pixels this far from the skin colour are hair or cloth
 FOREHEAD_REACH = 0.2       # the forehead: up to this many face heights above the face oval
+SKIN_DARKEST = 0.45        # skin outside the face oval: at least this much of the skin's lightness
+SKIN_PALEST = 0.4          # and of its chroma
 EAR_REACH = 0.2            # the ears: this many face widths beside the face oval
 HAIR_HUE = 14.0            # below the mouth, hair is at most this far from the hair's (a, b)
-TEETH_DARKER = 30.0        # teeth: at most this much darker than the skin (CIELAB L, 8-bit)
+TEETH_DARKER = 50.0        # teeth: at most this much darker than the skin (CIELAB L, 8-bit)
 TEETH_CHROMA = 0.9         # and at most this fraction of the skin's chroma (at least 12)
 TEETH_SOFT = 3.0           # softness of both thresholds (CIELAB units)
 
@@ -104,8 +107,8 @@ def region_labels(points: np.ndarray, mask: np.ndarray | None, lab: np.ndarray,
     face = parts["face"] >= 128
     neck = neck_zone(points, shape)
     forehead = forehead_zone(points, shape)
-    nearest = nearest_colour(lab, colours, neck, face | forehead | skin_zone(points, shape, neck),
-                             rows >= mouth_y)                  # 0 skin, 1 hair, 2 clothes
+    allowed = face | ((forehead | skin_zone(points, shape, neck)) & skin_like(lab, colours))
+    nearest = nearest_colour(lab, colours, neck, allowed, rows >= mouth_y)  # skin, hair, clothes
     features = (parts["brows"] >= 128) | (parts["eyes"] >= 128)
     nearest[forehead & ~skin_from_below((nearest == 0) | features, forehead)] = 1
     labels = np.full(shape, BACKGROUND, np.uint8)
@@ -158,6 +161,16 @@ def skin_from_below(skin: np.ndarray, zone: np.ndarray) -> np.ndarray:
     run = skin[r0:below][::-1]                          # bottom row first
     joined[r0:below] = np.logical_and.accumulate(run, axis=0)[::-1]
     return joined & skin
+
+
+def skin_like(lab: np.ndarray, colours: ColourModel) -> np.ndarray:
+    """(H, W) bool: pixels that could be skin in shadow or light: lightness at least
+    ``SKIN_DARKEST`` of the skin's and chroma at least ``SKIN_PALEST`` of the skin's (a black
+    turtleneck or a grey collar is not, however near the neck it lies)."""
+    skin = np.asarray(colours.skin_mean, np.float32)
+    chroma = np.hypot(lab[..., 1].astype(np.float32) - 128, lab[..., 2].astype(np.float32) - 128)
+    skin_chroma = float(np.hypot(skin[1] - 128, skin[2] - 128))
+    return (lab[..., 0] >= SKIN_DARKEST * skin[0]) & (chroma >= SKIN_PALEST * skin_chroma)
 
 
 def skin_zone(points: np.ndarray, shape: tuple[int, int], neck: np.ndarray) -> np.ndarray:
