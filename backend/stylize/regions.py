@@ -33,6 +33,7 @@ SKIN_BONUS = 0.8           # skin varies more than hair or cloth: its distances 
 NECK_BONUS = 0.6           # and this much again where the neck is expected
 NOT_SKIN = 22.0            # colour model: pixels this far from the skin colour are hair or cloth
 FOREHEAD_REACH = 0.2       # the forehead: up to this many face heights above the face oval
+FOREHEAD_GAP = 0.06        # forehead skin may be cut off from the face by this much (face heights)
 SKIN_DARKEST = 0.45        # skin outside the face oval: at least this much of the skin's lightness
 SKIN_PALEST = 0.4          # and of its chroma
 EAR_REACH = 0.2            # the ears: this many face widths beside the face oval
@@ -107,10 +108,11 @@ def region_labels(points: np.ndarray, mask: np.ndarray | None, lab: np.ndarray,
     face = parts["face"] >= 128
     neck = neck_zone(points, shape)
     forehead = forehead_zone(points, shape)
-    allowed = face | ((forehead | skin_zone(points, shape, neck)) & skin_like(lab, colours))
+    allowed = face | forehead | (skin_zone(points, shape, neck) & skin_like(lab, colours))
     nearest = nearest_colour(lab, colours, neck, allowed, rows >= mouth_y)  # skin, hair, clothes
     features = (parts["brows"] >= 128) | (parts["eyes"] >= 128)
-    nearest[forehead & ~skin_from_below((nearest == 0) | features, forehead)] = 1
+    nearest[forehead & ~skin_from_below((nearest == 0) | features, forehead,
+                                        round(FOREHEAD_GAP * face_height(points)))] = 1
     labels = np.full(shape, BACKGROUND, np.uint8)
     nearest[(nearest == 1) & (rows >= mouth_y) & ~hair_hue(lab, colours)] = 2
     labels[person] = np.array([SKIN, HAIR, CLOTHES], np.uint8)[nearest[person]]
@@ -148,17 +150,23 @@ def forehead_zone(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (rows > top) & (rows < brow_y) & (columns > left) & (columns < right)
 
 
-def skin_from_below(skin: np.ndarray, zone: np.ndarray) -> np.ndarray:
+def skin_from_below(skin: np.ndarray, zone: np.ndarray, gap: int = 0) -> np.ndarray:
     """(H, W) bool: pixels of ``zone`` that are ``skin`` and joined to the face below the zone
-    by an unbroken run of skin straight below them (a forehead is; a light strand in the hair
-    above or in a fringe is not)."""
+    by a run of skin straight below them, broken by no more than ``gap`` pixels (a forehead
+    is, past a brow's tail; a light strand in the hair above or in a fringe is not)."""
+    import cv2
+
     rows = np.flatnonzero(zone.any(axis=1))
     joined = np.zeros_like(skin)
     if len(rows) == 0:
         return joined
     r0, r1 = rows[0], rows[-1] + 1
     below = min(r1 + 1, skin.shape[0])
-    run = skin[r0:below][::-1]                          # bottom row first
+    run = skin[r0:below]
+    if gap > 0:
+        run = cv2.morphologyEx(run.astype(np.uint8), cv2.MORPH_CLOSE,
+                               np.ones((gap + 1, 1), np.uint8)).astype(bool)
+    run = run[::-1]                                     # bottom row first
     joined[r0:below] = np.logical_and.accumulate(run, axis=0)[::-1]
     return joined & skin
 
