@@ -189,6 +189,7 @@ def test_hair_highlights_and_dark_clothes_are_not_skin_coloured(astronaut):
     assert turtleneck.sum() > 3000
     hue = np.linalg.norm(lab_out[turtleneck][:, 1:] - skin[1:], axis=1)
     assert (hue < 8).mean() < 0.05, "the dark clothes are drawn in the skin's colour"
+    assert lab_out[turtleneck][:, 0].mean() < 60, "the black turtleneck took the suit's colour"
 
 
 # -- normalization, fallback, temporal stability ------------------------------------------------

@@ -94,6 +94,7 @@ SILHOUETTE = 0.5           # darkness of the person mask's outline
 INK = 0.85                 # darkness of a full ink line (lightness x 1 - INK)
 WORK_SIDE = 256            # regions and colours at most this many pixels across (shorter side)
 BACKDROP_SIDE = 24         # the backdrop is a blur of the frame at this many pixels across
+CLOTHES_SIDE = 32          # the clothes' colours: a blur of them at this many pixels across
 
 
 @dataclass
@@ -272,7 +273,10 @@ class CelStylizer(Stylizer):
         source = lab.astype(np.float32)
         background = labels == BACKGROUND
         np.copyto(source, _backdrop(work, background), where=background[..., None])
-        out = flat_bands(source, labels, self.palette, self.band_table, 1.0 - p.flatness)
+        local = None
+        if "clothes" not in self.targets:          # clothes in their own colours, flattened
+            local = local_colours(source, labels == CLOTHES, p.saturation)
+        out = flat_bands(source, labels, self.palette, self.band_table, 1.0 - p.flatness, local)
         work_scale = min(labels.shape) / REFERENCE_SIDE
         if p.line_weight > 0:
             xdog = ink_lines(lab[..., 0], p.line_weight, work_scale) \
@@ -438,7 +442,7 @@ def band_table(params: CelParams) -> np.ndarray:
 
 
 def flat_bands(source: np.ndarray, labels: np.ndarray, palette: ClipPalette, table: np.ndarray,
-               chroma_kept: float) -> np.ndarray:
+               chroma_kept: float, local=None) -> np.ndarray:
     """Region colours with luminance bands (step 5).
 
     Args:
@@ -447,6 +451,8 @@ def flat_bands(source: np.ndarray, labels: np.ndarray, palette: ClipPalette, tab
         palette: the clip's reference and target colours.
         table: ``band_table``.
         chroma_kept: 1 - flatness.
+        local: None, or ``local_colours``' (weight, reference, target): where the weight is 1,
+            these replace the palette's colours.
 
     Returns:
         (H, W, 3) float32 CIELAB.
@@ -455,13 +461,47 @@ def flat_bands(source: np.ndarray, labels: np.ndarray, palette: ClipPalette, tab
 
     scale = min(labels.shape) / REFERENCE_SIDE
     labels3 = cv2.merge([labels, labels, labels])
-    reference = _soft(cv2.LUT(labels3, palette.reference_table), scale).astype(np.float32)
-    out = _soft(cv2.LUT(labels3, palette.target_table), scale).astype(np.float32)
+    reference = cv2.LUT(labels3, palette.reference_table).astype(np.float32)
+    out = cv2.LUT(labels3, palette.target_table).astype(np.float32)
+    if local is not None:
+        weight, local_reference, local_target = local
+        reference += weight[..., None] * (local_reference - reference)
+        out += weight[..., None] * (local_target - out)
+    reference, out = _soft(reference, scale), _soft(out, scale)
     difference = np.clip(source[..., 0] - reference[..., 0] + 128.5, 0, 255).astype(np.int32)
     out[..., 0] += np.take(table.ravel(), labels.astype(np.int32) * 256 + difference)
     kept = np.take(chroma_kept * CHROMA_KEPT, labels)[..., None]
     out[..., 1:] += kept * (source[..., 1:] - reference[..., 1:])
     return out
+
+
+def local_colours(source: np.ndarray, region: np.ndarray, saturation: float):
+    """(weight, reference, target) for ``flat_bands``: the region's own colours, strongly
+    blurred (normalized convolution over the region only, at ``CLOTHES_SIDE`` pixels across):
+    a black turtleneck under an orange suit stays black, each garment is flat in its colour.
+
+    Args:
+        source: (H, W, 3) float32 CIELAB.
+        region: (H, W) bool.
+        saturation: chroma gain of the target.
+
+    Returns:
+        (H, W) float32 weight (the region, 0/1), (H, W, 3) float32 reference and target.
+    """
+    import cv2
+
+    height, width = region.shape
+    factor = CLOTHES_SIDE / max(height, width)
+    size = (max(2, round(width * factor)), max(2, round(height * factor)))
+    weight = region.astype(np.float32)
+    small = cv2.resize(source * weight[..., None], size, interpolation=cv2.INTER_AREA)
+    small_weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    blurred = cv2.GaussianBlur(small, (0, 0), 1.0) / np.maximum(
+        cv2.GaussianBlur(small_weight, (0, 0), 1.0), 1e-3)[..., None]
+    reference = cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
+    target = reference.copy()
+    target[..., 1:] = 128 + saturation * (target[..., 1:] - 128)
+    return weight, reference, target
 
 
 def draw_eyes(lab: np.ndarray, points: np.ndarray) -> None:
