@@ -6,13 +6,15 @@ Per clip, once (``fit_clip``, on a few frames spread over the clip):
 2. A colour model of the person (skin, hair, clothes) and a palette: each region's median
    colour in the clip (the *reference*) and its cel colour (the *target*): skin and hair a
    little more saturated, the neck a shade darker than the face, brows darker than the hair,
-   white sclera, a dark saturated iris, a dark mouth interior, off-white teeth.
+   white sclera, a dark saturated iris, a dark mouth interior, off-white teeth. Clothes have
+   no clip colour: each frame draws them in a strong blur of their own colours
+   (``local_colours``), so a black turtleneck under an orange suit stays black.
 
 Per frame:
 
 3. The clip correction, then edge-preserving smoothing (as in ``toon``).
 4. Region labels (``regions.region_labels``) from the frame's FaceMesh landmarks, its person
-   mask and colour.
+   mask and colour; the teeth score is averaged over time (``SteadyRegions.smooth_teeth``).
 5. Each pixel becomes its region's target colour plus a few soft luminance bands: its lightness
    difference to the region's reference, through a soft staircase (``levels`` plateaus
    ``band_step`` apart), and a fraction of its own chroma (``1 - flatness``). The background
