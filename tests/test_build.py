@@ -62,6 +62,9 @@ def test_build_runs_every_stage_then_skips_them(video, tmp_path):
     again = run_backend("build", "--video", str(video), "--out", str(out_dir), *BUILD, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "prepare: running (data/tracking.npz changed or is corrupted)" in again.stderr
+    # New frames: training starts from scratch, never from the old frames' checkpoint.
+    assert "train: starting afresh (an earlier stage ran)" in again.stderr
+    assert "resumed from" not in again.stderr
     tracking.read(track)
 
 

@@ -71,6 +71,29 @@ def test_changed_parameters_and_force_redo_a_stage(tmp_path):
     assert rec.runs[3:] == ["prepare", "train"]
 
 
+def test_a_stage_starts_afresh_only_when_its_inputs_were_redone(tmp_path):
+    rec = Recorder(tmp_path)
+    fresh: list[str] = []
+
+    def stages(train_param="a"):
+        train = rec.stage("train", param=train_param)
+        train.fresh = lambda ctx: fresh.append("train")
+        return [rec.stage("prepare"), train]
+
+    _run(rec, stages())
+    assert fresh == ["train"]               # first run: prepare ran before it
+    _run(rec, stages(train_param="b"))
+    assert fresh == ["train"]               # its own parameters changed: it may resume
+    (tmp_path / ".build" / "train.json").unlink()
+    _run(rec, stages(train_param="b"))
+    assert fresh == ["train"]               # left unfinished, inputs kept: resume
+    _run(rec, stages(train_param="b"), force=["prepare"])
+    assert fresh == ["train"] * 2           # new inputs: never resume
+    _run(rec, stages(train_param="b"), force=["train"])
+    assert fresh == ["train"] * 3
+    assert rec.runs == ["prepare", "train", "train", "train", "prepare", "train", "train"]
+
+
 def test_failed_stage_names_itself_and_keeps_earlier_outputs(tmp_path):
     rec = Recorder(tmp_path)
     rec.fail = "train"

@@ -120,6 +120,15 @@ def _stylize(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
     return [f"data/{STYLIZED}"], metrics
 
 
+def _discard_checkpoint(build: Build) -> None:
+    """New frames or stylized frames: the checkpoint was trained on others, never resume it."""
+    from ..train.trainer import CHECKPOINT
+
+    path = os.path.join(build.train_dir, CHECKPOINT)
+    if os.path.exists(path):
+        os.unlink(path)
+
+
 def _train(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
     from ..train.cli import train
 
@@ -229,7 +238,8 @@ def make_stages(build: Build, progress):
                    "and re-run"),
         Stage("train", lambda b: _train(b, progress), _validate_train,
               lambda b: opts.changed(b.train_options()), weight=6.0,
-              hint="re-run the same command to resume from the last checkpoint"),
+              hint="re-run the same command to resume from the last checkpoint",
+              fresh=_discard_checkpoint),
         Stage("export", lambda b: _export(b, progress), _validate_export, _export_params,
               weight=0.5,
               hint="re-run the same command; the trained avatar is kept in train/avatar.npz"),

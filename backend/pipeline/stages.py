@@ -38,7 +38,10 @@ class Stage:
     ``run(context)`` does the work and returns the output paths (relative to the build folder)
     to fingerprint plus a dict of metrics for the report. ``validate(context)`` raises if the
     outputs cannot be used (e.g. a contract file fails to read). ``weight`` is the stage's share of
-    the overall time, for the overall ETA.
+    the overall time, for the overall ETA. ``fresh(context)``, if given, discards what the stage
+    would resume from (a training checkpoint); it is called when the stage runs after an earlier
+    stage ran in the same invocation, or when it is forced: its old partial state may no longer
+    match its inputs. A stage that was only left unfinished (its inputs kept) is not made fresh.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Stage:
     params: Callable[[Any], dict[str, Any]]
     weight: float = 1.0
     hint: str = ""
+    fresh: Callable[[Any], None] | None = None
 
 
 @dataclass
@@ -143,6 +147,10 @@ def run_stages(root: str, stages: list[Stage], context: Any, progress,
             continue
         if stage.name not in force and not redo_rest:
             log.info("%s: running (%s)", stage.name, reason)
+        elif stage.fresh is not None:
+            log.info("%s: starting afresh (%s)", stage.name,
+                     "forced" if stage.name in force else "an earlier stage ran")
+            stage.fresh(context)
         redo_rest = True
         clear_marker(root, stage.name)
         start = time.monotonic()
