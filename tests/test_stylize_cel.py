@@ -1,7 +1,7 @@
 """The face-aware ``cel`` style: regions from landmarks, legible eyes, per-clip normalization,
 the fallback without landmarks, per-region exemplar palettes, the eye-contrast measure, teeth,
 hair and clothes on a smiling portrait (scikit-image's astronaut), and on a real webcam clip
-(``../shared/data/real``) the acceptance numbers of issue 23."""
+(``../shared/data/real``) the acceptance numbers of the cel style (eye contrast, ITF, ISI)."""
 
 from __future__ import annotations
 
@@ -389,7 +389,7 @@ def test_cel_is_the_default_style():
 @pytest.mark.skipif(not (REAL / "cap13_edit2.mp4").is_file(),
                     reason="../shared/data/real/cap13_edit2.mp4 is not beside the repository")
 def test_real_clip_eyes_stay_legible_and_the_video_steady(tmp_path):
-    """Issue 23 on the dim webcam clip (its first 4 s): toon turns the eyes into dark boxes
+    """On the dim webcam clip (its first 4 s): toon turns the eyes into dark boxes
     (median eye-contrast ratio below 0.8), cel keeps them (>= 0.8), and cel's video is at least
     as steady as the input (ITF and ISI)."""
     data = tmp_path / "cap13"
