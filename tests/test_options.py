@@ -32,6 +32,7 @@ def _roundtrip(options, context):
 
 SAMPLES = [
     (STAGE, PrepareOptions(video="clip.mp4", out="data", end=3.5, stride=2, size=256, qa=False,
+                           hands=False,
                            track=TrackOptions(refine="photometric", eye_contact="0-9", focal=900.0,
                                               n_expressions=20))),
     (STAGE, StyleOptions(data="data", style="exemplar:x.png", strength=0.25, levels=4,
@@ -41,7 +42,7 @@ SAMPLES = [
                          images="stylized", progressive=True, frontal_yaw=0.3, seed=3)),
     (BUILD, BuildOptions(out="build", frame_start=3, frame_end=40, force=["train", "export"],
                          stop_after="prepare",
-                         prepare=PrepareOptions(images="folder", size=384,
+                         prepare=PrepareOptions(images="folder", size=384, hands=False,
                                                 track=TrackOptions(refine="photometric")),
                          style=StyleOptions(style="none", strength=0.5),
                          train=TrainOptions(iters=99, device="cpu"))),

@@ -9,7 +9,7 @@ from backend.errors import InputError
 from backend.fileio import write_png
 from backend.formats import tracking as tracking_format
 from backend.formats.examples import random_tracking
-from backend.formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData
+from backend.formats.prepared import FRAMES, MASKS, OCCLUDERS, STYLIZED, PreparedData
 
 
 def _folder(tmp_path, n_frames=4, masks=True):
@@ -52,6 +52,22 @@ def test_missing_pieces_are_named(tmp_path):
         data.validate(FRAMES)
     with pytest.raises(InputError, match="000003.png.*prepared-data folder"):
         data.read_frame(3)
+
+
+def test_occluders_are_optional_and_cleared_together(tmp_path):
+    data = _folder(tmp_path)
+    assert data.occluders == str(tmp_path / "data" / OCCLUDERS)
+    assert data.read_occluder(1) is None and data.count(OCCLUDERS) == 0
+    data.clear_occluders()                                # nothing to clear: no error
+    (tmp_path / "data" / OCCLUDERS).mkdir()
+    hand = np.zeros((32, 48), np.uint8)
+    hand[20:, 10:30] = 255
+    write_png(data.image_path(OCCLUDERS, 1), hand)
+    np.testing.assert_array_equal(data.read_occluder(1), hand)
+    assert data.read_occluder(0) is None
+    assert data.validate() == 4                           # sparse: no PNG per frame needed
+    data.clear_occluders()
+    assert not (tmp_path / "data" / OCCLUDERS).exists()
 
 
 def test_no_tracking_says_what_to_run(tmp_path):

@@ -90,6 +90,35 @@ def test_pixels_past_the_source_frame_are_never_targets(subject, tmp_path):
     assert float(data.target(0, torch.ones(3))[1][:, 52:].max()) == 0
 
 
+def test_pixels_under_a_hand_are_never_targets(subject, tmp_path):
+    """An occluder PNG (a hand, docs/TRAINING.md) zeroes the weight and the head region's alpha
+    where it is 255 and changes nothing elsewhere, nor on frames without one."""
+    import shutil
+
+    from backend.fileio import write_png
+    from backend.formats.prepared import OCCLUDERS, PreparedData
+
+    folder = tmp_path / "data"
+    shutil.copytree(subject, folder)
+    before = FrameData(str(folder))
+    occluder = np.zeros((before.height, before.width), np.uint8)
+    occluder[30:50, 20:44] = 255                     # over the lower face
+    (folder / OCCLUDERS).mkdir()
+    write_png(PreparedData(str(folder)).image_path(OCCLUDERS, 2), occluder)
+    after = FrameData(str(folder))
+    hand = torch.from_numpy(occluder > 0)
+    background = torch.ones(3)
+    head = (before.target(2, background)[1][..., 0] > 0.5) & (before.weight(2)[..., 0] > 0.5)
+    assert float(head[hand].float().mean()) > 0.5      # mostly head region: it was a target
+    assert float(after.weight(2)[hand].max()) == 0
+    assert float(after.target(2, background)[1][hand].max()) == 0
+    assert torch.equal(after.weight(2)[~hand], before.weight(2)[~hand])
+    assert torch.equal(after.target(2, background)[1][~hand], before.target(2, background)[1][~hand])
+    for t in (0, 1, 3):
+        assert torch.equal(after.weight(t), before.weight(t))
+        assert float(after.occluder(t).max()) == 0
+
+
 def test_unseen_gaussians_are_filled_from_seen_neighbours(tmp_path):
     """Behind an opaque face the Gaussians no training view shows get opaque and take their seen
     neighbours' colour; what the views show stays as it was. A short run's semi-transparent

@@ -97,6 +97,9 @@ class PrepareOptions:
                                "of mediapipe selfie segmentation: the whole person (hair, neck, "
                                "body), not the face alone; --refine photometric keeps the head "
                                "inside them")
+    hands: bool = option(True, "do not look for hands in front of the face (by default their "
+                         "region, found with mediapipe Hands, is no training target)",
+                         flags=("--no-hands",))
     crop_scale: float = option(2.2, "crop side as a multiple of the face size (default 2.2)")
     detect_size: int = option(640, hidden=True)  # long side of the detection pass's frames
     min_face_fraction: float = option(0.3, "fail when fewer frames than this show a face "

@@ -5,6 +5,8 @@ checks that the folder is complete. The layout (docs/DEVELOPING.md)::
 
     DATA/frames/000000.png ...   cropped RGB frames; frame i <-> tracking.npz frame i
     DATA/masks/000000.png ...    foreground masks, 8-bit gray, same names and size
+    DATA/occluders/000123.png .. optional: hands over the person (255), 8-bit gray, only frames
+                                 with one (no file: nothing occludes the frame)
     DATA/stylized/000000.png ... Stage 1's frames, same names and size
     DATA/tracking.npz            the tracking file (docs/FORMAT.md)
     DATA/landmarks.npz           the cleaned landmarks the fit used (crop pixels)
@@ -24,9 +26,9 @@ import numpy as np
 
 from ..errors import InputError
 
-FRAMES, MASKS, STYLIZED = "frames", "masks", "stylized"
+FRAMES, MASKS, STYLIZED, OCCLUDERS = "frames", "masks", "stylized", "occluders"
 N_LANDMARKS = 478   # MediaPipe FaceMesh points per frame in landmarks.npz (468 + 2 x 5 iris)
-IMAGE_KINDS = (FRAMES, MASKS, STYLIZED)
+IMAGE_KINDS = (FRAMES, MASKS, STYLIZED, OCCLUDERS)
 
 
 def inside_source(box, size: int, width: int, height: int) -> np.ndarray:
@@ -76,8 +78,14 @@ class PreparedData:
     def qa(self) -> str:
         return self.path("qa")
 
+    @property
+    def occluders(self) -> str:
+        """The optional folder of occluder masks (hands over the person): a PNG only for the
+        frames that have one."""
+        return self.folder(OCCLUDERS)
+
     def folder(self, kind: str) -> str:
-        """The folder of an image kind: ``frames``, ``masks`` or ``stylized``."""
+        """The folder of an image kind: ``frames``, ``masks``, ``stylized`` or ``occluders``."""
         if kind not in IMAGE_KINDS:
             raise ValueError(f"unknown image kind {kind!r}; one of {IMAGE_KINDS}")
         return self.path(kind)
@@ -111,6 +119,24 @@ class PreparedData:
         """Mask ``index`` as (H, W) uint8, or None when the folder has no mask for it."""
         path = self.image_path(MASKS, index)
         return _read(path, gray=True) if os.path.exists(path) else None
+
+    def read_occluder(self, index: int) -> np.ndarray | None:
+        """Occluder mask ``index`` as (H, W) uint8 (255 = a hand covers the pixel), or None when
+        nothing occludes the frame (no file: most frames, every frame of a folder without
+        ``occluders/``)."""
+        path = self.image_path(OCCLUDERS, index)
+        return _read(path, gray=True) if os.path.exists(path) else None
+
+    def clear_occluders(self) -> None:
+        """Remove the occluder PNGs (and the folder, when that leaves it empty): a writer of new
+        frames calls it first, since an earlier run's occluders need not fit them."""
+        folder = self.occluders
+        if not os.path.isdir(folder):
+            return
+        for name in self.names(OCCLUDERS):
+            os.unlink(os.path.join(folder, name))
+        if not os.listdir(folder):
+            os.rmdir(folder)
 
     def validate(self, *kinds: str) -> int:
         """Check the tracking file and the image folders ``kinds`` (default frames and masks):

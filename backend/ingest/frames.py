@@ -5,7 +5,8 @@ Two streaming passes over the source, so memory stays bounded whatever the video
 1. detect: frames scaled to ``detect_size``, FaceMesh landmarks -> one face box per frame; the
    boxes become stable square crops (fixed side, zero-phase smoothed centre).
 2. crop: full-resolution frames cut to the crops at ``size``; FaceMesh again on the crop (more
-   pixels on the face), a foreground mask, and the frame and mask PNGs written by a writer thread.
+   pixels on the face), a foreground mask, the hands' region (``--no-hands``: none), and the
+   frame, mask and occluder PNGs written by a writer thread.
 
 Then the landmarks are cleaned (spikes dropped, gaps filled, zero-phase One-Euro smoothing). The
 head-model fit that follows is tracking's (``backend/pipeline/prepare.py`` runs both).
@@ -23,7 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..fileio import ensure_writable_folder
 from ..formats.options import PrepareOptions
-from ..formats.prepared import FRAMES, MASKS, PreparedData
+from ..formats.prepared import FRAMES, MASKS, OCCLUDERS, PreparedData
 from . import crop as crops
 from .sources import Selection, SourceInfo, open_source
 
@@ -51,10 +52,12 @@ class Ingested:
     single_image: bool        # unrelated images (a portrait, an image folder): no temporal terms
     timings: dict
     size: int                 # the crops' side in pixels (``options.size``, or the automatic one)
+    hand_frames: int | None = None  # frames with a hand region in occluders/; None: not looked for
 
 
 def ingest(options: PrepareOptions, data: PreparedData, progress) -> Ingested:
-    """Detect, crop, segment and find landmarks; writes frames/ and masks/ of ``data``."""
+    """Detect, crop, segment and find landmarks and hands; writes frames/, masks/ and
+    occluders/ of ``data``."""
     started = time.perf_counter()
     source = open_source(options.video, options.images, options.image,
                          Selection(options.start, options.end, options.stride), options.fps)
@@ -72,13 +75,13 @@ def ingest(options: PrepareOptions, data: PreparedData, progress) -> Ingested:
                  float(np.nanmedian(crop_boxes[:, 2])))
     progress.stage("crop", f"cropping {len(crop_boxes)} frames to {options.size} px")
     stamp = time.perf_counter()
-    landmarks = crop_pass(source, crop_boxes, frames, options, data, progress)
+    landmarks, hand_frames = crop_pass(source, crop_boxes, frames, options, data, progress)
     timings["crop_s"] = time.perf_counter() - stamp
     focal = options.track.focal or 0.9 * max(source.info.width, source.info.height)
     principal = np.array([source.info.width / 2, source.info.height / 2])
     intrinsics = crops.crop_intrinsics(focal, principal, crop_boxes, options.size)
     return Ingested(source.info, frames, crop_boxes, intrinsics, landmarks, static, timings,
-                    options.size)
+                    options.size, hand_frames)
 
 
 def auto_size(crop_boxes: np.ndarray, smallest: int = 256, largest: int = 512) -> int:
@@ -146,19 +149,24 @@ def _check_faces(found: np.ndarray, path: str, min_fraction: float) -> None:
 
 
 def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOptions,
-              data: PreparedData, progress) -> Landmarks:
-    """Pass 2: crops, landmarks on the crops, masks; frames/ and masks/ written as it goes."""
+              data: PreparedData, progress) -> tuple[Landmarks, int | None]:
+    """Pass 2: crops, landmarks on the crops, masks, hands; frames/, masks/ and occluders/
+    written as it goes. Returns the landmarks and the number of frames with a hand (None with
+    ``options.hands`` off)."""
     from . import landmarks as marks
+    from .hands import HandSegmenter
     from .masks import SelfieSegmenter, UserMasks
 
     ensure_writable_folder(data.folder(FRAMES))
     ensure_writable_folder(data.folder(MASKS))
+    data.clear_occluders()  # an earlier run's: its frames need not be this run's
     user_masks = UserMasks(options.masks) if options.masks else None
     segmenter = None if user_masks else SelfieSegmenter()
     total = len(crop_boxes)
     points = np.zeros((total, 478, 3), np.float32)
-    found = np.zeros(total, bool)
+    found, hands = np.zeros(total, bool), np.zeros(total, bool)
     static = source.info.kind != "video"
+    hand_segmenter = HandSegmenter(video=not static) if options.hands else None
     writer = ThreadPoolExecutor(max_workers=1)
     pending = []
     try:
@@ -175,8 +183,13 @@ def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOpti
                     mask = crops.crop_image(full, crop_boxes[t], options.size)
                 else:
                     mask = segmenter(image)
+                occluder = None
+                if hand_segmenter is not None:
+                    occluder = hand_segmenter(image, mask, _hand_view(frame.image, crop_boxes[t],
+                                                                      options.size))
+                hands[t] = occluder is not None and bool(occluder.any())
                 pending.append(writer.submit(_write_pair, data, t, image, mask,
-                                             user_masks is None))
+                                             user_masks is None, occluder if hands[t] else None))
                 if len(pending) > 8:
                     pending.pop(0).result()
                 progress.progress(t + 1, total)
@@ -186,14 +199,30 @@ def crop_pass(source, crop_boxes: np.ndarray, frames: dict, options: PrepareOpti
         writer.shutdown(wait=True)
         if segmenter is not None:
             segmenter.close()
-    return _clean_landmarks(points, found, frames["timestamps"][:total], options, source.info.path,
-                            static)
+        if hand_segmenter is not None:
+            hand_segmenter.close()
+    if hands.any():
+        log.info("a hand covers part of %d of %d frames: no target there (occluders/)",
+                 int(hands.sum()), total)
+    landmarks = _clean_landmarks(points, found, frames["timestamps"][:total], options,
+                                 source.info.path, static)
+    return landmarks, (int(hands.sum()) if options.hands else None)
+
+
+def _hand_view(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """The crop's surroundings for the hand detector: the same centre and pixel scale, grown by
+    ``VIEW_MARGIN`` of the side on each side (a hand cut by the crop's edge is found there)."""
+    from .hands import VIEW_MARGIN
+
+    margin = round(VIEW_MARGIN * size)
+    side = size + 2 * margin
+    return crops.crop_image(image, np.array([box[0], box[1], box[2] * side / size]), side)
 
 
 def _write_pair(data: PreparedData, t: int, image: np.ndarray, mask: np.ndarray,
-                refine: bool) -> None:
+                refine: bool, occluder: np.ndarray | None = None) -> None:
     """Writes a crop and its mask (a segmentation's mask with its edges refined first: this runs
-    on the writer thread, next to mediapipe on the main one)."""
+    on the writer thread, next to mediapipe on the main one), and its occluder when it has one."""
     from ..fileio import write_png
     from .masks import refine_edges
 
@@ -202,6 +231,9 @@ def _write_pair(data: PreparedData, t: int, image: np.ndarray, mask: np.ndarray,
 
     write_png(data.image_path(FRAMES, t), image)
     write_png(data.image_path(MASKS, t), mask)
+    if occluder is not None:
+        ensure_writable_folder(data.folder(OCCLUDERS))
+        write_png(data.image_path(OCCLUDERS, t), occluder)
 
 
 def _clean_landmarks(points: np.ndarray, found: np.ndarray, times: np.ndarray,

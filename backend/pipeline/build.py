@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import InputError
 from ..formats import options as opts
 from ..formats.options import BuildOptions, PrepareOptions, StyleOptions, TrainOptions
-from ..formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData
+from ..formats.prepared import FRAMES, MASKS, OCCLUDERS, STYLIZED, PreparedData
 
 log = logging.getLogger("toonsplat")
 
@@ -109,7 +109,10 @@ def _prepare(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
     report = prepare(build.prepare_options(), progress)
     metrics = {"frames": build.data.count(FRAMES)}
     metrics.update({k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "frames"})
-    return [f"data/{FRAMES}", f"data/{MASKS}", "data/tracking.npz"], metrics
+    outputs = [f"data/{FRAMES}", f"data/{MASKS}", "data/tracking.npz"]
+    if os.path.isdir(build.data.folder(OCCLUDERS)):
+        outputs.append(f"data/{OCCLUDERS}")
+    return outputs, metrics
 
 
 def _stylize(build: Build, progress) -> tuple[list[str], dict[str, Any]]:

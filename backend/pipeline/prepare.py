@@ -82,6 +82,7 @@ def prepare(options: PrepareOptions, progress) -> dict:
     report = {"source": asdict(got.info), "options": asdict(options), "frames": n_frames,
               "crop_boxes": np.round(got.crop_boxes, 2).tolist(),
               "faces_found": int(marks.found.sum()), "valid": int(marks.valid.sum()),
+              "hand_frames": got.hand_frames,
               "timings": timings, "fps_end_to_end": n_frames / timings["total_s"],
               **summary, "eye_contact": eye_report,
               "qa": [os.path.relpath(p, data.root) for p in qa_paths]}
@@ -103,6 +104,7 @@ def _convert(options: PrepareOptions, progress) -> dict:
         raise InputError("give one input: --from-metrical or --from-vhap cannot be combined "
                          "with --video/--images/--image or with each other")
     head_model = options.track.head_model
+    PreparedData(options.out).clear_occluders()  # an earlier prepare's, not these frames'
     if options.from_metrical:
         converters.convert_metrical(options.from_metrical, options.out, head_model, progress)
     else:

@@ -7,8 +7,9 @@ What the avatar learns is the head region (docs/TRAINING.md): the person's mask 
 cut (``headmodel.regions``, one image line per frame that the trainer sets) and inside the
 source frame. A frame's pixels split three ways: the head region (a target, opaque), the
 background (a target, transparent) and the rest, which no loss or metric sees: the torso below
-the cut, and crop pixels past the source frame's edge (``weight`` is 0 there). Colours at the
-mask's soft edge are the person's, not the backdrop's (``foreground_colours``).
+the cut, hands in front of the person (``occluders/``, docs/TRAINING.md) and crop pixels past
+the source frame's edge (``weight`` is 0 there). Colours at the mask's soft edge are the
+person's, not the backdrop's (``foreground_colours``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from ..errors import InputError
 from ..formats import tracking as tracking_format
-from ..formats.prepared import FRAMES, MASKS, STYLIZED, PreparedData, inside_source
+from ..formats.prepared import FRAMES, MASKS, OCCLUDERS, STYLIZED, PreparedData, frame_name, inside_source
 
 TEST_FRAMES = 350  # 3DGB/INSTA hold out the last 350 frames
 
@@ -67,6 +68,7 @@ class FrameData:
         self.cut_lines: torch.Tensor | None = None
         self._crops = _crop_boxes(self.data, self.n_frames)
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._occluded = set(self.data.names(OCCLUDERS))  # most frames have no occluder file
         kinds = (images,) if isinstance(images, str) else tuple(images)
         self.images = kinds[0]
         for kind in dict.fromkeys(kinds + (MASKS,)):
@@ -92,7 +94,9 @@ class FrameData:
         key = (kind, index)
         if key not in self._cache:
             path = self.image_path(kind, index)
-            array = self.data.read_mask(index) if kind == MASKS else self.data.read_image(kind, index)
+            array = self.data.read_mask(index) if kind == MASKS else \
+                self.data.read_occluder(index) if kind == OCCLUDERS else \
+                self.data.read_image(kind, index)
             if array is None:
                 raise InputError(f"{path} is missing; re-run `python -m backend prepare`")
             if array.shape[:2] != (self.height, self.width):
@@ -137,20 +141,29 @@ class FrameData:
         inside = inside_source(box, self.width, width, height)
         return torch.from_numpy(inside).to(self.device).float()[..., None]
 
+    def occluder(self, index: int) -> torch.Tensor:
+        """(H, W, 1) in [0, 1]: 1 where a hand covers frame ``index`` (``occluders/``), 0 on a
+        frame without an occluder file."""
+        if frame_name(index) not in self._occluded:
+            return torch.zeros(self.height, self.width, 1, device=self.device)
+        return self._load(OCCLUDERS, index).to(self.device).float()[..., None] / 255
+
     def weight(self, index: int) -> torch.Tensor:
         """(H, W, 1): 1 where frame ``index`` is a target (head region or background), 0 on the
         torso below the neck cut, on the cut's own feathered edge (the avatar's neck goes on
-        below it) and past the source frame's edge."""
+        below it), under a hand and past the source frame's edge."""
         person = self._load(MASKS, index).to(self.device).float()[..., None] / 255
-        return self.inside(index) * (1 - person * self.below_cut(index, margin=2.0))
+        return self.inside(index) * (1 - person * self.below_cut(index, margin=2.0)) \
+            * (1 - self.occluder(index))
 
     def target(self, index: int, background: torch.Tensor,
                images: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Ground truth of frame ``index``: RGB (H, W, 3) on ``background`` and the head region's
-        alpha (H, W, 1): the person's mask above the neck cut, inside the source frame."""
+        alpha (H, W, 1): the person's mask above the neck cut, inside the source frame and not
+        under a hand."""
         rgb = self._foreground(images or self.images, index).to(self.device).float() / 255
         mask = self._load(MASKS, index).to(self.device).float()[..., None] / 255
-        mask = mask * (1 - self.below_cut(index)) * self.inside(index)
+        mask = mask * (1 - self.below_cut(index)) * self.inside(index) * (1 - self.occluder(index))
         if self.region_fn is not None:
             mask = mask * self.region_fn(index)
         return rgb * mask + background * (1 - mask), mask

@@ -308,6 +308,7 @@ def prepare(config, data, head, model, frame_transforms: torch.Tensor) -> OneSho
     data.region_fn = region_function(data, head, cfg.region_dilation)
     visible, facing, pixels = gaussian_visibility(cfg, data, head, model, frame_transforms[index], index)
     rgb, mask = data.photo(index)
+    mask = mask * (1 - data.occluder(index))  # a hand on the face gives the head no colour
     sigma = cfg.blur_sigma * max(data.width, data.height) / 256
     sampled, coverage = sample_photo(rgb, mask, pixels, sigma)
     seen = visible & (coverage > 0.5)
