@@ -203,3 +203,13 @@ def test_oneshot_settings_and_detection(tmp_path):
     config = make_config(preset, **overrides)
     assert config.iterations == 3000 and config.phases[0].trainable == ("geometry",)
     assert config.phases[0].max_abs_yaw is None  # one frame: no yaw filter
+
+
+def test_alpha_loss_norms():
+    from backend.train.losses import alpha_loss
+
+    alpha, mask = torch.tensor([0.5, 1.0, 0.0, 0.2]), torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert float(alpha_loss(alpha, mask)) == pytest.approx((0.25 + 0.04) / 4)
+    assert float(alpha_loss(alpha, mask, "l1")) == pytest.approx((0.5 + 0.2) / 4)
+    with pytest.raises(ValueError, match="alpha_norm"):
+        alpha_loss(alpha, mask, "l3")

@@ -73,7 +73,23 @@ class DensifyConfig:
 class LossConfig:
     ssim_lambda: float = 0.2         # Eq. 3
     alpha: float = 10.0              # lambda_2 of Eq. 6
+    alpha_norm: str = "l2"           # "l2": Eq. 4's squared error; "l1": mean absolute error, which
+    #                                  keeps pulling a soft silhouette edge to the mask (docs/TRAINING.md)
     mouth: float = 100.0             # lambda_3 of Eq. 6
+
+
+@dataclass
+class NovelViewConfig:
+    """The novel-view prior (backend/train/novel.py): the head model's silhouette seen from a
+    swung camera must be opaque."""
+
+    weight: float = 0.0              # 0: off (the paper has no such term)
+    every: int = 2                   # steps between two novel-view renders
+    min_yaw: float = 15.0            # degrees, the swing's range on either side
+    max_yaw: float = 60.0
+    scale: float = 0.5               # image scale of the novel render
+    margin: float = 0.03             # metres past the head model's silhouette where alpha may be
+    #                                  anything (hair, ears); beyond it alpha must be 0
 
 
 @dataclass
@@ -113,6 +129,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    novel: NovelViewConfig = field(default_factory=NovelViewConfig)
     phases: list[Phase] = field(default_factory=lambda: [Phase()])
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # GT frames are composited on it
@@ -142,7 +159,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "densify": {"start": 150, "stop": 600, "every": 75, "max_gaussians": 9000},
         "preview_every": 100, "checkpoint_every": 100, "eval_max_frames": 30,
         "resolution_schedule": ((0.0, 0.5), (0.7, 1.0)), "crop_to_mask": True,
-        "time_budget_s": 780.0, "random_background": True,
+        "time_budget_s": 780.0, "random_background": True, "novel": {"weight": 1.0},
     },
     "tiny": {
         "iterations": 150,
@@ -197,7 +214,7 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from ``to_dict`` output (or a partial dict)."""
     values = dict(values)
     subs = {"model": ModelConfig, "optim": OptimConfig, "densify": DensifyConfig, "loss": LossConfig,
-            "oneshot": OneShotConfig}
+            "novel": NovelViewConfig, "oneshot": OneShotConfig}
     for key, cls in subs.items():
         values[key] = cls(**_tuples(values.get(key, {})))
     if "phases" in values:

@@ -53,9 +53,17 @@ def rgb_loss(render: torch.Tensor, target: torch.Tensor, ssim_lambda: float = 0.
     return (1 - ssim_lambda) * l1 + ssim_lambda * d_ssim
 
 
-def alpha_loss(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Eq. 4: squared difference between accumulated opacity and the head mask, averaged."""
-    return ((alpha - mask) ** 2).mean()
+def alpha_loss(alpha: torch.Tensor, mask: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Eq. 4: squared difference between accumulated opacity and the head mask, averaged.
+
+    ``norm="l1"`` averages the absolute difference instead: its gradient does not fade as the
+    error shrinks, so a half-transparent edge keeps being pulled to the mask."""
+    diff = alpha - mask
+    if norm == "l1":
+        return diff.abs().mean()
+    if norm != "l2":
+        raise ValueError(f"alpha_norm must be 'l1' or 'l2', not {norm!r}")
+    return (diff ** 2).mean()
 
 
 def mouth_loss(points: torch.Tensor, volume) -> torch.Tensor:

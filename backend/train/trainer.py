@@ -55,6 +55,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.transforms = self._frame_transforms()
         self.mesh: SubjectMesh = subject_mesh(head, self._shape(), self._offsets())
+        self._head_faces: torch.Tensor | None = None  # the head region's faces (novel_view_loss)
 
     # -- set-up -----------------------------------------------------------------------------------
     def _shape(self):
@@ -189,6 +190,45 @@ class Trainer:
                      backend=self.config.render_backend)
         return out, posed
 
+    def novel_view_loss(self, index: int) -> torch.Tensor:
+        """The novel-view prior of frame ``index`` (novel.py): a camera swung by a random yaw;
+        mean (1 - alpha) inside the head model's head silhouette there, mean alpha farther than
+        ``novel.margin`` from the whole model's."""
+        from ..render import Cameras, render
+        from .novel import coverage_loss, prior_regions, random_yaw, swung_viewmat
+        from .oneshot import posed_mesh
+
+        cfg = self.config.novel
+        if self._head_faces is None:
+            from ..headmodel.regions import head_faces
+
+            shape = self._shape()
+            rest = self.head(shape=None if shape is None else shape[None],
+                             vertex_offsets=self._offsets()).vertices[0]
+            self._head_faces = head_faces(self.head, rest)
+        faces = self.head.faces.long()
+        vertices = posed_mesh(self.head, self.data.tracking, index, self.device)
+        used = vertices[faces[self._head_faces].unique()]
+        pivot = 0.5 * (used.min(dim=0).values + used.max(dim=0).values)
+        viewmat, intrinsics = self.data.camera(index)
+        viewmat = swung_viewmat(viewmat, pivot, random_yaw(self.generator, cfg.min_yaw, cfg.max_yaw))
+        width, height = _scaled_size(self.data.width, self.data.height, cfg.scale)
+        intrinsics = intrinsics.clone()
+        intrinsics[:2] *= torch.tensor([[width / self.data.width], [height / self.data.height]],
+                                       device=self.device)
+        depth = float((viewmat[:3, :3] @ pivot + viewmat[:3, 3])[2])
+        margin = max(1, int(round(float(intrinsics[0, 0]) * cfg.margin / max(depth, 1e-3))))
+        opaque, clear, (x0, y0, x1, y1) = prior_regions(vertices, faces, self._head_faces, viewmat,
+                                                        intrinsics, width, height, margin)
+        intrinsics[0, 2] -= x0
+        intrinsics[1, 2] -= y0
+        expressions = torch.as_tensor(self.data.tracking.expressions[index], device=self.device).float()
+        center = torch.linalg.inv(viewmat)[:3, 3]
+        gaussians, _ = self.model.gaussians(expressions, self.transforms[index], center)
+        out = render(gaussians, Cameras(viewmat[None], intrinsics[None], x1 - x0, y1 - y0),
+                     background=self.background, backend=self.config.render_backend)
+        return coverage_loss(out.alpha[0, ..., 0], opaque[y0:y1, x0:x1], clear[y0:y1, x0:x1])
+
     def fraction_done(self) -> float:
         """Share of the run done: of the iterations, or of the time budget if that is further."""
         cfg = self.config
@@ -228,9 +268,11 @@ class Trainer:
         rendered = out.rgb * weight + target[None] * (1 - weight)
         alpha = out.alpha[0] * weight + mask * (1 - weight)
         loss = rgb_loss(rendered, target[None], cfg.loss.ssim_lambda)
-        loss = loss + cfg.loss.alpha * alpha_loss(alpha, mask)
+        loss = loss + cfg.loss.alpha * alpha_loss(alpha, mask, cfg.loss.alpha_norm)
         mouth_means = self.model.params["means"][self.model.mouth]
         loss = loss + cfg.loss.mouth * mouth_loss(mouth_means, self.volume)
+        if cfg.novel.weight and self.step % max(cfg.novel.every, 1) == 0:
+            loss = loss + cfg.novel.weight * self.novel_view_loss(index)
         for hook in self.hooks:
             hook.step_pre_backward(self.model, self.optimizer, out.info, self.step)
             extra = hook.extra_loss(self.model)
