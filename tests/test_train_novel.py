@@ -92,6 +92,10 @@ def test_coverage_loss_asks_opaque_inside_and_clear_outside():
     assert float(coverage_loss(ideal, inside, outside)) == 0.0
     assert float(coverage_loss(torch.zeros(8, 8), inside, outside)) == pytest.approx(1.0)
     assert float(coverage_loss(torch.ones(8, 8), inside, outside)) == pytest.approx(1.0)
+    # A cropped render: the clear pixels outside the crop count with alpha 0.
+    n_outside = int(outside.sum())
+    assert float(coverage_loss(torch.ones(8, 8), inside, outside, n_clear=2 * n_outside)) == \
+        pytest.approx(0.5)
     half = ideal * 0.5
     assert float(coverage_loss(half, inside, outside)) == pytest.approx(0.5)
     nothing = torch.zeros(8, 8, dtype=torch.bool)

@@ -11,6 +11,9 @@ the alpha farther than ``margin`` metres from the whole head model's silhouette 
 
     L_novel = mean over the head silhouette of (1 - alpha) + mean over the far pixels of alpha
 
+(the render covers only a box around the head model; far pixels outside it count as clear, with
+alpha 0, in the mean).
+
 Between the two (hair and ears reach past the head model; the neck below the cut) nothing is
 asked, and no colour is asked anywhere. Without the second term the first is met by Gaussians
 that grow into long smears across the view.
@@ -85,12 +88,16 @@ def random_yaw(generator: torch.Generator, min_degrees: float, max_degrees: floa
     return math.radians(degrees if float(u[1]) < 0.5 else -degrees)
 
 
-def coverage_loss(alpha: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
-    """Mean (1 - alpha) over the ``inside`` pixels plus mean alpha over the ``outside`` ones
-    (a mean over no pixels counts 0). alpha, inside, outside: (H, W)."""
+def coverage_loss(alpha: torch.Tensor, opaque: torch.Tensor, clear: torch.Tensor,
+                  n_clear: int | None = None) -> torch.Tensor:
+    """Mean (1 - alpha) over the ``opaque`` pixels plus alpha summed over the ``clear`` ones and
+    divided by ``n_clear`` (default: their count; a render cropped to a box passes the count of
+    the whole image's, so the crop does not make the term stronger). A mean over no pixels
+    counts 0. alpha, opaque, clear: (H, W)."""
     loss = alpha.new_zeros(())
-    if bool(inside.any()):
-        loss = loss + (1 - alpha[inside]).mean()
-    if bool(outside.any()):
-        loss = loss + alpha[outside].mean()
+    if bool(opaque.any()):
+        loss = loss + (1 - alpha[opaque]).mean()
+    count = int(clear.sum()) if n_clear is None else n_clear
+    if count > 0 and bool(clear.any()):
+        loss = loss + alpha[clear].sum() / count
     return loss

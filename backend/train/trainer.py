@@ -227,7 +227,8 @@ class Trainer:
         gaussians, _ = self.model.gaussians(expressions, self.transforms[index], center)
         out = render(gaussians, Cameras(viewmat[None], intrinsics[None], x1 - x0, y1 - y0),
                      background=self.background, backend=self.config.render_backend)
-        return coverage_loss(out.alpha[0, ..., 0], opaque[y0:y1, x0:x1], clear[y0:y1, x0:x1])
+        return coverage_loss(out.alpha[0, ..., 0], opaque[y0:y1, x0:x1], clear[y0:y1, x0:x1],
+                             n_clear=int(clear.sum()))
 
     def fraction_done(self) -> float:
         """Share of the run done: of the iterations, or of the time budget if that is further."""
