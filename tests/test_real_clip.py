@@ -25,8 +25,8 @@ def test_quick_real_clip_build(tmp_path, torch_single_thread):
     assert rows[("cap13_edit2", "psnr_head")] > 18.0
     assert rows[("cap13_edit2-style-none", "psnr_head")] > 18.0
     assert rows[("cap13_edit2", "ssim_head")] > 0.5
-    # The turntable covers the head model's silhouette at +-45 deg.
-    assert min(rows[("cap13_edit2", "coverage_-45")], rows[("cap13_edit2", "coverage_45")]) > 80.0
+    # The turntable covers the head model's silhouette at +-45 deg (the novel-view prior).
+    assert min(rows[("cap13_edit2", "coverage_-45")], rows[("cap13_edit2", "coverage_45")]) > 90.0
     # Export is a preview, not a full reenactment.
     assert (tmp_path / "cap13" / "preview.mp4").exists()
     assert not (tmp_path / "cap13" / "reenactment.mp4").exists()
