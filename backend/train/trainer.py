@@ -67,6 +67,13 @@ class Trainer:
         return None if offsets is None else torch.as_tensor(offsets, device=self.device).float()
 
     @torch.no_grad()
+    def _rest_vertices(self) -> torch.Tensor:
+        """(V, 3) the subject's head model in the rest pose (shape and offsets, no expression)."""
+        shape = self._shape()
+        return self.head(shape=None if shape is None else shape[None],
+                         vertex_offsets=self._offsets()).vertices[0]
+
+    @torch.no_grad()
     def _frame_transforms(self) -> torch.Tensor:
         """(T, J, 4, 4) skinning transforms of every frame from the head model; also gives the
         data every frame's neck cut (the head region's lower edge, headmodel/regions.py)."""
@@ -74,8 +81,7 @@ class Trainer:
 
         t = self.data.tracking
         shape = self._shape()
-        rest = self.head(shape=None if shape is None else shape[None],
-                         vertex_offsets=self._offsets()).vertices[0]
+        rest = self._rest_vertices()
         ring, above = regions.cut_ring(self.head, rest), regions.head_vertices(self.head, rest)
         out, ring_pixels, up_pixels = [], [], []
         for start in range(0, t.n_frames, 256):
@@ -202,10 +208,7 @@ class Trainer:
         if self._head_faces is None:
             from ..headmodel.regions import head_faces
 
-            shape = self._shape()
-            rest = self.head(shape=None if shape is None else shape[None],
-                             vertex_offsets=self._offsets()).vertices[0]
-            self._head_faces = head_faces(self.head, rest)
+            self._head_faces = head_faces(self.head, self._rest_vertices())
         faces = self.head.faces.long()
         vertices = posed_mesh(self.head, self.data.tracking, index, self.device)
         used = vertices[faces[self._head_faces].unique()]
