@@ -183,10 +183,7 @@ class Trainer:
         center = torch.linalg.inv(viewmat)[:3, 3]
         expressions = torch.as_tensor(t.expressions[index], device=self.device).float()
         gaussians, posed = self.model.gaussians(expressions, self.transforms[index], center, sh_degree)
-        width, height = _scaled_size(self.data.width, self.data.height, scale)
-        intrinsics = intrinsics.clone()
-        intrinsics[:2] *= torch.tensor([[width / self.data.width], [height / self.data.height]],
-                                       device=self.device)
+        width, height, intrinsics = self._scaled_camera(intrinsics, scale)
         if box is not None:
             intrinsics[0, 2] -= box[0]
             intrinsics[1, 2] -= box[1]
@@ -195,6 +192,14 @@ class Trainer:
         out = render(gaussians, cameras, background=self.background if background is None else background,
                      backend=self.config.render_backend)
         return out, posed
+
+    def _scaled_camera(self, intrinsics: torch.Tensor, scale: float):
+        """(width, height, intrinsics) of the frames' camera with the image scaled by ``scale``."""
+        width, height = _scaled_size(self.data.width, self.data.height, scale)
+        intrinsics = intrinsics.clone()
+        intrinsics[:2] *= torch.tensor([[width / self.data.width], [height / self.data.height]],
+                                       device=self.device)
+        return width, height, intrinsics
 
     def novel_view_loss(self, index: int) -> torch.Tensor:
         """The novel-view prior of frame ``index`` (novel.py): a camera swung by a random yaw;
@@ -215,10 +220,7 @@ class Trainer:
         pivot = 0.5 * (used.min(dim=0).values + used.max(dim=0).values)
         viewmat, intrinsics = self.data.camera(index)
         viewmat = swung_viewmat(viewmat, pivot, random_yaw(self.generator, cfg.min_yaw, cfg.max_yaw))
-        width, height = _scaled_size(self.data.width, self.data.height, cfg.scale)
-        intrinsics = intrinsics.clone()
-        intrinsics[:2] *= torch.tensor([[width / self.data.width], [height / self.data.height]],
-                                       device=self.device)
+        width, height, intrinsics = self._scaled_camera(intrinsics, cfg.scale)
         depth = float((viewmat[:3, :3] @ pivot + viewmat[:3, 3])[2])
         margin = max(1, int(round(float(intrinsics[0, 0]) * cfg.margin / max(depth, 1e-3))))
         opaque, clear, (x0, y0, x1, y1) = prior_regions(vertices, faces, self._head_faces, viewmat,
