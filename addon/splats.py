@@ -1,23 +1,32 @@
-"""The splat preview: each Gaussian drawn as an oriented, scaled ellipsoid with a Gaussian falloff.
+"""The splat preview: each Gaussian drawn with its exact profile, in the viewport and in renders.
 
-A geometry-nodes modifier instances a smooth icosphere on every point, rotated by the ``rotation``
-attribute and scaled by ``SIGMAS`` x ``scale``, and keeps the points themselves (so the evaluated
-mesh still holds the deformed Gaussian centres). The material reads the instance's ``color`` and
-``opacity`` and fades with the distance between the view ray and the ellipsoid's centre:
+A geometry-nodes modifier keeps the points themselves (so the evaluated mesh still holds the
+deformed Gaussian centres) and adds one of two splat geometries, chosen by ``Is Viewport``:
 
-    alpha = opacity * exp(-0.5 * SIGMAS^2 * (|p|^2 - (p . v)^2)),   back faces transparent,
+- **Viewport: ellipsoids.** A smooth icosphere per point, rotated by the ``rotation`` attribute and
+  scaled by ``SIGMAS`` x ``scale``; the material reads the instance's ``color`` and ``opacity``
+  and fades with the distance between the view ray and the ellipsoid's centre,
+  ``alpha = opacity * exp(-0.5 * SIGMAS^2 * (|p|^2 - (p . v)^2))``, back faces transparent, with
+  p the hit point and v the unit view direction in the instance's own space (where the
+  ellipsoid is a unit sphere). Right from any view, but each splat is drawn where the ray enters
+  its ellipsoid, up to SIGMAS standard deviations in front of its centre: a large splat inside
+  the head shows through the surface in front of it.
+- **Renders (F12, batch stills, EEVEE or Cycles): camera-facing polygons.** A flat polygon per
+  point through its centre, facing the scene's active camera (``_camera_facing_splats``), with the
+  same exact profile computed in the Gaussian's whitened frame: every splat is drawn at its
+  centre's depth, as the backend composites (sorted by centre depth). Measured against the
+  backend on real-clip avatars: 29.4-30.0 dB head PSNR where the ellipsoids gave 22.7-23.6.
 
-with p the hit point and v the unit view direction in the instance's own space (where the
-ellipsoid is a unit sphere): |p|^2 - (p . v)^2 is the squared distance of the view ray from the
-centre, so the Gaussian's profile is exact wherever the ray hits the (faceted) mesh, whatever the
-scales and rotation. Like the backend's rasterizer (0.3 px^2 added to every projected covariance),
-each Gaussian is widened by a small isotropic low-pass, sigma^2 + LOW_PASS^2 per axis (a modifier
-input), so thin splats keep the width they were trained with. It uses only nodes that EEVEE
-and Cycles both support. Nothing here runs at register: ``add_preview`` builds the node group and
-material the first time an avatar is imported and reuses them afterwards.
+Like the backend's rasterizer (0.3 px^2 added to every projected covariance), each Gaussian is
+widened by a small isotropic low-pass, sigma^2 + LOW_PASS^2 per axis (a modifier input), so thin
+splats keep the width they were trained with. Only nodes that EEVEE and Cycles both support.
+Nothing here runs at register: ``add_preview`` builds the node group and materials the first time
+an avatar is imported and reuses them afterwards.
 """
 
 from __future__ import annotations
+
+import math
 
 import bpy
 
@@ -29,6 +38,15 @@ LOW_PASS = 0.001  # metres: the backend's 0.3 px^2 at its training size (~256 px
 SUBDIVISIONS = 2
 INRADIUS = 0.9341712  # of the unit icosphere with SUBDIVISIONS: its faces' nearest distance to 0
 LOW_PASS_INPUT = "Low-pass Size"
+DISC_MATERIAL = "ToonSplat Splat Disc"  # the render polygons'
+DISC_VERTICES = 12
+DISC_SIGMAS = 3.33  # the footprint's inner radius in standard deviations (the backend's extent)
+DISC_ATTRIBUTE = "splat_disc"  # a polygon vertex's (x, y, 0) in standard deviations
+# A copy of ``color`` as a vector attribute: Cycles reads the realized polygons' colour
+# attribute itself as black.
+DISC_COLOR = "splat_rgb"
+WHITEN_ROWS = ("splat_m0", "splat_m1", "splat_m2")  # rows of sigma^-1 R^T
+WHITE_ATTRIBUTE = "splat_white"  # a vertex's offset from the centre in the whitened frame
 
 TRANSPARENT_BOUNCES = 256
 # Russian roulette on the dimming transparent path turns the last layers of a head into bright
@@ -62,7 +80,8 @@ def set_low_pass(modifier: bpy.types.Modifier, size: float) -> None:
 
 
 def splat_node_group() -> bpy.types.NodeTree:
-    """The geometry-nodes group, built once per file."""
+    """The geometry-nodes group, built once per file: ellipsoids in the viewport, camera-facing
+    discs in renders (``Is Viewport``), the points themselves kept in both."""
     group = bpy.data.node_groups.get(NODE_GROUP)
     if group is not None:
         return group
@@ -75,6 +94,32 @@ def splat_node_group() -> bpy.types.NodeTree:
     nodes, links = group.nodes, group.links
     group_in = nodes.new("NodeGroupInput")
     group_out = nodes.new("NodeGroupOutput")
+    points = group_in.outputs["Geometry"]
+    rotation = _named_attribute(nodes, "rotation", "QUATERNION").outputs["Attribute"]
+    sigma = _widened_sigma(nodes, links, group_in.outputs[LOW_PASS_INPUT])
+    switch = nodes.new("GeometryNodeSwitch")
+    switch.input_type = "GEOMETRY"
+    links.new(nodes.new("GeometryNodeIsViewport").outputs[0], switch.inputs["Switch"])
+    links.new(_camera_facing_splats(nodes, links, points, rotation, sigma), switch.inputs["False"])
+    links.new(_ellipsoid_splats(nodes, links, points, rotation, sigma), switch.inputs["True"])
+    join = nodes.new("GeometryNodeJoinGeometry")
+    links.new(switch.outputs[0], geometry_socket(join.inputs))
+    links.new(points, geometry_socket(join.inputs))
+    links.new(geometry_socket(join.outputs), group_out.inputs[0])
+    return group
+
+
+def _widened_sigma(nodes, links, low_pass):
+    """Per-axis standard deviations sqrt(scale^2 + low_pass^2): R (S^2 + l^2 I) R^T is
+    Sigma + l^2 I, exactly."""
+    scale = _named_attribute(nodes, "scale", "FLOAT_VECTOR").outputs["Attribute"]
+    variance = _vector_math(nodes, links, "MULTIPLY", scale, scale)
+    low_variance = _math(nodes, links, "MULTIPLY", low_pass, low_pass)
+    return _vector_sqrt(nodes, links, _vector_math(nodes, links, "ADD", variance, low_variance))
+
+
+def _ellipsoid_splats(nodes, links, points, rotation, sigma):
+    """A smooth icosphere per point, scaled to SIGMAS standard deviations (the viewport's)."""
     sphere = nodes.new("GeometryNodeMeshIcoSphere")  # its faces enclose the unit sphere
     sphere.inputs["Radius"].default_value = 1.0 / INRADIUS
     sphere.inputs["Subdivisions"].default_value = SUBDIVISIONS
@@ -83,28 +128,129 @@ def splat_node_group() -> bpy.types.NodeTree:
     material = nodes.new("GeometryNodeSetMaterial")
     material.inputs["Material"].default_value = splat_material()
     links.new(geometry_socket(smooth.outputs), geometry_socket(material.inputs))
-    rotation = _named_attribute(nodes, "rotation", "QUATERNION")
-    scale = _named_attribute(nodes, "scale", "FLOAT_VECTOR")
-    # sqrt(scale^2 + low_pass^2) per axis: R (S^2 + l^2 I) R^T is Sigma + l^2 I, exactly.
-    variance = _vector_math(nodes, links, "MULTIPLY", scale.outputs["Attribute"],
-                            scale.outputs["Attribute"])
-    low_variance = nodes.new("ShaderNodeMath")
-    low_variance.operation = "MULTIPLY"
-    links.new(group_in.outputs[LOW_PASS_INPUT], low_variance.inputs[0])
-    links.new(group_in.outputs[LOW_PASS_INPUT], low_variance.inputs[1])
-    widened = _vector_math(nodes, links, "ADD", variance, low_variance.outputs["Value"])
-    sized = _vector_math(nodes, links, "SCALE", _vector_sqrt(nodes, links, widened))
+    sized = _vector_math(nodes, links, "SCALE", sigma)
     sized.node.inputs["Scale"].default_value = SIGMAS
     instance = nodes.new("GeometryNodeInstanceOnPoints")
-    links.new(group_in.outputs["Geometry"], instance.inputs["Points"])
+    links.new(points, instance.inputs["Points"])
     links.new(geometry_socket(material.outputs), instance.inputs["Instance"])
-    links.new(rotation.outputs["Attribute"], instance.inputs["Rotation"])
+    links.new(rotation, instance.inputs["Rotation"])
     links.new(sized, instance.inputs["Scale"])
-    join = nodes.new("GeometryNodeJoinGeometry")
-    links.new(geometry_socket(instance.outputs), geometry_socket(join.inputs))
-    links.new(group_in.outputs["Geometry"], geometry_socket(join.inputs))
-    links.new(geometry_socket(join.outputs), group_out.inputs[0])
-    return group
+    return geometry_socket(instance.outputs)
+
+
+def _camera_facing_splats(nodes, links, points, rotation, sigma):
+    """A flat polygon per point through its centre, facing the active camera: every pixel of a
+    splat is drawn at its centre's depth, the order the backend composites in (by centre depth).
+
+    The polygon is the Gaussian's DISC_SIGMAS footprint seen from the camera: the disc across
+    the whitened view direction n' (the plane where each ray meets the Gaussian's peak; its
+    vertex (x, y) in standard deviations is centre + x e1 + y e2 with e_i = R (sigma t_i), t1, t2
+    orthonormal across n'), projected along the view direction n onto the plane through the
+    centre across n. The material needs, at each hit, the hit's offset and the ray's direction
+    in the whitened frame (where the Gaussian is isotropic): with M = sigma^-1 R^T (rows
+    ``splat_m0..2``) the offset M (p - centre) is affine in p, stored per vertex
+    (``splat_white``) and exact wherever a ray hits the polygon; the direction is M applied to
+    the shading point's incoming vector.
+    """
+    camera = nodes.new("GeometryNodeObjectInfo")
+    camera.transform_space = "RELATIVE"
+    links.new(nodes.new("GeometryNodeInputActiveCamera").outputs[0], camera.inputs["Object"])
+    position = nodes.new("GeometryNodeInputPosition").outputs["Position"]
+    to_camera = _vector_math(nodes, links, "SUBTRACT", camera.outputs["Location"], position)
+    inverse = nodes.new("FunctionNodeInvertRotation")
+    links.new(rotation, inverse.inputs["Rotation"])
+    local = _rotate(nodes, links, to_camera, inverse.outputs["Rotation"])
+    first, second = _across(nodes, links, _vector_math(
+        nodes, links, "NORMALIZE", _vector_math(nodes, links, "DIVIDE", local, sigma)))
+    stored = _store(nodes, links, points, DISC_COLOR,
+                    _named_attribute(nodes, "color", "FLOAT_COLOR").outputs["Attribute"])
+    stored = _store(nodes, links, stored, "splat_n",
+                    _vector_math(nodes, links, "NORMALIZE", to_camera))
+    for name, axis in (("splat_e1", first), ("splat_e2", second)):
+        world = _rotate(nodes, links, _vector_math(nodes, links, "MULTIPLY", axis, sigma), rotation)
+        stored = _store(nodes, links, stored, name, world)
+    sigmas = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(sigma, sigmas.inputs[0])
+    for name, unit, axis in zip(WHITEN_ROWS, ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+                                "XYZ"):
+        column = nodes.new("FunctionNodeRotateVector")  # R e_i: row i of R^T
+        column.inputs["Vector"].default_value = unit
+        links.new(rotation, column.inputs["Rotation"])
+        row = _vector_math(nodes, links, "SCALE", column.outputs["Vector"])
+        links.new(_math(nodes, links, "DIVIDE", 1.0, sigmas.outputs[axis]), row.node.inputs["Scale"])
+        stored = _store(nodes, links, stored, name, row)
+    disc = nodes.new("GeometryNodeMeshCircle")
+    disc.fill_type = "TRIANGLE_FAN"
+    disc.inputs["Vertices"].default_value = DISC_VERTICES
+    disc.inputs["Radius"].default_value = DISC_SIGMAS / math.cos(math.pi / DISC_VERTICES)
+    template = _store(nodes, links, geometry_socket(disc.outputs), DISC_ATTRIBUTE,
+                      nodes.new("GeometryNodeInputPosition").outputs["Position"])
+    material = nodes.new("GeometryNodeSetMaterial")
+    material.inputs["Material"].default_value = disc_material()
+    links.new(template, geometry_socket(material.inputs))
+    instance = nodes.new("GeometryNodeInstanceOnPoints")
+    links.new(stored, instance.inputs["Points"])
+    links.new(geometry_socket(material.outputs), instance.inputs["Instance"])
+    realize = nodes.new("GeometryNodeRealizeInstances")
+    links.new(geometry_socket(instance.outputs), geometry_socket(realize.inputs))
+    # realized at centre + (x, y, 0): moved to centre + q, q = v - (v . n) n, v = x e1 + y e2
+    planar = _named_attribute(nodes, DISC_ATTRIBUTE, "FLOAT_VECTOR").outputs["Attribute"]
+    local_disc = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(planar, local_disc.inputs[0])
+    spans = []
+    for name, coordinate in (("splat_e1", "X"), ("splat_e2", "Y")):
+        scaled = _vector_math(nodes, links, "SCALE",
+                              _named_attribute(nodes, name, "FLOAT_VECTOR").outputs["Attribute"])
+        links.new(local_disc.outputs[coordinate], scaled.node.inputs["Scale"])
+        spans.append(scaled)
+    vertex = _vector_math(nodes, links, "ADD", *spans)
+    normal = _named_attribute(nodes, "splat_n", "FLOAT_VECTOR").outputs["Attribute"]
+    along = _vector_math(nodes, links, "SCALE", normal)
+    links.new(_dot(nodes, links, vertex, normal), along.node.inputs["Scale"])
+    offset = _vector_math(nodes, links, "SUBTRACT", vertex, along)
+    white = nodes.new("ShaderNodeCombineXYZ")
+    for i, name in enumerate(WHITEN_ROWS):
+        row = _named_attribute(nodes, name, "FLOAT_VECTOR").outputs["Attribute"]
+        links.new(_dot(nodes, links, row, offset), white.inputs[i])
+    whitened = _store(nodes, links, geometry_socket(realize.outputs), WHITE_ATTRIBUTE,
+                      white.outputs[0])
+    move = nodes.new("GeometryNodeSetPosition")
+    links.new(whitened, geometry_socket(move.inputs))
+    links.new(_vector_math(nodes, links, "SUBTRACT", offset, planar), move.inputs["Offset"])
+    return geometry_socket(move.outputs)
+
+
+def _across(nodes, links, normal):
+    """Two unit vectors orthogonal to each other and to the unit vector ``normal``."""
+    z_part = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(normal, z_part.inputs[0])
+    near_z = _math(nodes, links, "GREATER_THAN", _math(nodes, links, "ABSOLUTE", z_part.outputs["Z"]),
+                   0.9)
+    helper = nodes.new("GeometryNodeSwitch")  # an axis not parallel to the normal
+    helper.input_type = "VECTOR"
+    links.new(near_z, helper.inputs["Switch"])
+    helper.inputs["False"].default_value = (0.0, 0.0, 1.0)
+    helper.inputs["True"].default_value = (1.0, 0.0, 0.0)
+    first = _vector_math(nodes, links, "NORMALIZE",
+                         _vector_math(nodes, links, "CROSS_PRODUCT", normal, helper.outputs[0]))
+    return first, _vector_math(nodes, links, "CROSS_PRODUCT", normal, first)
+
+
+def _rotate(nodes, links, vector, rotation):
+    node = nodes.new("FunctionNodeRotateVector")
+    links.new(vector, node.inputs["Vector"])
+    links.new(rotation, node.inputs["Rotation"])
+    return node.outputs["Vector"]
+
+
+def _store(nodes, links, geometry, name: str, value):
+    """Store a vector field as a point attribute ``name``; returns the geometry output."""
+    node = nodes.new("GeometryNodeStoreNamedAttribute")
+    node.data_type, node.domain = "FLOAT_VECTOR", "POINT"
+    node.inputs["Name"].default_value = name
+    links.new(geometry, geometry_socket(node.inputs))
+    links.new(value, node.inputs["Value"])
+    return geometry_socket(node.outputs)
 
 
 def geometry_socket(sockets):
@@ -137,18 +283,11 @@ def _named_attribute(nodes, name: str, data_type: str):
 
 
 def splat_material() -> bpy.types.Material:
-    """Emission of the instance colour, mixed with transparency by the Gaussian falloff."""
-    material = bpy.data.materials.get(MATERIAL)
-    if material is not None:
+    """The ellipsoids' material: emission of the instance colour, mixed with transparency by the
+    Gaussian falloff along the view ray."""
+    material, nodes, links = _new_material(MATERIAL)
+    if nodes is None:  # built earlier in this file
         return material
-    material = bpy.data.materials.new(MATERIAL)
-    material.use_nodes = True
-    if hasattr(material, "surface_render_method"):  # EEVEE (4.2+): per-pixel stochastic alpha
-        material.surface_render_method = "DITHERED"
-    material.use_backface_culling = True
-    nodes, links = material.node_tree.nodes, material.node_tree.links
-    nodes.clear()
-    output = nodes.new("ShaderNodeOutputMaterial")
     color = _instancer_attribute(nodes, "color")
     opacity = _instancer_attribute(nodes, "opacity")
     geometry = nodes.new("ShaderNodeNewGeometry")
@@ -161,32 +300,79 @@ def splat_material() -> bpy.types.Material:
     to_object.vector_type, to_object.convert_from, to_object.convert_to = "VECTOR", "WORLD", "OBJECT"
     links.new(geometry.outputs["Incoming"], to_object.inputs["Vector"])
     view = _vector_math(nodes, links, "NORMALIZE", to_object.outputs["Vector"])
-    facing = nodes.new("ShaderNodeVectorMath")
-    facing.operation = "DOT_PRODUCT"
-    links.new(point, facing.inputs[0])
-    links.new(view, facing.inputs[1])
-    radius = nodes.new("ShaderNodeVectorMath")
-    radius.operation = "DOT_PRODUCT"
-    links.new(point, radius.inputs[0])
-    links.new(point, radius.inputs[1])
+    facing = _dot(nodes, links, point, view)
+    radius = _dot(nodes, links, point, point)
     # exponent = -0.5 * SIGMAS^2 * (|p|^2 - (p . v)^2) = c * (p . v)^2 - c * |p|^2
     c = 0.5 * SIGMAS * SIGMAS
-    squared = _math(nodes, links, "MULTIPLY", facing.outputs["Value"], facing.outputs["Value"])
-    distance = _math(nodes, links, "SUBTRACT", squared, radius.outputs["Value"])
-    exponent = _math(nodes, links, "MULTIPLY", distance, c)
-    falloff = _math(nodes, links, "EXPONENT", exponent)
+    squared = _math(nodes, links, "MULTIPLY", facing, facing)
+    distance = _math(nodes, links, "SUBTRACT", squared, radius)
+    falloff = _math(nodes, links, "EXPONENT", _math(nodes, links, "MULTIPLY", distance, c))
     front = _math(nodes, links, "SUBTRACT", 1.0, geometry.outputs["Backfacing"])
     alpha = _math(nodes, links, "MULTIPLY", falloff, opacity.outputs["Fac"])
-    alpha = _math(nodes, links, "MULTIPLY", alpha, front)
+    _emit(nodes, links, color.outputs["Color"], _math(nodes, links, "MULTIPLY", alpha, front))
+    material.use_backface_culling = True
+    return material
+
+
+def disc_material() -> bpy.types.Material:
+    """The render squares' material: alpha = opacity * exp(-d^2 / 2) with d the ray's distance
+    from the centre in the whitened frame, |p|^2 - (p . v)^2 for the hit's whitened offset p and
+    the whitened unit ray direction v."""
+    material, nodes, links = _new_material(DISC_MATERIAL)
+    if nodes is None:  # built earlier in this file
+        return material
+    point = _geometry_attribute(nodes, WHITE_ATTRIBUTE).outputs["Vector"]
+    geometry = nodes.new("ShaderNodeNewGeometry")
+    to_object = nodes.new("ShaderNodeVectorTransform")
+    to_object.vector_type, to_object.convert_from, to_object.convert_to = "VECTOR", "WORLD", "OBJECT"
+    links.new(geometry.outputs["Incoming"], to_object.inputs["Vector"])
+    view = nodes.new("ShaderNodeCombineXYZ")
+    for i, name in enumerate(WHITEN_ROWS):
+        row = _geometry_attribute(nodes, name).outputs["Vector"]
+        links.new(_dot(nodes, links, row, to_object.outputs["Vector"]), view.inputs[i])
+    view = _vector_math(nodes, links, "NORMALIZE", view.outputs[0])
+    facing = _dot(nodes, links, point, view)
+    distance = _math(nodes, links, "SUBTRACT", _dot(nodes, links, point, point),
+                     _math(nodes, links, "MULTIPLY", facing, facing))
+    falloff = _math(nodes, links, "EXPONENT", _math(nodes, links, "MULTIPLY", distance, -0.5))
+    opacity = _geometry_attribute(nodes, "opacity").outputs["Fac"]
+    _emit(nodes, links, _geometry_attribute(nodes, DISC_COLOR).outputs["Color"],
+          _math(nodes, links, "MULTIPLY", falloff, opacity))
+    material.use_backface_culling = False
+    return material
+
+
+def _new_material(name: str):
+    """(material, nodes, links) for a new node material, or (existing, None, None)."""
+    material = bpy.data.materials.get(name)
+    if material is not None:
+        return material, None, None
+    material = bpy.data.materials.new(name)
+    material.use_nodes = True
+    if hasattr(material, "surface_render_method"):  # EEVEE (4.2+): per-pixel stochastic alpha
+        material.surface_render_method = "DITHERED"
+    material.node_tree.nodes.clear()
+    return material, material.node_tree.nodes, material.node_tree.links
+
+
+def _emit(nodes, links, color, alpha) -> None:
+    """Surface output: the colour's emission mixed with a transparent BSDF by ``alpha``."""
+    output = nodes.new("ShaderNodeOutputMaterial")
     emission = nodes.new("ShaderNodeEmission")
-    links.new(color.outputs["Color"], emission.inputs["Color"])
+    links.new(color, emission.inputs["Color"])
     transparent = nodes.new("ShaderNodeBsdfTransparent")
     mix = nodes.new("ShaderNodeMixShader")
     links.new(alpha, mix.inputs["Fac"])
     links.new(transparent.outputs["BSDF"], mix.inputs[1])
     links.new(emission.outputs["Emission"], mix.inputs[2])
     links.new(mix.outputs["Shader"], output.inputs["Surface"])
-    return material
+
+
+def _geometry_attribute(nodes, name: str):
+    node = nodes.new("ShaderNodeAttribute")
+    node.attribute_type = "GEOMETRY"
+    node.attribute_name = name
+    return node
 
 
 def _instancer_attribute(nodes, name: str):
@@ -203,6 +389,15 @@ def _vector_math(nodes, links, operation: str, *vectors):
     for socket, vector in zip(node.inputs, vectors):
         links.new(vector, socket)
     return node.outputs["Vector"]
+
+
+def _dot(nodes, links, first, second):
+    """The dot product of two vector sockets (a Vector Math node's Value output)."""
+    node = nodes.new("ShaderNodeVectorMath")
+    node.operation = "DOT_PRODUCT"
+    links.new(first, node.inputs[0])
+    links.new(second, node.inputs[1])
+    return node.outputs["Value"]
 
 
 def _math(nodes, links, operation: str, *inputs):
