@@ -94,7 +94,11 @@ def build_avatar(data: avatar_format.Avatar, name: str, source: str = "",
         points[PROPORTIONS_PROP] = proportions.label(data)
     if splat_preview:
         from . import splats  # node trees are built here, on first import, never at register
-        splats.add_preview(points)
+        add_expression_colours(points, data)
+        frames = splats.joint_frames(rig, name, collection)
+        for frame in frames.values():
+            frame[ROLE_PROP], frame[AVATAR_PROP] = "frame", source
+        splats.add_preview(points, frames=frames)
     return ImportedAvatar(points=points, armature=rig, head=head, collection=collection)
 
 
@@ -168,6 +172,19 @@ def build_points(name: str, data: avatar_format.Avatar,
     add_shape_keys(obj, layout)
     drive_correctives(obj, obj)
     return obj
+
+
+def add_expression_colours(points: bpy.types.Object, data: avatar_format.Avatar):
+    """The splats' colour follows the expressions (the file's colour blendshapes, display sRGB
+    per unit of each expression; mouth-interior Gaussians never change). The sum is clamped to
+    [0, 1] after blending, not the neutral colour before."""
+    from . import splats
+
+    deltas = axes.SH_C0 * np.asarray(data.delta_sh[:, :, 0, :], dtype=np.float64)
+    deltas[:, np.asarray(data.mouth, dtype=bool)] = 0.0
+    return splats.add_expression_colours(points, data.expression_names,
+                                         0.5 + axes.SH_C0 * np.asarray(data.sh[:, 0, :], np.float64),
+                                         deltas)
 
 
 def _set_attribute(mesh, name: str, data_type: str, key: str, values: np.ndarray) -> None:

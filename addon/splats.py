@@ -29,6 +29,10 @@ from __future__ import annotations
 import math
 
 import bpy
+import mathutils
+import numpy as np
+
+from ..backend.formats import JOINT_NAMES
 
 NODE_GROUP = "ToonSplat Splats"
 MATERIAL = "ToonSplat Splat"
@@ -48,6 +52,11 @@ DISC_COLOR = "splat_rgb"
 WHITEN_ROWS = ("splat_m0", "splat_m1", "splat_m2")  # rows of sigma^-1 R^T
 WHITE_ATTRIBUTE = "splat_white"  # a vertex's offset from the centre in the whitened frame
 
+JOINT_INPUT = "Frame {}"  # the modifier's object input per joint (``joint_frames``)
+COLOURS_MODIFIER = "Splat Expression Colours"
+COLOUR_BASE = "splat_base_rgb"  # display sRGB of the neutral colour
+COLOUR_DELTA = "splat_drgb_{}"  # display sRGB change per unit of expression k
+
 TRANSPARENT_BOUNCES = 256
 # Russian roulette on the dimming transparent path turns the last layers of a head into bright
 # speckles (a survivor is weighted up by 1 / p): off for every layer the limit allows. Measured on
@@ -55,14 +64,20 @@ TRANSPARENT_BOUNCES = 256
 MIN_TRANSPARENT_BOUNCES = TRANSPARENT_BOUNCES
 
 
-def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None) -> bpy.types.Modifier:
-    """Add the splat preview modifier (after the Armature modifier) to a points object.
+def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None,
+                frames: dict | None = None) -> bpy.types.Modifier:
+    """Add the splat preview modifier (after the Armature modifier) to a points object;
+    ``frames`` (joint name -> object, ``joint_frames``) turn the splats with the bones.
 
     Splats overlap many layers deep: with Cycles' default of 8 transparent bounces, rays stop
     inside the head and render black speckles, so the scene's limit is raised (never lowered).
     """
     modifier = obj.modifiers.new(MODIFIER, "NODES")
     modifier.node_group = splat_node_group()
+    for joint, frame in (frames or {}).items():
+        socket = modifier.node_group.interface.items_tree.get(JOINT_INPUT.format(joint))
+        if socket is not None:  # a node group from an older version has no joint inputs
+            modifier[socket.identifier] = frame
     scene = scene or bpy.context.scene
     if scene is not None and hasattr(scene, "cycles"):
         cycles = scene.cycles
@@ -70,6 +85,117 @@ def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None) -> 
         cycles.min_transparent_bounces = max(cycles.min_transparent_bounces,
                                              MIN_TRANSPARENT_BOUNCES)
     return modifier
+
+
+def add_expression_colours(obj: bpy.types.Object, names, base_rgb: np.ndarray,
+                           deltas: np.ndarray) -> bpy.types.Modifier | None:
+    """Blend the splats' colour with the expressions, as the backend does (Eq. 1 on the colour).
+
+    ``color = srgb_to_linear(base + sum_k value_k * delta_k)`` in display sRGB, one term per
+    expression that changes any colour; each ``value_k`` is a modifier input driven by the
+    expression's shape key on ``obj``, so sliders, keyframes and the tracking all recolour. A
+    geometry-nodes modifier of its own (before the splat preview, which reads ``color``), with a
+    node group per avatar (inputs named as its expressions).
+
+    Args:
+        obj: the points object, with its expression shape keys.
+        names: (K) expression names; base_rgb: (N, 3) display sRGB of the neutral colours;
+        deltas: (K, N, 3) display sRGB change per unit of each expression.
+
+    Returns:
+        The modifier, or None when no expression changes a colour.
+    """
+    used = [k for k in range(len(names)) if np.any(deltas[k])]
+    if not used:
+        return None
+    mesh = obj.data
+    _set_vectors(mesh, COLOUR_BASE, base_rgb)
+    for k in used:
+        _set_vectors(mesh, COLOUR_DELTA.format(k), deltas[k])
+    group = _expression_colour_group(f"{NODE_GROUP} Colours {obj.name}",
+                                     [(names[k], COLOUR_DELTA.format(k)) for k in used])
+    modifier = obj.modifiers.new(COLOURS_MODIFIER, "NODES")
+    modifier.node_group = group
+    key = mesh.shape_keys
+    for item in group.interface.items_tree:
+        if item.item_type != "SOCKET" or item.in_out != "INPUT" or item.socket_type != "NodeSocketFloat":
+            continue
+        driver = modifier.driver_add(f'["{item.identifier}"]').driver
+        driver.type = "AVERAGE"
+        variable = driver.variables.new()
+        variable.type = "SINGLE_PROP"
+        variable.targets[0].id_type = "KEY"
+        variable.targets[0].id = key
+        escaped = item.name.replace("\\", "\\\\").replace('"', '\\"')
+        variable.targets[0].data_path = f'key_blocks["{escaped}"].value'
+    return modifier
+
+
+def _set_vectors(mesh, name: str, values: np.ndarray) -> None:
+    attribute = mesh.attributes.new(name, "FLOAT_VECTOR", "POINT")
+    attribute.data.foreach_set("vector", np.ascontiguousarray(values, dtype=np.float32).ravel())
+
+
+def _expression_colour_group(name: str, terms) -> bpy.types.NodeTree:
+    """Geometry in, ``color`` (linear) stored from the base and the driven (name, attribute)
+    terms."""
+    group = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    for expression, _ in terms:
+        group.interface.new_socket(expression, in_out="INPUT", socket_type="NodeSocketFloat")
+    group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    group_in, group_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    total = _named_attribute(nodes, COLOUR_BASE, "FLOAT_VECTOR").outputs["Attribute"]
+    for index, (_, attribute) in enumerate(terms):
+        term = _vector_math(nodes, links, "SCALE",
+                            _named_attribute(nodes, attribute, "FLOAT_VECTOR").outputs["Attribute"])
+        links.new(group_in.outputs[index + 1], term.node.inputs["Scale"])
+        total = _vector_math(nodes, links, "ADD", total, term)
+    channels = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(total, channels.inputs[0])
+    linear = nodes.new("ShaderNodeCombineXYZ")
+    for axis in "XYZ":
+        links.new(_srgb_to_linear(nodes, links, channels.outputs[axis]), linear.inputs[axis])
+    store = nodes.new("GeometryNodeStoreNamedAttribute")
+    store.data_type, store.domain = "FLOAT_COLOR", "POINT"
+    store.inputs["Name"].default_value = "color"
+    links.new(group_in.outputs[0], geometry_socket(store.inputs))
+    links.new(linear.outputs[0], store.inputs["Value"])
+    links.new(geometry_socket(store.outputs), group_out.inputs[0])
+    return group
+
+
+def _srgb_to_linear(nodes, links, value):
+    """IEC 61966-2-1 on a float socket clamped to [0, 1] (as ``axes.srgb_to_linear``)."""
+    clamped = _math(nodes, links, "ADD", value, 0.0)
+    clamped.node.use_clamp = True
+    low = _math(nodes, links, "DIVIDE", clamped, 12.92)
+    high = _math(nodes, links, "POWER", _math(nodes, links, "DIVIDE", _math(
+        nodes, links, "ADD", clamped, 0.055), 1.055), 2.4)
+    is_low = _math(nodes, links, "LESS_THAN", clamped, 0.04045 + 1e-7)  # 1 where low
+    return _math(nodes, links, "ADD", _math(nodes, links, "MULTIPLY", low, is_low),
+                 _math(nodes, links, "MULTIPLY", high, _math(nodes, links, "SUBTRACT", 1.0, is_low)))
+
+
+def joint_frames(rig: bpy.types.Object, name: str,
+                 collection: bpy.types.Collection) -> dict[str, bpy.types.Object]:
+    """An empty per bone, parented to it, placed so that at rest it coincides with the rig (its
+    world matrix then is the rig's times the bone's skinning transform, pose @ rest^-1): the
+    splat preview reads each joint's rotation from it. Hidden, in the avatar's collection."""
+    frames = {}
+    for bone in rig.data.bones:
+        frame = bpy.data.objects.new(f"{name}_{bone.name}_frame", None)
+        collection.objects.link(frame)
+        frame.parent, frame.parent_type, frame.parent_bone = rig, "BONE", bone.name
+        # a bone parent's matrix is its tail's: undo the rest one, so at rest frame = rig
+        tail = bone.matrix_local @ mathutils.Matrix.Translation((0.0, bone.length, 0.0))
+        frame.matrix_parent_inverse = tail.inverted()
+        frame.empty_display_size = 0.01
+        frame.hide_set(True)
+        frame.hide_render = True
+        frames[bone.name] = frame
+    return frames
 
 
 def set_low_pass(modifier: bpy.types.Modifier, size: float) -> None:
@@ -90,12 +216,15 @@ def splat_node_group() -> bpy.types.NodeTree:
     low_pass = group.interface.new_socket(LOW_PASS_INPUT, in_out="INPUT",
                                           socket_type="NodeSocketFloat")
     low_pass.default_value, low_pass.min_value, low_pass.subtype = LOW_PASS, 0.0, "DISTANCE"
+    for joint in JOINT_NAMES:
+        group.interface.new_socket(JOINT_INPUT.format(joint), in_out="INPUT",
+                                   socket_type="NodeSocketObject")
     group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
     group_in = nodes.new("NodeGroupInput")
     group_out = nodes.new("NodeGroupOutput")
     points = group_in.outputs["Geometry"]
-    rotation = _named_attribute(nodes, "rotation", "QUATERNION").outputs["Attribute"]
+    rotation = _skinned_rotation(nodes, links, group_in)
     sigma = _widened_sigma(nodes, links, group_in.outputs[LOW_PASS_INPUT])
     switch = nodes.new("GeometryNodeSwitch")
     switch.input_type = "GEOMETRY"
@@ -107,6 +236,59 @@ def splat_node_group() -> bpy.types.NodeTree:
     links.new(points, geometry_socket(join.inputs))
     links.new(geometry_socket(join.outputs), group_out.inputs[0])
     return group
+
+
+def _skinned_rotation(nodes, links, group_in):
+    """Each splat's rotation turned with the bones, as the backend's LBS turns it: the
+    normalized weighted sum of the joints' skinning quaternions (weights: the vertex groups;
+    signs aligned with the root's) applied to the ``rotation`` attribute.
+
+    A joint's skinning rotation is the rotation of its frame object (``joint_frames``: an empty
+    bone-parented so it sits at the points object's origin at rest) relative to the points
+    object. A joint input left empty counts as unrotated.
+    """
+    parts = []
+    for joint in JOINT_NAMES:
+        info = nodes.new("GeometryNodeObjectInfo")
+        info.transform_space = "RELATIVE"
+        links.new(group_in.outputs[JOINT_INPUT.format(joint)], info.inputs["Object"])
+        quaternion = nodes.new("FunctionNodeRotationToQuaternion")
+        links.new(info.outputs["Rotation"], quaternion.inputs["Rotation"])
+        xyz = nodes.new("ShaderNodeCombineXYZ")
+        for axis in "XYZ":
+            links.new(quaternion.outputs[axis], xyz.inputs[axis])
+        parts.append((quaternion.outputs["W"], xyz.outputs[0]))
+    root_w, root_xyz = parts[0]
+    w_sum, xyz_sum = None, None
+    for joint, (w, xyz) in zip(JOINT_NAMES, parts):
+        same_side = _math(nodes, links, "ADD", _math(nodes, links, "MULTIPLY", w, root_w),
+                          _dot(nodes, links, xyz, root_xyz))
+        sign = _math(nodes, links, "SUBTRACT", _math(nodes, links, "MULTIPLY", _math(
+            nodes, links, "GREATER_THAN", same_side, -1e-12), 2.0), 1.0)
+        weight = _named_attribute(nodes, joint, "FLOAT").outputs["Attribute"]  # vertex group
+        signed = _math(nodes, links, "MULTIPLY", weight, sign)
+        w_term = _math(nodes, links, "MULTIPLY", w, signed)
+        xyz_term = _vector_math(nodes, links, "SCALE", xyz)
+        links.new(signed, xyz_term.node.inputs["Scale"])
+        w_sum = w_term if w_sum is None else _math(nodes, links, "ADD", w_sum, w_term)
+        xyz_sum = xyz_term if xyz_sum is None else _vector_math(nodes, links, "ADD", xyz_sum, xyz_term)
+    norm = _math(nodes, links, "SQRT", _math(nodes, links, "ADD", _math(
+        nodes, links, "MULTIPLY", w_sum, w_sum), _dot(nodes, links, xyz_sum, xyz_sum)))
+    norm = _math(nodes, links, "MAXIMUM", norm, 1e-12)
+    skin = nodes.new("FunctionNodeQuaternionToRotation")
+    links.new(_math(nodes, links, "DIVIDE", w_sum, norm), skin.inputs["W"])
+    unit = _vector_math(nodes, links, "SCALE", xyz_sum)
+    links.new(_math(nodes, links, "DIVIDE", 1.0, norm), unit.node.inputs["Scale"])
+    components = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(unit, components.inputs[0])
+    for axis in "XYZ":
+        links.new(components.outputs[axis], skin.inputs[axis])
+    turned = nodes.new("FunctionNodeRotateRotation")
+    turned.rotation_space = "GLOBAL"
+    links.new(_named_attribute(nodes, "rotation", "QUATERNION").outputs["Attribute"],
+              turned.inputs["Rotation"])
+    links.new(skin.outputs["Rotation"], turned.inputs["Rotate By"])
+    return turned.outputs["Rotation"]
 
 
 def _widened_sigma(nodes, links, low_pass):

@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from backend.formats import animate, avatar, examples  # noqa: E402
+from tests.rotations import quat_matrix  # noqa: E402
 
 
 def _toonsplat():
@@ -34,13 +35,6 @@ def addon():
     return _toonsplat().addon
 
 
-def _quat_matrix(q):
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
 def test_axes_conversion_is_one_proper_rotation(addon):
     axes = addon.axes
     c = axes.HEAD_TO_BLENDER
@@ -51,12 +45,12 @@ def test_axes_conversion_is_one_proper_rotation(addon):
     assert np.allclose(axes.points_to_blender(np.eye(3)), [[1, 0, 0], [0, 0, 1], [0, -1, 0]])
     quats = np.random.default_rng(1).normal(size=(5, 4))
     for q, qb in zip(quats, axes.quats_to_blender(quats)):
-        assert np.allclose(_quat_matrix(qb), c @ _quat_matrix(q) @ c.T)
+        assert np.allclose(quat_matrix(qb), c @ quat_matrix(q) @ c.T)
     # A Gaussian's frame (its scales unchanged) maps into Blender by C R: same covariance.
     scales = np.random.default_rng(3).uniform(0.1, 1.0, size=(5, 3))
     unit = quats / np.linalg.norm(quats, axis=1, keepdims=True)
     for q, qb, s in zip(unit, axes.gaussian_quats_to_blender(unit), scales):
-        rs, rs_blender = _quat_matrix(q) * s, _quat_matrix(qb) * s
+        rs, rs_blender = quat_matrix(q) * s, quat_matrix(qb) * s
         assert np.isclose(np.linalg.norm(qb), 1.0)
         assert np.allclose(rs_blender @ rs_blender.T, c @ rs @ rs.T @ c.T)
 
@@ -64,14 +58,14 @@ def test_axes_conversion_is_one_proper_rotation(addon):
 def test_pose_bone_quats_reproduce_head_space_rotations(addon):
     axes = addon.axes
     rng = np.random.default_rng(2)
-    rests = np.stack([_quat_matrix(q) for q in rng.normal(size=(5, 4))])
+    rests = np.stack([quat_matrix(q) for q in rng.normal(size=(5, 4))])
     rotations = rng.normal(size=(3, 5, 3)) * 0.7
     quats = axes.pose_bone_quats(rotations, rests)
     c = axes.HEAD_TO_BLENDER
     for t in range(3):
         for j in range(5):
             expected = rests[j].T @ c @ animate.rodrigues(rotations[t, j]) @ c.T @ rests[j]
-            assert np.allclose(_quat_matrix(quats[t, j]), expected, atol=1e-12)
+            assert np.allclose(quat_matrix(quats[t, j]), expected, atol=1e-12)
     assert np.allclose(axes.axis_angle_to_quats(np.zeros(3)), [1, 0, 0, 0])
     with pytest.raises(ValueError):
         axes.pose_bone_quats(rotations[:, :4], rests)

@@ -34,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from backend.formats import avatar, examples, tracking  # noqa: E402
+from tests.rotations import quat_matrix, quat_multiply  # noqa: E402
 
 BLENDER_EXT = os.path.join(ROOT, "scripts", "blender_ext.py")
 # The Blender releases the add-on is tested under: "" is the venv's own bpy, the others are
@@ -185,8 +186,10 @@ def test_extension_validates_builds_installs_enables_disables(blender, tmp_path)
     assert result["errors"][0] == 0
     assert "video not found" in result["errors"][1]
     assert "backend interpreter not found" in result["errors"][2]
-    assert result["imported"] == ["tiny", "tiny_head", "tiny_rig"]
-    assert result["node_groups_after"] == 1  # the splat preview, built on first import only
+    assert sorted(result["imported"]) == sorted(["tiny", "tiny_head", "tiny_rig",
+                                         *(f"tiny_{j}_frame" for j in avatar.JOINT_NAMES)])
+    # the splat preview (built on first import only) and this avatar's expression colours
+    assert result["node_groups_after"] == 2
 
 
 @pytest.mark.slow
@@ -252,7 +255,8 @@ def test_import_builds_the_expected_data(blender, avatar_file, tmp_path):
         }}))
     """, tmp_path)
     data = avatar.read(avatar_file)
-    assert result["objects"] == ["subject", "subject_head", "subject_rig"]
+    frames = [f"subject_{joint}_frame" for joint in data.joint_names]  # the splats' joint frames
+    assert result["objects"] == sorted(["subject", "subject_head", "subject_rig", *frames])
     assert result["collection"] == "subject" and result["n"] == 20_000 and result["edges"] == 0
     assert result["keys"] == ["Basis", *data.expression_names]
     assert result["slider"] == [-2.0, 2.0] and result["values"] == [0.0]
@@ -260,8 +264,13 @@ def test_import_builds_the_expected_data(blender, avatar_file, tmp_path):
     assert result["parents"] == [None, "root", "neck", "neck", "neck"]
     joints = data.joint_positions.astype(np.float64)
     assert np.allclose(result["heads"], np.stack([joints[:, 0], -joints[:, 2], joints[:, 1]], 1), atol=1e-6)
-    assert result["modifiers"] == [["ARMATURE", "subject_rig"], ["NODES", None]]
-    assert result["attributes"] == ["color", "mouth", "opacity", "position", "rotation", "scale"]
+    # rig, expression colours, splat preview
+    assert result["modifiers"] == [["ARMATURE", "subject_rig"], ["NODES", None], ["NODES", None]]
+    own = [a for a in result["attributes"] if not a.startswith("splat_")]
+    assert own == ["color", "mouth", "opacity", "position", "rotation", "scale"]
+    coloured = [k for k in range(data.n_expressions) if np.any(data.delta_sh[k][~data.mouth])]
+    assert sorted(a for a in result["attributes"] if a.startswith("splat_")) == sorted(
+        ["splat_base_rgb", *(f"splat_drgb_{k}" for k in coloured)])
     assert result["head"] == [len(data.mesh_vertices), len(data.mesh_faces), True, True, 51,
                               ["ARMATURE"]]
     assert np.allclose(np.load(tmp_path / "weights.npy"), data.lbs_weights, atol=1e-6)
@@ -528,3 +537,84 @@ def test_splat_preview_matches_the_backend_render(blender, tmp_path):
     splat_pixels = np.abs(backend - 0.3).max(axis=2) > 0.05
     assert splat_pixels.sum() > 50
     assert np.abs(blender - backend)[splat_pixels].mean() < 0.04, psnr
+
+
+def test_splat_colours_follow_the_expressions(blender, tmp_path):
+    """The preview's colour is the backend's blended colour: display sRGB base + sum of the keyed
+    expressions' colour deltas (mouth Gaussians never change), clamped, then linear."""
+    data = examples.random_avatar(n_gaussians=200, n_expressions=3, sh_degree=1, seed=4)
+    data = dataclasses.replace(data, delta_sh=(data.delta_sh * 40).astype(np.float32))
+    path = tmp_path / "colours.npz"
+    avatar.write(path, data)
+    data = avatar.read(path)  # the deltas as stored (float16)
+    out = run_bpy(blender, f"""
+        imported = importer.import_avatar({str(path)!r})
+        points = imported.points
+        def colours():
+            mesh = points.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+            values = np.empty(len(mesh.vertices) * 4, np.float32)
+            mesh.attributes["color"].data.foreach_get("color", values)
+            return values.reshape(-1, 4)[:, :3].tolist()
+        neutral = colours()
+        points.data.shape_keys.key_blocks[{data.expression_names[1]!r}].value = 0.7
+        points.data.shape_keys.key_blocks[{data.expression_names[2]!r}].value = -0.4
+        print(json.dumps({{"neutral": neutral, "keyed": colours(),
+                           "modifiers": [m.name for m in points.modifiers]}}))
+    """, tmp_path)
+    assert out["modifiers"] == ["Armature", "Splat Expression Colours", "Splat Preview"]
+    c0 = 0.28209479177387814
+    still = ~data.mouth[:, None]
+    base = 0.5 + c0 * data.sh[:, 0].astype(np.float64)
+    blended = base + c0 * (0.7 * data.delta_sh[1, :, 0] - 0.4 * data.delta_sh[2, :, 0]) * still
+    linear = lambda rgb: _srgb_to_linear_reference(np.clip(rgb, 0, 1))  # noqa: E731
+    np.testing.assert_allclose(out["neutral"], linear(base), atol=2e-4)
+    np.testing.assert_allclose(out["keyed"], linear(blended), atol=2e-4)
+    changed = np.abs(linear(blended) - linear(base)).max(axis=1) > 0.02
+    assert changed.sum() > 50 and not changed[data.mouth].any()
+
+
+def _srgb_to_linear_reference(srgb: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1, written here independently of the add-on's two implementations."""
+    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def test_splats_turn_with_the_bones(blender, tmp_path):
+    """Posed bones turn each splat by its LBS-weighted skinning rotation (normalized sum of the
+    joints' quaternions, as the backend's ``skinning_quats``), read here from the viewport's
+    ellipsoid instances against the pose bones' own matrices."""
+    data = _three_gaussians(tmp_path / "three.npz")
+    weights = np.array([[1, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0], [0, 0.2, 0.8, 0, 0]], np.float32)
+    avatar.write(tmp_path / "three.npz", dataclasses.replace(data, lbs_weights=weights))
+    out = run_bpy(blender, f"""
+        import mathutils
+        imported = importer.import_avatar({str(tmp_path / "three.npz")!r})
+        rig, points = imported.armature, imported.points
+        for name, axis, angle in (("root", (0, 0, 1), 0.6), ("neck", (1, 0, 0), 0.3),
+                                  ("jaw", (1, 0.2, 0), 0.4)):
+            rig.pose.bones[name].rotation_mode = "QUATERNION"
+            rig.pose.bones[name].rotation_quaternion = mathutils.Quaternion(axis, angle)
+        bpy.context.view_layer.update()
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        instances = [(list(i.matrix_world.translation), [list(r) for r in i.matrix_world.to_3x3()])
+                     for i in depsgraph.object_instances
+                     if i.is_instance and i.parent and i.parent.original == points]
+        skins = [list((b.matrix @ b.bone.matrix_local.inverted()).to_quaternion())
+                 for b in rig.pose.bones]
+        rotation = np.empty(12, np.float32)
+        points.data.attributes["rotation"].data.foreach_get("value", rotation)
+        print(json.dumps({{"instances": instances, "skins": skins,
+                           "rest": rotation.reshape(3, 4).tolist(),
+                           "centres": evaluated(points).tolist()}}))
+    """, tmp_path)
+    skins = np.array(out["skins"])
+    skins *= np.where(skins @ skins[0] < 0, -1.0, 1.0)[:, None]  # one hemisphere, the root's
+    assert len(out["instances"]) == 3
+    for i, (centre, rest) in enumerate(zip(out["centres"], out["rest"])):
+        blended = weights[i] @ skins
+        expected = quat_matrix(quat_multiply(blended / np.linalg.norm(blended), np.array(rest)))
+        (matrix,) = [np.array(m) for t, m in out["instances"] if np.allclose(t, centre, atol=1e-6)]
+        turned = matrix / np.linalg.norm(matrix, axis=0)  # columns: the splat's axes
+        assert np.allclose(turned, expected, atol=1e-4), (i, turned, expected)
+        unturned = quat_matrix(np.array(rest))
+        assert not np.allclose(turned, unturned, atol=0.05), i  # the pose does turn it
+
