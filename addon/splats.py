@@ -361,6 +361,12 @@ def _camera_facing_splats(nodes, links, points, rotation, sigma):
         row = _vector_math(nodes, links, "SCALE", column.outputs["Vector"])
         links.new(_math(nodes, links, "DIVIDE", 1.0, sigmas.outputs[axis]), row.node.inputs["Scale"])
         stored = _store(nodes, links, stored, name, row)
+    return _placed_polygons(nodes, links, stored)
+
+
+def _placed_polygons(nodes, links, points):
+    """A DISC_SIGMAS polygon per point, realized and placed from the point's stored frame
+    (``splat_e1``, ``splat_e2``, ``splat_n``) with each vertex's whitened offset stored."""
     disc = nodes.new("GeometryNodeMeshCircle")
     disc.fill_type = "TRIANGLE_FAN"
     disc.inputs["Vertices"].default_value = DISC_VERTICES
@@ -371,7 +377,7 @@ def _camera_facing_splats(nodes, links, points, rotation, sigma):
     material.inputs["Material"].default_value = disc_material()
     links.new(template, geometry_socket(material.inputs))
     instance = nodes.new("GeometryNodeInstanceOnPoints")
-    links.new(stored, instance.inputs["Points"])
+    links.new(points, instance.inputs["Points"])
     links.new(geometry_socket(material.outputs), instance.inputs["Instance"])
     realize = nodes.new("GeometryNodeRealizeInstances")
     links.new(geometry_socket(instance.outputs), geometry_socket(realize.inputs))
