@@ -11,7 +11,7 @@ Prints one JSON line per measurement in the backend's bench protocol (backend/be
 armature, head mesh, splat preview). ``evaluate`` is frames per second of ``scene.frame_set`` with
 a tracking keyed on every expression (all non-zero) and every bone, so all shape keys, the
 armature and the splat-preview instancing are evaluated on each frame; ``evaluate_points`` is the
-same without the splat preview (the deformation alone).
+same without the splat preview (the deformation and the expression colours).
 """
 
 import argparse
