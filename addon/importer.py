@@ -96,9 +96,10 @@ def build_avatar(data: avatar_format.Avatar, name: str, source: str = "",
         from . import splats  # node trees are built here, on first import, never at register
         add_expression_colours(points, data)
         frames = splats.joint_frames(rig, name, collection)
-        for frame in frames.values():
-            frame[ROLE_PROP], frame[AVATAR_PROP] = "frame", source
-        splats.add_preview(points, frames=frames)
+        view = splats.view_object(name, collection, context.scene)
+        for helper, role in [*((f, "frame") for f in frames.values()), (view, "view")]:
+            helper[ROLE_PROP], helper[AVATAR_PROP] = role, source
+        splats.add_preview(points, context.scene, frames=frames, view=view)
     return ImportedAvatar(points=points, armature=rig, head=head, collection=collection)
 
 

@@ -1,27 +1,25 @@
 """The splat preview: each Gaussian drawn with its exact profile, in the viewport and in renders.
 
 A geometry-nodes modifier keeps the points themselves (so the evaluated mesh still holds the
-deformed Gaussian centres) and adds one of two splat geometries, chosen by ``Is Viewport``:
+deformed Gaussian centres, with the turned rotations in ``splat_rotation``) and adds one flat
+polygon per point through its centre, facing the eye (``_camera_facing_splats``): the ``View``
+object when evaluated for the viewport (an empty that ``addon/viewport.py`` keeps on the 3D
+view's eye), the scene's active camera in renders (F12, batch stills; Cycles and EEVEE). The
+polygon is the Gaussian's 3.33-sigma footprint seen from the eye, and its material computes the
+Gaussian's exact profile along each ray in the Gaussian's whitened frame, so every splat is drawn
+at its centre's depth, as the backend composites (sorted by centre depth). Ellipsoid shells,
+used before, drew each splat where the ray enters it, up to 2.5 standard deviations in front of
+its centre, so large splats inside the head showed through the face: 22.7-23.6 dB head PSNR
+against the backend on real-clip avatars, 31.4-31.6 now (docs/ADDON.md, "Render parity").
 
-- **Viewport: ellipsoids.** A smooth icosphere per point, rotated by the ``rotation`` attribute and
-  scaled by ``SIGMAS`` x ``scale``; the material reads the instance's ``color`` and ``opacity``
-  and fades with the distance between the view ray and the ellipsoid's centre,
-  ``alpha = opacity * exp(-0.5 * SIGMAS^2 * (|p|^2 - (p . v)^2))``, back faces transparent, with
-  p the hit point and v the unit view direction in the instance's own space (where the
-  ellipsoid is a unit sphere). Right from any view, but each splat is drawn where the ray enters
-  its ellipsoid, up to SIGMAS standard deviations in front of its centre: a large splat inside
-  the head shows through the surface in front of it.
-- **Renders (F12, batch stills, EEVEE or Cycles): camera-facing polygons.** A flat polygon per
-  point through its centre, facing the scene's active camera (``_camera_facing_splats``), with the
-  same exact profile computed in the Gaussian's whitened frame: every splat is drawn at its
-  centre's depth, as the backend composites (sorted by centre depth). Measured against the
-  backend on real-clip avatars: 29.4-30.0 dB head PSNR where the ellipsoids gave 22.7-23.6.
-
-Like the backend's rasterizer (0.3 px^2 added to every projected covariance), each Gaussian is
-widened by a small isotropic low-pass, sigma^2 + LOW_PASS^2 per axis (a modifier input), so thin
-splats keep the width they were trained with. Only nodes that EEVEE and Cycles both support.
-Nothing here runs at register: ``add_preview`` builds the node group and materials the first time
-an avatar is imported and reuses them afterwards.
+Splats turn with the bones (``_skinned_rotation``: the joints' rotations read from bone-parented
+empties, ``joint_frames``) and their colours follow the expressions (``add_expression_colours``,
+a modifier of its own before this one). Like the backend's rasterizer (0.3 px^2 added to every
+projected covariance), each Gaussian is widened by a small isotropic low-pass, sigma^2 +
+LOW_PASS^2 per axis (a modifier input), so thin splats keep the width they were trained with.
+Only nodes that EEVEE and Cycles both support, all present in Blender 4.2. Nothing here runs at
+register: ``add_preview`` builds the node group and material the first time an avatar is imported
+and reuses them afterwards.
 """
 
 from __future__ import annotations
@@ -34,15 +32,13 @@ import numpy as np
 
 from ..backend.formats import JOINT_NAMES
 
-NODE_GROUP = "ToonSplat Splats"
-MATERIAL = "ToonSplat Splat"
+NODE_GROUP = "ToonSplat Splats 2"  # "ToonSplat Splats" (ellipsoids) stays in older files
 MODIFIER = "Splat Preview"
-SIGMAS = 2.5  # the ellipsoid's inner radius in standard deviations
 LOW_PASS = 0.001  # metres: the backend's 0.3 px^2 at its training size (~256 px, f ~ 1.2 x size, 0.6 m)
-SUBDIVISIONS = 2
-INRADIUS = 0.9341712  # of the unit icosphere with SUBDIVISIONS: its faces' nearest distance to 0
 LOW_PASS_INPUT = "Low-pass Size"
-DISC_MATERIAL = "ToonSplat Splat Disc"  # the render polygons'
+VIEW_INPUT = "View"  # the modifier's object input: the viewport's eye (``view_object``)
+ROTATION_ATTRIBUTE = "splat_rotation"  # the turned rotation, on the evaluated points
+DISC_MATERIAL = "ToonSplat Splat Polygon"
 DISC_VERTICES = 12
 DISC_SIGMAS = 3.33  # the footprint's inner radius in standard deviations (the backend's extent)
 DISC_ATTRIBUTE = "splat_disc"  # a polygon vertex's (x, y, 0) in standard deviations
@@ -52,6 +48,7 @@ DISC_COLOR = "splat_rgb"
 WHITEN_ROWS = ("splat_m0", "splat_m1", "splat_m2")  # rows of sigma^-1 R^T
 WHITE_ATTRIBUTE = "splat_white"  # a vertex's offset from the centre in the whitened frame
 
+DEFAULT_EYE = (0.0, -0.6, 0.0)  # Blender space: the face looks along -Y
 JOINT_INPUT = "Frame {}"  # the modifier's object input per joint (``joint_frames``)
 COLOURS_MODIFIER = "Splat Expression Colours"
 COLOUR_BASE = "splat_base_rgb"  # display sRGB of the neutral colour
@@ -65,19 +62,22 @@ MIN_TRANSPARENT_BOUNCES = TRANSPARENT_BOUNCES
 
 
 def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None,
-                frames: dict | None = None) -> bpy.types.Modifier:
+                frames: dict | None = None, view: bpy.types.Object | None = None
+                ) -> bpy.types.Modifier:
     """Add the splat preview modifier (after the Armature modifier) to a points object;
-    ``frames`` (joint name -> object, ``joint_frames``) turn the splats with the bones.
+    ``frames`` (joint name -> object, ``joint_frames``) turn the splats with the bones, ``view``
+    (``view_object``) is the viewport's eye.
 
     Splats overlap many layers deep: with Cycles' default of 8 transparent bounces, rays stop
     inside the head and render black speckles, so the scene's limit is raised (never lowered).
     """
     modifier = obj.modifiers.new(MODIFIER, "NODES")
     modifier.node_group = splat_node_group()
-    for joint, frame in (frames or {}).items():
-        socket = modifier.node_group.interface.items_tree.get(JOINT_INPUT.format(joint))
-        if socket is not None:  # a node group from an older version has no joint inputs
-            modifier[socket.identifier] = frame
+    inputs = {JOINT_INPUT.format(joint): frame for joint, frame in (frames or {}).items()}
+    if view is not None:
+        inputs[VIEW_INPUT] = view
+    for name, target in inputs.items():
+        modifier[modifier.node_group.interface.items_tree[name].identifier] = target
     scene = scene or bpy.context.scene
     if scene is not None and hasattr(scene, "cycles"):
         cycles = scene.cycles
@@ -198,6 +198,22 @@ def joint_frames(rig: bpy.types.Object, name: str,
     return frames
 
 
+def view_object(name: str, collection: bpy.types.Collection,
+                scene: bpy.types.Scene | None = None) -> bpy.types.Object:
+    """The empty the viewport's splats face (``addon/viewport.py`` moves it to the 3D view's
+    eye). Until a 3D view moves it, it sits where the scene's camera is, else 0.6 m in front of
+    the face. Hidden, in the avatar's collection."""
+    view = bpy.data.objects.new(f"{name}_view", None)
+    collection.objects.link(view)
+    scene = scene or bpy.context.scene
+    camera = scene.camera if scene is not None else None
+    view.location = camera.matrix_world.translation if camera is not None else DEFAULT_EYE
+    view.empty_display_size = 0.02
+    view.hide_set(True)
+    view.hide_render = True
+    return view
+
+
 def set_low_pass(modifier: bpy.types.Modifier, size: float) -> None:
     """Set the isotropic low-pass (metres) that widens every Gaussian; 0 draws them unfiltered."""
     socket = modifier.node_group.interface.items_tree[LOW_PASS_INPUT]
@@ -206,8 +222,8 @@ def set_low_pass(modifier: bpy.types.Modifier, size: float) -> None:
 
 
 def splat_node_group() -> bpy.types.NodeTree:
-    """The geometry-nodes group, built once per file: ellipsoids in the viewport, camera-facing
-    discs in renders (``Is Viewport``), the points themselves kept in both."""
+    """The geometry-nodes group, built once per file: the points themselves and one polygon per
+    point facing the eye (the ``View`` object in the viewport, the active camera in renders)."""
     group = bpy.data.node_groups.get(NODE_GROUP)
     if group is not None:
         return group
@@ -216,6 +232,7 @@ def splat_node_group() -> bpy.types.NodeTree:
     low_pass = group.interface.new_socket(LOW_PASS_INPUT, in_out="INPUT",
                                           socket_type="NodeSocketFloat")
     low_pass.default_value, low_pass.min_value, low_pass.subtype = LOW_PASS, 0.0, "DISTANCE"
+    group.interface.new_socket(VIEW_INPUT, in_out="INPUT", socket_type="NodeSocketObject")
     for joint in JOINT_NAMES:
         group.interface.new_socket(JOINT_INPUT.format(joint), in_out="INPUT",
                                    socket_type="NodeSocketObject")
@@ -223,19 +240,39 @@ def splat_node_group() -> bpy.types.NodeTree:
     nodes, links = group.nodes, group.links
     group_in = nodes.new("NodeGroupInput")
     group_out = nodes.new("NodeGroupOutput")
-    points = group_in.outputs["Geometry"]
     rotation = _skinned_rotation(nodes, links, group_in)
+    points = _store(nodes, links, group_in.outputs["Geometry"], ROTATION_ATTRIBUTE, rotation,
+                    "QUATERNION")
     sigma = _widened_sigma(nodes, links, group_in.outputs[LOW_PASS_INPUT])
-    switch = nodes.new("GeometryNodeSwitch")
-    switch.input_type = "GEOMETRY"
-    links.new(nodes.new("GeometryNodeIsViewport").outputs[0], switch.inputs["Switch"])
-    links.new(_camera_facing_splats(nodes, links, points, rotation, sigma), switch.inputs["False"])
-    links.new(_ellipsoid_splats(nodes, links, points, rotation, sigma), switch.inputs["True"])
+    polygons = _camera_facing_splats(nodes, links, points, rotation, sigma,
+                                     _eye(nodes, links, group_in))
+    # one instance holding every polygon: the evaluated mesh stays the points alone
+    wrapped = nodes.new("GeometryNodeGeometryToInstance")
+    links.new(polygons, wrapped.inputs[0])
     join = nodes.new("GeometryNodeJoinGeometry")
-    links.new(switch.outputs[0], geometry_socket(join.inputs))
     links.new(points, geometry_socket(join.inputs))
+    links.new(wrapped.outputs[0], geometry_socket(join.inputs))
     links.new(geometry_socket(join.outputs), group_out.inputs[0])
     return group
+
+
+def _eye(nodes, links, group_in):
+    """Where the splats are seen from, in the points object's space: the ``View`` object
+    (following the 3D viewport, ``addon/viewport.py``) when evaluated for the viewport, the
+    scene's active camera when evaluated for a render."""
+    eyes = []
+    for source in (group_in.outputs[VIEW_INPUT],
+                   nodes.new("GeometryNodeInputActiveCamera").outputs[0]):
+        info = nodes.new("GeometryNodeObjectInfo")
+        info.transform_space = "RELATIVE"
+        links.new(source, info.inputs["Object"])
+        eyes.append(info.outputs["Location"])
+    switch = nodes.new("GeometryNodeSwitch")
+    switch.input_type = "VECTOR"
+    links.new(nodes.new("GeometryNodeIsViewport").outputs[0], switch.inputs["Switch"])
+    links.new(eyes[0], switch.inputs["True"])
+    links.new(eyes[1], switch.inputs["False"])
+    return switch.outputs[0]
 
 
 def _skinned_rotation(nodes, links, group_in):
@@ -300,27 +337,7 @@ def _widened_sigma(nodes, links, low_pass):
     return _vector_sqrt(nodes, links, _vector_math(nodes, links, "ADD", variance, low_variance))
 
 
-def _ellipsoid_splats(nodes, links, points, rotation, sigma):
-    """A smooth icosphere per point, scaled to SIGMAS standard deviations (the viewport's)."""
-    sphere = nodes.new("GeometryNodeMeshIcoSphere")  # its faces enclose the unit sphere
-    sphere.inputs["Radius"].default_value = 1.0 / INRADIUS
-    sphere.inputs["Subdivisions"].default_value = SUBDIVISIONS
-    smooth = nodes.new("GeometryNodeSetShadeSmooth")
-    links.new(geometry_socket(sphere.outputs), geometry_socket(smooth.inputs))
-    material = nodes.new("GeometryNodeSetMaterial")
-    material.inputs["Material"].default_value = splat_material()
-    links.new(geometry_socket(smooth.outputs), geometry_socket(material.inputs))
-    sized = _vector_math(nodes, links, "SCALE", sigma)
-    sized.node.inputs["Scale"].default_value = SIGMAS
-    instance = nodes.new("GeometryNodeInstanceOnPoints")
-    links.new(points, instance.inputs["Points"])
-    links.new(geometry_socket(material.outputs), instance.inputs["Instance"])
-    links.new(rotation, instance.inputs["Rotation"])
-    links.new(sized, instance.inputs["Scale"])
-    return geometry_socket(instance.outputs)
-
-
-def _camera_facing_splats(nodes, links, points, rotation, sigma):
+def _camera_facing_splats(nodes, links, points, rotation, sigma, eye):
     """A flat polygon per point through its centre, facing the active camera: every pixel of a
     splat is drawn at its centre's depth, the order the backend composites in (by centre depth).
 
@@ -334,11 +351,8 @@ def _camera_facing_splats(nodes, links, points, rotation, sigma):
     (``splat_white``) and exact wherever a ray hits the polygon; the direction is M applied to
     the shading point's incoming vector.
     """
-    camera = nodes.new("GeometryNodeObjectInfo")
-    camera.transform_space = "RELATIVE"
-    links.new(nodes.new("GeometryNodeInputActiveCamera").outputs[0], camera.inputs["Object"])
     position = nodes.new("GeometryNodeInputPosition").outputs["Position"]
-    to_camera = _vector_math(nodes, links, "SUBTRACT", camera.outputs["Location"], position)
+    to_camera = _vector_math(nodes, links, "SUBTRACT", eye, position)
     inverse = nodes.new("FunctionNodeInvertRotation")
     links.new(rotation, inverse.inputs["Rotation"])
     local = _rotate(nodes, links, to_camera, inverse.outputs["Rotation"])
@@ -431,10 +445,10 @@ def _rotate(nodes, links, vector, rotation):
     return node.outputs["Vector"]
 
 
-def _store(nodes, links, geometry, name: str, value):
-    """Store a vector field as a point attribute ``name``; returns the geometry output."""
+def _store(nodes, links, geometry, name: str, value, data_type: str = "FLOAT_VECTOR"):
+    """Store a field as a point attribute ``name``; returns the geometry output."""
     node = nodes.new("GeometryNodeStoreNamedAttribute")
-    node.data_type, node.domain = "FLOAT_VECTOR", "POINT"
+    node.data_type, node.domain = data_type, "POINT"
     node.inputs["Name"].default_value = name
     links.new(geometry, geometry_socket(node.inputs))
     links.new(value, node.inputs["Value"])
@@ -468,38 +482,6 @@ def _named_attribute(nodes, name: str, data_type: str):
     node.data_type = data_type
     node.inputs["Name"].default_value = name
     return node
-
-
-def splat_material() -> bpy.types.Material:
-    """The ellipsoids' material: emission of the instance colour, mixed with transparency by the
-    Gaussian falloff along the view ray."""
-    material, nodes, links = _new_material(MATERIAL)
-    if nodes is None:  # built earlier in this file
-        return material
-    color = _instancer_attribute(nodes, "color")
-    opacity = _instancer_attribute(nodes, "opacity")
-    geometry = nodes.new("ShaderNodeNewGeometry")
-    # In the instance's own space the ellipsoid is the unit sphere and the Gaussian isotropic:
-    # the ray's squared distance from the centre is |p|^2 - (p . v)^2 for any hit point p on
-    # the ray and the unit view direction v, both in object space (exact for any scale/rotation).
-    coords = nodes.new("ShaderNodeTexCoord")
-    point = coords.outputs["Object"]
-    to_object = nodes.new("ShaderNodeVectorTransform")
-    to_object.vector_type, to_object.convert_from, to_object.convert_to = "VECTOR", "WORLD", "OBJECT"
-    links.new(geometry.outputs["Incoming"], to_object.inputs["Vector"])
-    view = _vector_math(nodes, links, "NORMALIZE", to_object.outputs["Vector"])
-    facing = _dot(nodes, links, point, view)
-    radius = _dot(nodes, links, point, point)
-    # exponent = -0.5 * SIGMAS^2 * (|p|^2 - (p . v)^2) = c * (p . v)^2 - c * |p|^2
-    c = 0.5 * SIGMAS * SIGMAS
-    squared = _math(nodes, links, "MULTIPLY", facing, facing)
-    distance = _math(nodes, links, "SUBTRACT", squared, radius)
-    falloff = _math(nodes, links, "EXPONENT", _math(nodes, links, "MULTIPLY", distance, c))
-    front = _math(nodes, links, "SUBTRACT", 1.0, geometry.outputs["Backfacing"])
-    alpha = _math(nodes, links, "MULTIPLY", falloff, opacity.outputs["Fac"])
-    _emit(nodes, links, color.outputs["Color"], _math(nodes, links, "MULTIPLY", alpha, front))
-    material.use_backface_culling = True
-    return material
 
 
 def disc_material() -> bpy.types.Material:
@@ -559,13 +541,6 @@ def _emit(nodes, links, color, alpha) -> None:
 def _geometry_attribute(nodes, name: str):
     node = nodes.new("ShaderNodeAttribute")
     node.attribute_type = "GEOMETRY"
-    node.attribute_name = name
-    return node
-
-
-def _instancer_attribute(nodes, name: str):
-    node = nodes.new("ShaderNodeAttribute")
-    node.attribute_type = "INSTANCER"
     node.attribute_name = name
     return node
 

@@ -186,8 +186,8 @@ def test_extension_validates_builds_installs_enables_disables(blender, tmp_path)
     assert result["errors"][0] == 0
     assert "video not found" in result["errors"][1]
     assert "backend interpreter not found" in result["errors"][2]
-    assert sorted(result["imported"]) == sorted(["tiny", "tiny_head", "tiny_rig",
-                                         *(f"tiny_{j}_frame" for j in avatar.JOINT_NAMES)])
+    assert sorted(result["imported"]) == sorted(["tiny", "tiny_head", "tiny_rig", "tiny_view",
+                                                 *(f"tiny_{j}_frame" for j in avatar.JOINT_NAMES)])
     # the splat preview (built on first import only) and this avatar's expression colours
     assert result["node_groups_after"] == 2
 
@@ -256,7 +256,8 @@ def test_import_builds_the_expected_data(blender, avatar_file, tmp_path):
     """, tmp_path)
     data = avatar.read(avatar_file)
     frames = [f"subject_{joint}_frame" for joint in data.joint_names]  # the splats' joint frames
-    assert result["objects"] == sorted(["subject", "subject_head", "subject_rig", *frames])
+    assert result["objects"] == sorted(["subject", "subject_head", "subject_rig", "subject_view",
+                                        *frames])
     assert result["collection"] == "subject" and result["n"] == 20_000 and result["edges"] == 0
     assert result["keys"] == ["Basis", *data.expression_names]
     assert result["slider"] == [-2.0, 2.0] and result["values"] == [0.0]
@@ -580,8 +581,8 @@ def _srgb_to_linear_reference(srgb: np.ndarray) -> np.ndarray:
 
 def test_splats_turn_with_the_bones(blender, tmp_path):
     """Posed bones turn each splat by its LBS-weighted skinning rotation (normalized sum of the
-    joints' quaternions, as the backend's ``skinning_quats``), read here from the viewport's
-    ellipsoid instances against the pose bones' own matrices."""
+    joints' quaternions, as the backend's ``skinning_quats``): the preview's ``splat_rotation``
+    on the evaluated points against the pose bones' own matrices."""
     data = _three_gaussians(tmp_path / "three.npz")
     weights = np.array([[1, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0], [0, 0.2, 0.8, 0, 0]], np.float32)
     avatar.write(tmp_path / "three.npz", dataclasses.replace(data, lbs_weights=weights))
@@ -594,27 +595,54 @@ def test_splats_turn_with_the_bones(blender, tmp_path):
             rig.pose.bones[name].rotation_mode = "QUATERNION"
             rig.pose.bones[name].rotation_quaternion = mathutils.Quaternion(axis, angle)
         bpy.context.view_layer.update()
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        instances = [(list(i.matrix_world.translation), [list(r) for r in i.matrix_world.to_3x3()])
-                     for i in depsgraph.object_instances
-                     if i.is_instance and i.parent and i.parent.original == points]
+        mesh = points.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+        turned = np.empty(12, np.float32)
+        mesh.attributes["splat_rotation"].data.foreach_get("value", turned)
         skins = [list((b.matrix @ b.bone.matrix_local.inverted()).to_quaternion())
                  for b in rig.pose.bones]
         rotation = np.empty(12, np.float32)
         points.data.attributes["rotation"].data.foreach_get("value", rotation)
-        print(json.dumps({{"instances": instances, "skins": skins,
-                           "rest": rotation.reshape(3, 4).tolist(),
-                           "centres": evaluated(points).tolist()}}))
+        print(json.dumps({{"turned": turned.reshape(3, 4).tolist(), "skins": skins,
+                           "rest": rotation.reshape(3, 4).tolist()}}))
     """, tmp_path)
     skins = np.array(out["skins"])
     skins *= np.where(skins @ skins[0] < 0, -1.0, 1.0)[:, None]  # one hemisphere, the root's
-    assert len(out["instances"]) == 3
-    for i, (centre, rest) in enumerate(zip(out["centres"], out["rest"])):
+    for i, (quaternion, rest) in enumerate(zip(out["turned"], out["rest"])):
         blended = weights[i] @ skins
         expected = quat_matrix(quat_multiply(blended / np.linalg.norm(blended), np.array(rest)))
-        (matrix,) = [np.array(m) for t, m in out["instances"] if np.allclose(t, centre, atol=1e-6)]
-        turned = matrix / np.linalg.norm(matrix, axis=0)  # columns: the splat's axes
+        turned = quat_matrix(np.array(quaternion))
         assert np.allclose(turned, expected, atol=1e-4), (i, turned, expected)
         unturned = quat_matrix(np.array(rest))
         assert not np.allclose(turned, unturned, atol=0.05), i  # the pose does turn it
 
+
+
+def test_viewport_splats_face_the_view(blender, tmp_path):
+    """In the viewport each splat is a flat polygon through its centre facing the avatar's View
+    empty, which ``viewport.place_views`` moves to the 3D view's eye."""
+    _three_gaussians(tmp_path / "three.npz")
+    out = run_bpy(blender, f"""
+        from toonsplat.addon import viewport
+        imported = importer.import_avatar({str(tmp_path / "three.npz")!r})
+        def polygons():
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            (mesh,) = [i.object.data for i in depsgraph.object_instances
+                       if i.is_instance and i.parent and i.parent.original == imported.points]
+            co = np.empty(len(mesh.vertices) * 3, np.float32)
+            mesh.vertices.foreach_get("co", co)
+            return co.reshape(3, -1, 3).tolist()  # per splat: its polygon's vertices
+        before = polygons()
+        moved = [viewport.place_views((0.4, -0.5, 0.3)), viewport.place_views((0.4, -0.5, 0.3))]
+        bpy.context.view_layer.update()
+        print(json.dumps({{"before": before, "after": polygons(), "moved": moved,
+                           "centres": evaluated(imported.points).tolist()}}))
+    """, tmp_path)
+    assert out["moved"] == [1, 0]  # the second call finds it there already
+    for key, eye in (("before", np.array([0.0, -0.6, 0.0])), ("after", np.array([0.4, -0.5, 0.3]))):
+        for centre, polygon in zip(out["centres"], out[key]):
+            polygon = np.array(polygon)
+            normal = np.cross(polygon[2] - polygon[1], polygon[3] - polygon[1])
+            to_eye = eye - np.array(centre)
+            cosine = abs(normal @ to_eye) / np.linalg.norm(normal) / np.linalg.norm(to_eye)
+            assert cosine > 0.9999, (key, cosine)
+            assert np.allclose(polygon.mean(axis=0), centre, atol=1e-6)  # through the centre
