@@ -624,13 +624,10 @@ def test_viewport_splats_face_the_view(blender, tmp_path):
     out = run_bpy(blender, f"""
         from toonsplat.addon import viewport
         imported = importer.import_avatar({str(tmp_path / "three.npz")!r})
-        def polygons():
+        def polygons():  # each splat's instance transform: [a1 a2 a3 | centre]
             depsgraph = bpy.context.evaluated_depsgraph_get()
-            (mesh,) = [i.object.data for i in depsgraph.object_instances
-                       if i.is_instance and i.parent and i.parent.original == imported.points]
-            co = np.empty(len(mesh.vertices) * 3, np.float32)
-            mesh.vertices.foreach_get("co", co)
-            return co.reshape(3, -1, 3).tolist()  # per splat: its polygon's vertices
+            return [[list(row) for row in i.matrix_world] for i in depsgraph.object_instances
+                    if i.is_instance and i.parent and i.parent.original == imported.points]
         before = polygons()
         moved = [viewport.place_views((0.4, -0.5, 0.3)), viewport.place_views((0.4, -0.5, 0.3))]
         bpy.context.view_layer.update()
@@ -639,10 +636,11 @@ def test_viewport_splats_face_the_view(blender, tmp_path):
     """, tmp_path)
     assert out["moved"] == [1, 0]  # the second call finds it there already
     for key, eye in (("before", np.array([0.0, -0.6, 0.0])), ("after", np.array([0.4, -0.5, 0.3]))):
-        for centre, polygon in zip(out["centres"], out[key]):
-            polygon = np.array(polygon)
-            normal = np.cross(polygon[2] - polygon[1], polygon[3] - polygon[1])
+        assert len(out[key]) == 3
+        for centre, matrix in zip(out["centres"], out[key]):
+            matrix = np.array(matrix)
+            normal = np.cross(matrix[:3, 0], matrix[:3, 1])  # the polygon's plane
             to_eye = eye - np.array(centre)
             cosine = abs(normal @ to_eye) / np.linalg.norm(normal) / np.linalg.norm(to_eye)
             assert cosine > 0.9999, (key, cosine)
-            assert np.allclose(polygon.mean(axis=0), centre, atol=1e-6)  # through the centre
+            assert np.allclose(matrix[:3, 3], centre, atol=1e-6)  # through the centre
