@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.blender, pytest.mark.slow]
 SIZE = 256              # render size (the tracking's 128 px cameras, scaled)
 FRAME_INDEX = 5         # a tracked frame with the head turned and an expression on
 BACKGROUND = 0.3        # display grey behind the head, both renderers
-MIN_HEAD_PSNR = 30.0    # dB on the head region
+MIN_HEAD_PSNR = 33.0    # dB on the head region (35.2-35.7 measured; 30.9 with ellipsoid splats)
 
 
 @pytest.fixture(scope="module")
