@@ -29,6 +29,7 @@ from ..backend.formats import avatar as avatar_format
 from . import axes, proportions
 
 SLIDER_RANGE = (-2.0, 2.0)
+SH_C1 = 0.4886025119029199  # the SH band-1 constant (3DGS)
 BONE_LENGTH = 0.03
 # Direction of each bone (head -> tail) in Blender space: the neck chain up, jaw and eyes forward.
 BONE_DIRECTIONS = {"root": (0.0, 0.0, 1.0), "neck": (0.0, 0.0, 1.0), "jaw": (0.0, -1.0, 0.0),
@@ -156,6 +157,14 @@ def build_points(name: str, data: avatar_format.Avatar,
     rgb = axes.srgb_to_linear(axes.sh_dc_to_rgb(data.sh[:, 0, :]))
     rgba = np.concatenate([rgb, np.ones((n, 1))], axis=1).astype(np.float32)
     _set_attribute(mesh, "color", "FLOAT_COLOR", "color", rgba)
+    # the splat preview's view-dependent colour (addon/splats.py): display sRGB, SH band 1
+    sh = np.asarray(data.sh, dtype=np.float64)
+    _set_attribute(mesh, "splat_display", "FLOAT_VECTOR", "vector",
+                   (0.5 + axes.SH_C0 * sh[:, 0]).astype(np.float32))
+    if sh.shape[1] >= 4:
+        for band in (1, 2, 3):
+            _set_attribute(mesh, f"splat_sh{band}", "FLOAT_VECTOR", "vector",
+                           (SH_C1 * sh[:, band]).astype(np.float32))
     opacity = 1.0 / (1.0 + np.exp(-data.opacity_logits.astype(np.float64)))
     _set_attribute(mesh, "opacity", "FLOAT", "value", opacity.astype(np.float32))
     _set_attribute(mesh, "scale", "FLOAT_VECTOR", "vector",
@@ -178,14 +187,12 @@ def build_points(name: str, data: avatar_format.Avatar,
 def add_expression_colours(points: bpy.types.Object, data: avatar_format.Avatar):
     """The splats' colour follows the expressions (the file's colour blendshapes, display sRGB
     per unit of each expression; mouth-interior Gaussians never change). The sum is clamped to
-    [0, 1] after blending, not the neutral colour before."""
+    [0, 1] after blending (by the splat preview), not the neutral colour before."""
     from . import splats
 
     deltas = axes.SH_C0 * np.asarray(data.delta_sh[:, :, 0, :], dtype=np.float64)
     deltas[:, np.asarray(data.mouth, dtype=bool)] = 0.0
-    return splats.add_expression_colours(points, data.expression_names,
-                                         0.5 + axes.SH_C0 * np.asarray(data.sh[:, 0, :], np.float64),
-                                         deltas)
+    return splats.add_expression_colours(points, data.expression_names, deltas)
 
 
 def _set_attribute(mesh, name: str, data_type: str, key: str, values: np.ndarray) -> None:

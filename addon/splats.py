@@ -46,7 +46,9 @@ WHITE_COLUMNS = ("splat_w1", "splat_w2", "splat_w3")  # the same in the Gaussian
 DEFAULT_EYE = (0.0, -0.6, 0.0)  # Blender space: the face looks along -Y
 JOINT_INPUT = "Frame {}"  # the modifier's object input per joint (``joint_frames``)
 COLOURS_MODIFIER = "Splat Expression Colours"
-COLOUR_BASE = "splat_base_rgb"  # display sRGB of the neutral colour
+DISPLAY_ATTRIBUTE = "splat_display"  # display sRGB colour before view dependence (import: neutral)
+SH_ATTRIBUTES = ("splat_sh1", "splat_sh2", "splat_sh3")  # C1 x the SH band-1 coefficients
+SKIN_ATTRIBUTE = "splat_skin"  # the skinning rotation alone, on the evaluated points
 COLOUR_DELTA = "splat_drgb_{}"  # display sRGB change per unit of expression k
 
 TRANSPARENT_BOUNCES = 256
@@ -82,20 +84,21 @@ def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None,
     return modifier
 
 
-def add_expression_colours(obj: bpy.types.Object, names, base_rgb: np.ndarray,
+def add_expression_colours(obj: bpy.types.Object, names,
                            deltas: np.ndarray) -> bpy.types.Modifier | None:
     """Blend the splats' colour with the expressions, as the backend does (Eq. 1 on the colour).
 
-    ``color = srgb_to_linear(base + sum_k value_k * delta_k)`` in display sRGB, one term per
-    expression that changes any colour; each ``value_k`` is a modifier input driven by the
-    expression's shape key on ``obj``, so sliders, keyframes and the tracking all recolour. A
-    geometry-nodes modifier of its own (before the splat preview, which reads ``color``), with a
+    ``splat_display += sum_k value_k * delta_k`` in display sRGB (the splat preview clamps and
+    decodes it into ``color``), one term per expression that changes any colour; each
+    ``value_k`` is a modifier input driven by the expression's shape key on ``obj``, so sliders,
+    keyframes and the tracking all recolour. A geometry-nodes modifier of its own (before the
+    splat preview, which reads ``splat_display``), with a
     node group per avatar (inputs named as its expressions).
 
     Args:
         obj: the points object, with its expression shape keys.
-        names: (K) expression names; base_rgb: (N, 3) display sRGB of the neutral colours;
-        deltas: (K, N, 3) display sRGB change per unit of each expression.
+        names: (K) expression names; deltas: (K, N, 3) display sRGB change per unit of each
+            expression.
 
     Returns:
         The modifier, or None when no expression changes a colour.
@@ -104,7 +107,6 @@ def add_expression_colours(obj: bpy.types.Object, names, base_rgb: np.ndarray,
     if not used:
         return None
     mesh = obj.data
-    _set_vectors(mesh, COLOUR_BASE, base_rgb)
     for k in used:
         _set_vectors(mesh, COLOUR_DELTA.format(k), deltas[k])
     group = _expression_colour_group(f"{NODE_GROUP} Colours {obj.name}",
@@ -132,8 +134,8 @@ def _set_vectors(mesh, name: str, values: np.ndarray) -> None:
 
 
 def _expression_colour_group(name: str, terms) -> bpy.types.NodeTree:
-    """Geometry in, ``color`` (linear) stored from the base and the driven (name, attribute)
-    terms."""
+    """Geometry in, ``splat_display`` (display sRGB, not clamped) stored from its own value and
+    the driven (name, attribute) terms; the splat preview clamps and decodes it."""
     group = bpy.data.node_groups.new(name, "GeometryNodeTree")
     group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     for expression, _ in terms:
@@ -141,23 +143,14 @@ def _expression_colour_group(name: str, terms) -> bpy.types.NodeTree:
     group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
     group_in, group_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
-    total = _named_attribute(nodes, COLOUR_BASE, "FLOAT_VECTOR").outputs["Attribute"]
+    total = _named_attribute(nodes, DISPLAY_ATTRIBUTE, "FLOAT_VECTOR").outputs["Attribute"]
     for index, (_, attribute) in enumerate(terms):
         term = _vector_math(nodes, links, "SCALE",
                             _named_attribute(nodes, attribute, "FLOAT_VECTOR").outputs["Attribute"])
         links.new(group_in.outputs[index + 1], term.node.inputs["Scale"])
         total = _vector_math(nodes, links, "ADD", total, term)
-    channels = nodes.new("ShaderNodeSeparateXYZ")
-    links.new(total, channels.inputs[0])
-    linear = nodes.new("ShaderNodeCombineXYZ")
-    for axis in "XYZ":
-        links.new(_srgb_to_linear(nodes, links, channels.outputs[axis]), linear.inputs[axis])
-    store = nodes.new("GeometryNodeStoreNamedAttribute")
-    store.data_type, store.domain = "FLOAT_COLOR", "POINT"
-    store.inputs["Name"].default_value = "color"
-    links.new(group_in.outputs[0], geometry_socket(store.inputs))
-    links.new(linear.outputs[0], store.inputs["Value"])
-    links.new(geometry_socket(store.outputs), group_out.inputs[0])
+    links.new(_store(nodes, links, group_in.outputs[0], DISPLAY_ATTRIBUTE, total),
+              group_out.inputs[0])
     return group
 
 
@@ -235,15 +228,16 @@ def splat_node_group() -> bpy.types.NodeTree:
     nodes, links = group.nodes, group.links
     group_in = nodes.new("NodeGroupInput")
     group_out = nodes.new("NodeGroupOutput")
-    rotation = _skinned_rotation(nodes, links, group_in)
-    points = _store(nodes, links, group_in.outputs["Geometry"], ROTATION_ATTRIBUTE, rotation,
-                    "QUATERNION")
+    skin, rotation = _skinned_rotation(nodes, links, group_in)
+    points = _store(nodes, links, group_in.outputs["Geometry"], SKIN_ATTRIBUTE, skin, "QUATERNION")
+    points = _store(nodes, links, points, ROTATION_ATTRIBUTE, rotation, "QUATERNION")
     sigma = _widened_sigma(nodes, links, group_in.outputs[LOW_PASS_INPUT])
-    # Each Store node evaluates its own field: read the turned rotation back rather than
-    # recompute the skinning for every attribute stored below (70k x 50: 20 -> 31 fps).
+    # Each Store node evaluates its own field: read the rotations back rather than recompute
+    # the skinning for every attribute stored below (70k x 50: 20 -> 29 fps).
     stored_rotation = _named_attribute(nodes, ROTATION_ATTRIBUTE, "QUATERNION").outputs["Attribute"]
-    polygons = _camera_facing_splats(nodes, links, points, stored_rotation, sigma,
-                                     _eye(nodes, links, group_in))
+    eye = _eye(nodes, links, group_in)
+    points = _store(nodes, links, points, "color", _view_colour(nodes, links, eye), "FLOAT_COLOR")
+    polygons = _camera_facing_splats(nodes, links, points, stored_rotation, sigma, eye)
     join = nodes.new("GeometryNodeJoinGeometry")  # instances: the evaluated mesh is the points
     links.new(points, geometry_socket(join.inputs))
     links.new(polygons, geometry_socket(join.inputs))
@@ -271,9 +265,10 @@ def _eye(nodes, links, group_in):
 
 
 def _skinned_rotation(nodes, links, group_in):
-    """Each splat's rotation turned with the bones, as the backend's LBS turns it: the
-    normalized weighted sum of the joints' skinning quaternions (weights: the vertex groups;
-    signs aligned with the root's) applied to the ``rotation`` attribute.
+    """(skinning rotation, turned rotation): each splat's rotation turned with the bones, as the
+    backend's LBS turns it: the normalized weighted sum of the joints' skinning quaternions
+    (weights: the vertex groups; signs aligned with the root's) applied to the ``rotation``
+    attribute.
 
     A joint's skinning rotation is the rotation of its frame object (``joint_frames``: an empty
     bone-parented so it sits at the points object's origin at rest) relative to the points
@@ -320,7 +315,41 @@ def _skinned_rotation(nodes, links, group_in):
     links.new(_named_attribute(nodes, "rotation", "QUATERNION").outputs["Attribute"],
               turned.inputs["Rotation"])
     links.new(skin.outputs["Rotation"], turned.inputs["Rotate By"])
-    return turned.outputs["Rotation"]
+    return skin.outputs["Rotation"], turned.outputs["Rotation"]
+
+
+def _view_colour(nodes, links, eye):
+    """Linear ``color`` seen from the eye: display sRGB ``splat_display`` (the neutral colour or
+    the expressions' blend) plus the SH degree-1 band (``splat_sh1..3``, C1 x the file's
+    coefficients) at the view direction (eye to centre) turned back by the skinning rotation and
+    written in head axes, clamped to [0, 1], then decoded (as the backend's ``eval_sh``; bands 2
+    and 3 are not shown). An avatar without band 1 has no ``splat_sh*``: they read as zero."""
+    position = nodes.new("GeometryNodeInputPosition").outputs["Position"]
+    view = _vector_math(nodes, links, "NORMALIZE",
+                        _vector_math(nodes, links, "SUBTRACT", position, eye))
+    unturn = nodes.new("FunctionNodeInvertRotation")
+    links.new(_named_attribute(nodes, SKIN_ATTRIBUTE, "QUATERNION").outputs["Attribute"],
+              unturn.inputs["Rotation"])
+    blender = nodes.new("ShaderNodeSeparateXYZ")  # Blender (x, y, z) = head (x, -z, y)
+    links.new(_rotate(nodes, links, view, unturn.outputs["Rotation"]), blender.inputs[0])
+    head = {"x": blender.outputs["X"], "y": blender.outputs["Z"],
+            "z": _math(nodes, links, "MULTIPLY", blender.outputs["Y"], -1.0)}
+    total = _named_attribute(nodes, DISPLAY_ATTRIBUTE, "FLOAT_VECTOR").outputs["Attribute"]
+    for name, (axis, sign) in zip(SH_ATTRIBUTES, (("y", -1.0), ("z", 1.0), ("x", -1.0))):
+        term = _vector_math(nodes, links, "SCALE",
+                            _named_attribute(nodes, name, "FLOAT_VECTOR").outputs["Attribute"])
+        links.new(_math(nodes, links, "MULTIPLY", head[axis], sign), term.node.inputs["Scale"])
+        total = _vector_math(nodes, links, "ADD", total, term)
+    return _srgb_vector_to_linear(nodes, links, total)
+
+
+def _srgb_vector_to_linear(nodes, links, vector):
+    channels = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(vector, channels.inputs[0])
+    linear = nodes.new("ShaderNodeCombineXYZ")
+    for axis in "XYZ":
+        links.new(_srgb_to_linear(nodes, links, channels.outputs[axis]), linear.inputs[axis])
+    return linear.outputs[0]
 
 
 def _widened_sigma(nodes, links, low_pass):

@@ -25,7 +25,7 @@ def moved_eye() -> Vector | None:
     """The eye of a 3D view that moved since the last call, else None."""
     seen, moved = {}, None
     for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
+        for area in (window.screen.areas if window.screen is not None else ()):
             if area.type != "VIEW_3D":
                 continue
             eye = tuple(area.spaces.active.region_3d.view_matrix.inverted().translation)

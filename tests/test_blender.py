@@ -271,7 +271,8 @@ def test_import_builds_the_expected_data(blender, avatar_file, tmp_path):
     assert own == ["color", "mouth", "opacity", "position", "rotation", "scale"]
     coloured = [k for k in range(data.n_expressions) if np.any(data.delta_sh[k][~data.mouth])]
     assert sorted(a for a in result["attributes"] if a.startswith("splat_")) == sorted(
-        ["splat_base_rgb", *(f"splat_drgb_{k}" for k in coloured)])
+        ["splat_display", *(f"splat_sh{band}" for band in (1, 2, 3) if data.sh.shape[1] >= 4),
+         *(f"splat_drgb_{k}" for k in coloured)])
     assert result["head"] == [len(data.mesh_vertices), len(data.mesh_faces), True, True, 51,
                               ["ARMATURE"]]
     assert np.allclose(np.load(tmp_path / "weights.npy"), data.lbs_weights, atol=1e-6)
@@ -540,9 +541,10 @@ def test_splat_preview_matches_the_backend_render(blender, tmp_path):
     assert np.abs(blender - backend)[splat_pixels].mean() < 0.04, psnr
 
 
-def test_splat_colours_follow_the_expressions(blender, tmp_path):
-    """The preview's colour is the backend's blended colour: display sRGB base + sum of the keyed
-    expressions' colour deltas (mouth Gaussians never change), clamped, then linear."""
+def test_splat_colours_follow_the_expressions_and_the_view(blender, tmp_path):
+    """The preview's colour is the backend's: display sRGB base + the keyed expressions' colour
+    deltas (mouth Gaussians never change) + the SH degree-1 band at the view direction (eye to
+    centre, head axes), clamped, then linear."""
     data = examples.random_avatar(n_gaussians=200, n_expressions=3, sh_degree=1, seed=4)
     data = dataclasses.replace(data, delta_sh=(data.delta_sh * 40).astype(np.float32))
     path = tmp_path / "colours.npz"
@@ -551,27 +553,41 @@ def test_splat_colours_follow_the_expressions(blender, tmp_path):
     out = run_bpy(blender, f"""
         imported = importer.import_avatar({str(path)!r})
         points = imported.points
-        def colours():
+        def state():
             mesh = points.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
             values = np.empty(len(mesh.vertices) * 4, np.float32)
             mesh.attributes["color"].data.foreach_get("color", values)
-            return values.reshape(-1, 4)[:, :3].tolist()
-        neutral = colours()
+            return {{"colours": values.reshape(-1, 4)[:, :3].tolist(),
+                     "centres": evaluated(points).tolist()}}
+        neutral = state()
         points.data.shape_keys.key_blocks[{data.expression_names[1]!r}].value = 0.7
         points.data.shape_keys.key_blocks[{data.expression_names[2]!r}].value = -0.4
-        print(json.dumps({{"neutral": neutral, "keyed": colours(),
+        print(json.dumps({{"neutral": neutral, "keyed": state(),
+                           "eye": list(imported.collection.objects["colours_view"].location),
                            "modifiers": [m.name for m in points.modifiers]}}))
     """, tmp_path)
     assert out["modifiers"] == ["Armature", "Splat Expression Colours", "Splat Preview"]
-    c0 = 0.28209479177387814
+    c0, c1 = 0.28209479177387814, 0.4886025119029199
     still = ~data.mouth[:, None]
-    base = 0.5 + c0 * data.sh[:, 0].astype(np.float64)
+    sh = data.sh.astype(np.float64)
+    base = 0.5 + c0 * sh[:, 0]
     blended = base + c0 * (0.7 * data.delta_sh[1, :, 0] - 0.4 * data.delta_sh[2, :, 0]) * still
-    linear = lambda rgb: _srgb_to_linear_reference(np.clip(rgb, 0, 1))  # noqa: E731
-    np.testing.assert_allclose(out["neutral"], linear(base), atol=2e-4)
-    np.testing.assert_allclose(out["keyed"], linear(blended), atol=2e-4)
-    changed = np.abs(linear(blended) - linear(base)).max(axis=1) > 0.02
-    assert changed.sum() > 50 and not changed[data.mouth].any()
+
+    def seen(display, centres):
+        view = np.array(centres) - np.array(out["eye"])
+        view /= np.linalg.norm(view, axis=1, keepdims=True)
+        x, y, z = view[:, 0], view[:, 2], -view[:, 1]  # Blender (x, y, z) = head (x, -z, y)
+        band = -y[:, None] * sh[:, 1] + z[:, None] * sh[:, 2] - x[:, None] * sh[:, 3]
+        return _srgb_to_linear_reference(np.clip(display + c1 * band, 0, 1))
+
+    np.testing.assert_allclose(out["neutral"]["colours"], seen(base, out["neutral"]["centres"]),
+                               atol=3e-4)
+    np.testing.assert_allclose(out["keyed"]["colours"], seen(blended, out["keyed"]["centres"]),
+                               atol=3e-4)
+    flat = _srgb_to_linear_reference(np.clip(base, 0, 1))  # what a DC-only preview would show
+    assert np.abs(np.array(out["neutral"]["colours"]) - flat).max() > 0.02
+    changed = np.abs(seen(blended, out["keyed"]["centres"]) - seen(base, out["keyed"]["centres"]))
+    assert (changed.max(axis=1) > 0.02).sum() > 50 and not (changed[data.mouth] > 1e-6).any()
 
 
 def _srgb_to_linear_reference(srgb: np.ndarray) -> np.ndarray:
