@@ -10,7 +10,7 @@ Gaussian's exact profile along each ray in the Gaussian's whitened frame, so eve
 at its centre's depth, as the backend composites (sorted by centre depth). Ellipsoid shells,
 used before, drew each splat where the ray enters it, up to 2.5 standard deviations in front of
 its centre, so large splats inside the head showed through the face: 22.7-23.6 dB head PSNR
-against the backend on real-clip avatars, 31.4-31.6 now (docs/ADDON.md, "Render parity").
+against the backend on real-clip avatars, 32.7-33.5 now (docs/ADDON.md, "Render parity").
 
 Splats turn with the bones (``_skinned_rotation``: the joints' rotations read from bone-parented
 empties, ``joint_frames``) and their colours follow the expressions (``add_expression_colours``,
