@@ -50,7 +50,9 @@ def place_views(eye) -> int:
 
 def follow_view() -> float:
     """The timer: a moved view's eye becomes the current one; every ``View`` empty goes there
-    (so one imported since is placed too)."""
+    (so one imported since is placed too). Nothing moves while a render runs."""
+    if bpy.app.is_job_running("RENDER"):
+        return INTERVAL
     eye = moved_eye()
     if eye is not None:
         _current[:] = [eye]
