@@ -19,6 +19,8 @@ INTERVAL = 0.1  # seconds between two looks at the 3D views
 TOLERANCE = 1e-5  # metres: an eye closer than this to the empty does not move it
 _eyes: dict[int, tuple] = {}  # 3D view area -> its eye at the last look
 _current: list = []  # the eye the empties were last moved to
+_ticks = [0]
+RESCAN = 10  # ticks between two looks for View empties not at the current eye
 
 
 def moved_eye() -> Vector | None:
@@ -49,14 +51,16 @@ def place_views(eye) -> int:
 
 
 def follow_view() -> float:
-    """The timer: a moved view's eye becomes the current one; every ``View`` empty goes there
-    (so one imported since is placed too). Nothing moves while a render runs."""
+    """The timer: a moved view's eye becomes the current one and every ``View`` empty goes
+    there; between moves, every RESCAN-th tick places the empties of avatars imported since (the
+    scan walks all objects, so it does not run on every tick). Nothing moves while a render runs."""
     if bpy.app.is_job_running("RENDER"):
         return INTERVAL
     eye = moved_eye()
+    _ticks[0] += 1
     if eye is not None:
         _current[:] = [eye]
-    if _current:
+    if _current and (eye is not None or _ticks[0] % RESCAN == 0):
         place_views(_current[0])
     return INTERVAL
 
