@@ -10,17 +10,20 @@ to the renders; set ``TOONSPLAT_PARITY_PNG`` to keep a copy.
 
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
 
 from tests.test_blender import ROOT, Blender, _matrix_params
 
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from render_parity import BACKGROUND, backend_render, head_psnr, side_by_side  # noqa: E402
+
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 SIZE = 256              # render size (the tracking's 128 px cameras, scaled)
 FRAME_INDEX = 5         # a tracked frame with the head turned and an expression on
-BACKGROUND = 0.3        # display grey behind the head, both renderers
 MIN_HEAD_PSNR = 33.0    # dB on the head region (35.2-35.7 measured; 30.9 with ellipsoid splats)
 
 
@@ -41,42 +44,6 @@ def trained(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return str(folder / "run" / "avatar.npz"), str(folder / "data" / "tracking.npz")
-
-
-def backend_render(avatar_path: str, tracking_path: str, index: int, size: int):
-    """The backend's render of frame ``index``: (H, W, 3) rgb and (H, W) alpha in [0, 1]."""
-    import torch
-
-    from backend.export.avatar_file import model_from_avatar
-    from backend.export.reenact import posed_gaussians
-    from backend.formats import avatar, tracking
-    from backend.render import Cameras, render
-
-    data, track = avatar.read(avatar_path), tracking.read(tracking_path)
-    model, _ = model_from_avatar(data)
-    scale = size / max(int(v) for v in track.image_size)
-    viewmat = torch.as_tensor(track.extrinsics[index]).float()
-    intrinsics = torch.as_tensor(track.intrinsics[index]).float().clone()
-    intrinsics[:2] *= scale
-    width, height = (round(int(v) * scale) for v in track.image_size)
-    with torch.no_grad():
-        gaussians, _ = posed_gaussians(model, data, track, index, torch.linalg.inv(viewmat)[:3, 3])
-        out = render(gaussians, Cameras(viewmat[None], intrinsics[None], width, height),
-                     background=torch.full((3,), BACKGROUND))
-    return out.rgb[0].clamp(0, 1).numpy().astype(np.float64), out.alpha[0, ..., 0].numpy()
-
-
-def head_psnr(blender: np.ndarray, backend: np.ndarray, mask: np.ndarray) -> float:
-    error = np.mean((blender - backend)[mask] ** 2)
-    return float(10 * np.log10(1.0 / max(error, 1e-12)))
-
-
-def side_by_side(path, blender: np.ndarray, backend: np.ndarray) -> None:
-    from PIL import Image
-
-    difference = np.clip(4 * np.abs(blender - backend), 0, 1)
-    row = np.concatenate([blender, backend, difference], axis=1)
-    Image.fromarray((row * 255 + 0.5).astype(np.uint8)).save(path)
 
 
 @pytest.mark.parametrize("folder", _matrix_params())

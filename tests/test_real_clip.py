@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 
 from backend.pipeline.bench_quality import clip_rows, default_clips
@@ -60,30 +59,21 @@ def test_quick_real_clip_build(quick_build):
 
 def test_blender_render_of_the_real_clip_avatar(quick_build, tmp_path):
     """The Blender import of the real-clip avatar renders (Cycles, the tracking's camera, first
-    held-out frame) like the backend. Measured 2026-12-04: 37.5 dB head PSNR; the ellipsoid
-    splats renders used before gave 34.6 dB (a large splat inside the head drawn where the ray
-    enters it, in front of the face)."""
+    held-out frame) like the backend (``scripts/render_parity.py``). Measured 2026-12-04: 37.5 dB
+    head PSNR; the ellipsoid splats renders used before gave 34.6 dB (a large splat inside the
+    head drawn where the ray enters it, in front of the face)."""
     pytest.importorskip("bpy")
-    from PIL import Image
+    import sys
 
     from backend.formats import tracking
     from backend.train.data import split_frames
-    from tests.test_blender import ROOT, Blender
-    from tests.test_blender_parity import backend_render, head_psnr, side_by_side
+    from tests.test_blender import ROOT
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from render_parity import compare
 
     _, build = quick_build
     avatar_path, tracking_path = str(build / "avatar.npz"), str(build / "data" / "tracking.npz")
     index = int(split_frames(tracking.read(tracking_path).n_frames)[1][0])
-    png = tmp_path / "blender.png"
-    result = Blender("").run(
-        [os.path.join(ROOT, "scripts", "build_avatar.py"), "--avatar", avatar_path, "--tracking",
-         tracking_path, "--out", str(tmp_path / "avatar.blend"), "--render", str(png),
-         "--resolution", "256", "--frame", str(index + 1), "--background", "0.3"], timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    blender = np.asarray(Image.open(png).convert("RGB"), np.float64) / 255
-    backend, alpha = backend_render(avatar_path, tracking_path, index, 256)
-    side_by_side(tmp_path / "side_by_side.png", blender, backend)
-    head = alpha > 0.5
-    assert head.sum() > 0.05 * head.size
-    psnr = head_psnr(blender, backend, head)
+    psnr = compare(avatar_path, tracking_path, index, 256, str(tmp_path / "side_by_side.png"))
     assert psnr > 36.0, f"head PSNR {psnr:.2f} dB (side by side: {tmp_path / 'side_by_side.png'})"

@@ -37,6 +37,22 @@ def posed_gaussians(model, avatar: Avatar, tracking: Tracking, index: int, camer
     return model.gaussians(expressions, frame_transforms(avatar, tracking, index), camera_center)
 
 
+@torch.no_grad()
+def render_tracked_frame(model, avatar: Avatar, tracking: Tracking, index: int, scale: float = 1.0,
+                         background=(1.0, 1.0, 1.0)):
+    """Frame ``index`` of ``tracking`` seen by its own camera, the image scaled by ``scale``:
+    ``backend.render.render``'s output (rgb (1, H, W, 3), alpha (1, H, W, 1))."""
+    from ..render import Cameras, render
+
+    viewmat = torch.as_tensor(tracking.extrinsics[index]).float()
+    intrinsics = torch.as_tensor(tracking.intrinsics[index]).float().clone()
+    intrinsics[:2] *= scale
+    width, height = (max(2, int(round(int(v) * scale))) for v in tracking.image_size)
+    gaussians, _ = posed_gaussians(model, avatar, tracking, index, torch.linalg.inv(viewmat)[:3, 3])
+    return render(gaussians, Cameras(viewmat[None], intrinsics[None], width, height),
+                  background=torch.as_tensor(background, dtype=torch.float32))
+
+
 PREVIEW_FRAMES = 60  # the build's preview: at most this many of the held-out frames
 
 
@@ -54,7 +70,6 @@ def render_video(avatar: Avatar, tracking: Tracking, out: str, size: int | None 
                  frames=None) -> int:
     """Render the frames of ``tracking`` (every one, or the indices ``frames``) with their
     cameras into an mp4; returns the frame count."""
-    from ..render import Cameras, render
     from ..synth.render import write_video
 
     model, _ = model_from_avatar(avatar, device)
@@ -63,14 +78,7 @@ def render_video(avatar: Avatar, tracking: Tracking, out: str, size: int | None 
     indices = range(tracking.n_frames) if frames is None else [int(i) for i in frames]
     images = []
     for index in indices:
-        viewmat = torch.as_tensor(tracking.extrinsics[index]).float()
-        intrinsics = torch.as_tensor(tracking.intrinsics[index]).float().clone()
-        intrinsics[:2] *= scale
-        center = torch.linalg.inv(viewmat)[:3, 3]
-        gaussians, _ = posed_gaussians(model, avatar, tracking, index, center)
-        w, h = max(2, int(round(width * scale))), max(2, int(round(height * scale)))
-        result = render(gaussians, Cameras(viewmat[None], intrinsics[None], w, h),
-                        background=torch.tensor(background))
+        result = render_tracked_frame(model, avatar, tracking, index, scale, background)
         images.append((result.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
         if progress is not None:
             progress.progress(len(images), len(indices))
