@@ -660,3 +660,31 @@ def test_viewport_splats_face_the_view(blender, tmp_path):
             cosine = abs(normal @ to_eye) / np.linalg.norm(normal) / np.linalg.norm(to_eye)
             assert cosine > 0.9999, (key, cosine)
             assert np.allclose(matrix[:3, 3], centre, atol=1e-6)  # through the centre
+
+
+def test_view_timer_places_new_view_empties_between_moves(blender, tmp_path):
+    """The viewport timer (``viewport.follow_view``): a 3D view's eye seen for the first time
+    moves the View empties there; while no view moves, an empty away from the current eye is
+    placed only on every RESCAN-th tick."""
+    _three_gaussians(tmp_path / "three.npz")
+    out = run_bpy(blender, f"""
+        from toonsplat.addon import viewport
+        imported = importer.import_avatar({str(tmp_path / "three.npz")!r})
+        view = imported.collection.objects["three_view"]
+        at_import = list(view.location)
+        viewport.follow_view()  # the first look: every 3D view counts as moved
+        first = list(view.matrix_world.translation)
+        viewport._current[:] = [viewport.Vector((0.2, -0.7, 0.1))]
+        viewport._ticks[0] = 0
+        seen = []
+        for _ in range(viewport.RESCAN):
+            interval = viewport.follow_view()
+            seen.append(list(view.matrix_world.translation))
+        viewport.unregister()
+        print(json.dumps({{"at_import": at_import, "first": first, "seen": seen,
+                           "interval": interval, "views": len(viewport._eyes)}}))
+    """, tmp_path)
+    assert out["interval"] == pytest.approx(0.1)
+    assert np.allclose(out["at_import"], [0.0, -0.6, 0.0])  # no camera in the scene
+    assert np.allclose(out["seen"][:-1], np.array(out["first"])[None])  # between rescans
+    assert np.allclose(out["seen"][-1], [0.2, -0.7, 0.1], atol=1e-6)  # the rescan tick
