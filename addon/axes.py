@@ -18,6 +18,7 @@ HEAD_TO_BLENDER = np.array([[1.0, 0.0, 0.0],
                             [0.0, 1.0, 0.0]])
 
 SH_C0 = 0.28209479177387814
+SH_C1 = 0.4886025119029199  # the SH band-1 constant (3DGS)
 
 
 def points_to_blender(points: np.ndarray) -> np.ndarray:

@@ -29,7 +29,6 @@ from ..backend.formats import avatar as avatar_format
 from . import axes, proportions
 
 SLIDER_RANGE = (-2.0, 2.0)
-SH_C1 = 0.4886025119029199  # the SH band-1 constant (3DGS)
 BONE_LENGTH = 0.03
 # Direction of each bone (head -> tail) in Blender space: the neck chain up, jaw and eyes forward.
 BONE_DIRECTIONS = {"root": (0.0, 0.0, 1.0), "neck": (0.0, 0.0, 1.0), "jaw": (0.0, -1.0, 0.0),
@@ -164,7 +163,7 @@ def build_points(name: str, data: avatar_format.Avatar,
     if sh.shape[1] >= 4:
         for band in (1, 2, 3):
             _set_attribute(mesh, f"splat_sh{band}", "FLOAT_VECTOR", "vector",
-                           (SH_C1 * sh[:, band]).astype(np.float32))
+                           (axes.SH_C1 * sh[:, band]).astype(np.float32))
     opacity = 1.0 / (1.0 + np.exp(-data.opacity_logits.astype(np.float64)))
     _set_attribute(mesh, "opacity", "FLOAT", "value", opacity.astype(np.float32))
     _set_attribute(mesh, "scale", "FLOAT_VECTOR", "vector",
@@ -186,13 +185,27 @@ def build_points(name: str, data: avatar_format.Avatar,
 
 def add_expression_colours(points: bpy.types.Object, data: avatar_format.Avatar):
     """The splats' colour follows the expressions (the file's colour blendshapes, display sRGB
-    per unit of each expression; mouth-interior Gaussians never change). The sum is clamped to
-    [0, 1] after blending (by the splat preview), not the neutral colour before."""
+    per unit of each expression; mouth-interior Gaussians never change): a point attribute per
+    expression that changes any colour and the splats' colours modifier, its inputs driven by
+    the expression keys. The sum is clamped to [0, 1] after blending (by the splat preview), not
+    the neutral colour before. Returns the modifier, or None when no expression changes a colour."""
     from . import splats
 
     deltas = axes.SH_C0 * np.asarray(data.delta_sh[:, :, 0, :], dtype=np.float64)
     deltas[:, np.asarray(data.mouth, dtype=bool)] = 0.0
-    return splats.add_expression_colours(points, data.expression_names, deltas)
+    used = [k for k in range(data.n_expressions) if np.any(deltas[k])]
+    if not used:
+        return None
+    for k in used:
+        _set_attribute(points.data, splats.COLOUR_DELTA.format(k), "FLOAT_VECTOR", "vector",
+                       deltas[k].astype(np.float32))
+    modifier = splats.add_expression_colours(
+        points, [(data.expression_names[k], splats.COLOUR_DELTA.format(k)) for k in used])
+    for item in splats.expression_inputs(modifier):
+        driver = modifier.driver_add(f'["{item.identifier}"]').driver
+        driver.type = "AVERAGE"
+        _key_variable(driver, "value", points.data.shape_keys, item.name)
+    return modifier
 
 
 def _set_attribute(mesh, name: str, data_type: str, key: str, values: np.ndarray) -> None:

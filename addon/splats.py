@@ -28,7 +28,6 @@ import math
 
 import bpy
 import mathutils
-import numpy as np
 
 from ..backend.formats import JOINT_NAMES
 
@@ -84,53 +83,27 @@ def add_preview(obj: bpy.types.Object, scene: bpy.types.Scene | None = None,
     return modifier
 
 
-def add_expression_colours(obj: bpy.types.Object, names,
-                           deltas: np.ndarray) -> bpy.types.Modifier | None:
-    """Blend the splats' colour with the expressions, as the backend does (Eq. 1 on the colour).
-
-    ``splat_display += sum_k value_k * delta_k`` in display sRGB (the splat preview clamps and
-    decodes it into ``color``), one term per expression that changes any colour; each
-    ``value_k`` is a modifier input driven by the expression's shape key on ``obj``, so sliders,
-    keyframes and the tracking all recolour. A geometry-nodes modifier of its own (before the
-    splat preview, which reads ``splat_display``), with a
-    node group per avatar (inputs named as its expressions).
+def add_expression_colours(obj: bpy.types.Object, terms) -> bpy.types.Modifier:
+    """The modifier that blends the splats' colour with the expressions, as the backend does
+    (Eq. 1 on the colour): ``splat_display += sum_k value_k * delta_k`` in display sRGB (the
+    splat preview clamps and decodes it into ``color``). A geometry-nodes modifier of its own,
+    before the splat preview, with a node group per avatar whose float inputs are named as the
+    expressions (``expression_inputs``; the importer drives each by its shape key).
 
     Args:
-        obj: the points object, with its expression shape keys.
-        names: (K) expression names; deltas: (K, N, 3) display sRGB change per unit of each
-            expression.
-
-    Returns:
-        The modifier, or None when no expression changes a colour.
+        obj: the points object.
+        terms: (expression name, point attribute of its display sRGB change per unit) pairs.
     """
-    used = [k for k in range(len(names)) if np.any(deltas[k])]
-    if not used:
-        return None
-    mesh = obj.data
-    for k in used:
-        _set_vectors(mesh, COLOUR_DELTA.format(k), deltas[k])
-    group = _expression_colour_group(f"{NODE_GROUP} Colours {obj.name}",
-                                     [(names[k], COLOUR_DELTA.format(k)) for k in used])
     modifier = obj.modifiers.new(COLOURS_MODIFIER, "NODES")
-    modifier.node_group = group
-    key = mesh.shape_keys
-    for item in group.interface.items_tree:
-        if item.item_type != "SOCKET" or item.in_out != "INPUT" or item.socket_type != "NodeSocketFloat":
-            continue
-        driver = modifier.driver_add(f'["{item.identifier}"]').driver
-        driver.type = "AVERAGE"
-        variable = driver.variables.new()
-        variable.type = "SINGLE_PROP"
-        variable.targets[0].id_type = "KEY"
-        variable.targets[0].id = key
-        escaped = item.name.replace("\\", "\\\\").replace('"', '\\"')
-        variable.targets[0].data_path = f'key_blocks["{escaped}"].value'
+    modifier.node_group = _expression_colour_group(f"{NODE_GROUP} Colours {obj.name}", terms)
     return modifier
 
 
-def _set_vectors(mesh, name: str, values: np.ndarray) -> None:
-    attribute = mesh.attributes.new(name, "FLOAT_VECTOR", "POINT")
-    attribute.data.foreach_set("vector", np.ascontiguousarray(values, dtype=np.float32).ravel())
+def expression_inputs(modifier: bpy.types.Modifier) -> list:
+    """The float inputs of an expression-colours modifier's group (named as the expressions)."""
+    return [item for item in modifier.node_group.interface.items_tree
+            if item.item_type == "SOCKET" and item.in_out == "INPUT"
+            and item.socket_type == "NodeSocketFloat"]
 
 
 def _expression_colour_group(name: str, terms) -> bpy.types.NodeTree:

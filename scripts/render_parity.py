@@ -94,19 +94,20 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=256, help="longer image side (default 256)")
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from backend.formats import tracking
+    from backend.errors import ToonSplatError
+    from backend.formats import avatar, tracking
     from backend.train.data import split_frames
 
-    for path in (args.avatar, args.tracking):
-        if not os.path.isfile(path):
-            print(f"error: {path} not found", file=sys.stderr)
-            return 2
-    n_frames = tracking.read(args.tracking).n_frames
-    index = int(split_frames(n_frames)[1][0]) if args.frame is None else args.frame
-    if not 0 <= index < n_frames:
-        print(f"error: --frame {index} is outside the tracking's 0..{n_frames - 1}", file=sys.stderr)
+    try:
+        avatar.read(args.avatar)  # a clear error for a missing or unreadable file, before Blender
+        n_frames = tracking.read(args.tracking).n_frames
+        index = int(split_frames(n_frames)[1][0]) if args.frame is None else args.frame
+        if not 0 <= index < n_frames:
+            raise ToonSplatError(f"--frame {index} is outside the tracking's 0..{n_frames - 1}")
+        psnr = compare(args.avatar, args.tracking, index, args.size, args.out)
+    except (ToonSplatError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    psnr = compare(args.avatar, args.tracking, index, args.size, args.out)
     print(json.dumps({"bench": "blender", "case": f"{os.path.basename(args.avatar)} frame {index}",
                       "metric": "parity_psnr_head", "value": round(psnr, 2), "unit": "dB"}))
     return 0
