@@ -39,13 +39,14 @@ SAMPLES = [
                          param=["saturation=1.3", "temporal=0.8"], region="face",
                          model_range="-1,1")),
     (STAGE, TrainOptions(data="data", out="train", preset="tiny", iters=10, resume=True,
-                         images="stylized", progressive=True, frontal_yaw=0.3, seed=3)),
+                         images="stylized", progressive=True, frontal_yaw=0.3, seed=3,
+                         novel_prior=0.0)),
     (BUILD, BuildOptions(out="build", frame_start=3, frame_end=40, force=["train", "export"],
                          stop_after="prepare",
                          prepare=PrepareOptions(images="folder", size=384, hands=False,
                                                 track=TrackOptions(refine="photometric")),
                          style=StyleOptions(style="none", strength=0.5),
-                         train=TrainOptions(iters=99, device="cpu"))),
+                         train=TrainOptions(iters=99, device="cpu", novel_prior=0.5))),
 ]
 
 
@@ -106,3 +107,22 @@ def test_a_build_option_reaches_its_stage(tmp_path):
     assert train.seed == 7 and train.images == "frames" and train.resume
     assert train.preset in ("cpu-fast", "gpu-paper")
     assert build.style_options().strength == 0.3
+
+
+def test_the_novel_prior_flag_reaches_the_training_config():
+    """``--novel-prior 0`` turns the cpu-fast preset's prior off, in train and in build; unset,
+    the preset's weight stands; a negative weight is refused."""
+    from backend.errors import InputError
+    from backend.train.cli import training_overrides
+    from backend.train.config import make_config
+
+    stage = _parser(TrainOptions, STAGE).parse_args(["--data", "d", "--out", "o", "--novel-prior", "0"])
+    options = opts.from_args(TrainOptions, stage, STAGE)
+    assert make_config("cpu-fast", **training_overrides(options)).novel.weight == 0.0
+    build = _parser(BuildOptions, BUILD).parse_args(["--out", "b", "--novel-prior", "0.25"])
+    options = opts.from_args(BuildOptions, build, BUILD).train
+    assert make_config("cpu-fast", **training_overrides(options)).novel.weight == 0.25
+    assert make_config("cpu-fast", **training_overrides(TrainOptions())).novel.weight == 1.0
+    assert make_config("gpu-paper", **training_overrides(TrainOptions())).novel.weight == 0.0
+    with pytest.raises(InputError, match="--novel-prior -1"):
+        training_overrides(TrainOptions(novel_prior=-1.0))

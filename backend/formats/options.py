@@ -197,6 +197,10 @@ class TrainOptions:
                                "stylized frames (needs stylized/)")
     frontal_yaw: float = option(0.2, "with --progressive: largest |head yaw| in radians of the "
                                 "geometry phase (default 0.2)")
+    novel_prior: float | None = option(None, "weight of the novel-view prior (side views of the "
+                                       "head model must be opaque; docs/TRAINING.md): 0 turns it "
+                                       "off (default: the preset's, 1 in cpu-fast, 0 in gpu-paper)",
+                                       type=float, metavar="WEIGHT")
 
 
 @dataclass

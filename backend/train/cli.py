@@ -53,14 +53,7 @@ def train(options, progress) -> dict:
     threads = options.threads or _auto_threads()
     if threads and device == "cpu":
         torch.set_num_threads(threads)
-    if options.progressive:
-        overrides = progressive_overrides(options.frontal_yaw)
-    else:
-        overrides = {"phases": [{"name": "photoreal", "images": options.images}]}
-    if options.iters is not None:
-        overrides["iterations"] = options.iters
-    if options.seed is not None:
-        overrides["seed"] = options.seed
+    overrides = training_overrides(options)
     preset = resolve_preset(options.preset, options.device)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -74,6 +67,25 @@ def train(options, progress) -> dict:
                     f"SSIM {report['ssim']:.4f}",
                     path=os.path.abspath(outputs["avatar"]), **{"eval": outputs["eval_dir"]})
     return outputs
+
+
+def training_overrides(options) -> dict:
+    """The preset overrides a ``TrainOptions`` asks for (``make_config``'s nested dicts)."""
+    from ..errors import InputError
+
+    if options.progressive:
+        overrides = progressive_overrides(options.frontal_yaw)
+    else:
+        overrides = {"phases": [{"name": "photoreal", "images": options.images}]}
+    if options.iters is not None:
+        overrides["iterations"] = options.iters
+    if options.seed is not None:
+        overrides["seed"] = options.seed
+    if options.novel_prior is not None:
+        if not options.novel_prior >= 0:
+            raise InputError(f"--novel-prior {options.novel_prior} must be 0 (off) or a positive weight")
+        overrides["novel"] = {"weight": float(options.novel_prior)}
+    return overrides
 
 
 def progressive_overrides(frontal_yaw: float = 0.2, fractions=(0.5, 0.3, 0.2)) -> dict:
