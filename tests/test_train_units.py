@@ -213,3 +213,40 @@ def test_alpha_loss_norms():
     assert float(alpha_loss(alpha, mask, "l1")) == pytest.approx((0.5 + 0.2) / 4)
     with pytest.raises(ValueError, match="alpha_norm"):
         alpha_loss(alpha, mask, "l3")
+
+
+def test_flatness_loss_pulls_only_the_smallest_axis_above_the_floor():
+    from backend.train.losses import flatness_loss
+
+    scales = torch.tensor([[2e-3, 3e-3, 1e-4], [2e-3, 4e-3, 3e-3]]).log().requires_grad_()
+    loss = flatness_loss(scales, floor=3e-4)
+    assert float(loss.detach()) == pytest.approx(1000 * (2e-3 - 3e-4) / 2, rel=1e-4)  # the first is below it
+    loss.backward()
+    assert scales.grad[1, 0] > 0 and float(scales.grad[0].abs().sum()) == 0
+    assert float(scales.grad[1, 1:].abs().sum()) == 0
+
+
+def test_flat_init_lays_disks_in_their_triangles():
+    from backend.headmodel import load_head_model
+    from backend.train.config import ModelConfig
+    from backend.train.init import initialize_avatar, subject_mesh
+
+    head = load_head_model("builtin", n_expressions=4)
+    mesh = subject_mesh(head, None, None)
+    config = ModelConfig(n_face_gaussians=300, n_mouth_gaussians=20, sh_degree=0, grid_resolution=16,
+                         flat_init=0.2)
+    model, _, _ = initialize_avatar(mesh, head, config, tuple(head.parents))
+    face = ~model.mouth
+    scales = model.params["log_scales"].exp()  # the teeth billboards' Gaussians too
+    assert torch.allclose(scales[:, 2], 0.2 * scales[:, 0]) and torch.allclose(scales[:, 0], scales[:, 1])
+    teeth_normals = quat_to_matrix(model.params["quats"][model.mouth])[:, :, 2]
+    assert float(teeth_normals[:, 1].abs().max()) < 1e-6 and float(teeth_normals[:, 2].min()) > 0.4
+    normals = quat_to_matrix(model.params["quats"][face])[:, :, 2]  # each disk's thin axis
+    means = model.params["means"][face]
+    corners = mesh.vertices[mesh.faces]  # (F, 3, 3)
+    centroids = corners.mean(dim=1)
+    nearest = torch.cdist(means, centroids).argmin(dim=1)
+    a, b, c = corners[nearest].unbind(1)
+    true_normals = torch.linalg.cross(b - a, c - a)
+    true_normals = true_normals / true_normals.norm(dim=1, keepdim=True)
+    assert float((normals * true_normals).sum(dim=1).abs().median()) > 0.95

@@ -37,6 +37,8 @@ class ModelConfig:
     neck_margin: float | None = 0.01  # B0 on the mesh down to this far below the neck cut (m);
     #                                   None: the whole mesh (the torso is no target: docs/TRAINING.md)
     update_consistency_every: int = 0  # >0: refresh weights and f(d) of all Gaussians from the grid
+    flat_init: float = 0.0           # >0: B0 starts as disks in its triangle's plane, the normal
+    #                                  axis this fraction of the others; 0: spheres (the paper)
 
 
 @dataclass
@@ -76,6 +78,9 @@ class LossConfig:
     alpha_norm: str = "l2"           # "l2": Eq. 4's squared error; "l1": mean absolute error, which
     #                                  keeps pulling a soft silhouette edge to the mask (docs/TRAINING.md)
     mouth: float = 100.0             # lambda_3 of Eq. 6
+    flatten: float = 0.0             # weight of the mean excess of B0's smallest axis over
+    flatten_floor: float = 3e-4      # this (metres), in mm (0: off); disks, not needles: Blender's
+    #                                  splat shader loses precision past ~1:100 axis ratios
 
 
 @dataclass
@@ -154,8 +159,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-fast": {
         "iterations": 800,
         "model": {"n_face_gaussians": 4000, "n_mouth_gaussians": 400, "sh_degree": 1,
-                  "grid_resolution": 64},
+                  "grid_resolution": 64, "flat_init": 0.2},
         "optim": {"delta_lr_scale": 10.0, "means": 1.6e-4, "means_final": 1.6e-5},
+        "loss": {"flatten": 0.1},
         "densify": {"start": 150, "stop": 600, "every": 75, "max_gaussians": 9000},
         "preview_every": 100, "checkpoint_every": 100, "eval_max_frames": 30,
         "resolution_schedule": ((0.0, 0.5), (0.7, 1.0)), "crop_to_mask": True,

@@ -74,6 +74,8 @@ def initialize_avatar(mesh: SubjectMesh, head, config: ModelConfig, joint_parent
     n_face = len(means)
     quats = torch.zeros(n_face, 4, device=means.device)
     quats[:, 0] = 1
+    if config.flat_init > 0:
+        quats = _triangle_frames(mesh.vertices, mesh.faces[face_ids])
     rotations = deformation_rotations(mesh.vertices, mesh.faces, mesh.expression_dirs)
     init = initial_deltas(means, quats, face_ids, bary, mesh.vertices, mesh.faces,
                           mesh.expression_dirs, rotations)
@@ -81,9 +83,23 @@ def initialize_avatar(mesh: SubjectMesh, head, config: ModelConfig, joint_parent
     consistency = consistency_scale(distances, mesh.max_distances, config.epsilon)
     teeth = teeth_billboards(head, config.n_mouth_gaussians, seed=seed)
     tensors = _assemble(means, quats, face_weights, init, consistency, teeth, config, color)
+    if config.flat_init > 0:  # the third axis is the triangle's (the billboard's) normal
+        tensors["log_scales"][:, 2] += math.log(config.flat_init)
     model = GaussianBlendshapes(tensors, joint_parents, config.sh_degree)
     grid = SurfaceGrid.build(mesh.vertices, mesh.faces, resolution=config.grid_resolution)
     return model, grid, teeth["volume"]
+
+
+def _triangle_frames(vertices: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """Quaternions (wxyz) of the frames [edge, normal x edge, normal] of triangles (N, 3)."""
+    from ..geometry.rotations import matrix_to_quat
+
+    a, b, c = (vertices[corners[:, i]] for i in range(3))
+    normal = torch.linalg.cross(b - a, c - a)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    edge = (b - a) / (b - a).norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    third = torch.linalg.cross(normal, edge)
+    return matrix_to_quat(torch.stack([edge, third, normal], dim=-1))
 
 
 def _sampled_faces(mesh: SubjectMesh, head, margin: float | None) -> torch.Tensor:
@@ -107,8 +123,6 @@ def _assemble(means, quats, weights, init, consistency, teeth, config: ModelConf
     n_mouth = len(teeth["means"])
     n = n_face + n_mouth
     device = means.device
-    mouth_quats = torch.zeros(n_mouth, 4, device=device)
-    mouth_quats[:, 0] = 1
     all_means = torch.cat([means, teeth["means"]])
     rgb = torch.tensor(color if color is not None else config.init_color, device=device)
     sh_dc = rgb_to_sh0(rgb).expand(n, 1, 3).clone()
@@ -118,7 +132,7 @@ def _assemble(means, quats, weights, init, consistency, teeth, config: ModelConf
     return {
         "means": all_means,
         "log_scales": _initial_log_scales(all_means).expand(n, 3).clone(),
-        "quats": torch.cat([quats, mouth_quats]),
+        "quats": torch.cat([quats, teeth["quats"]]),
         "opacity_logits": torch.full((n,), math.log(config.init_opacity / (1 - config.init_opacity)),
                                      device=device),
         "sh_dc": sh_dc,

@@ -66,6 +66,16 @@ def alpha_loss(alpha: torch.Tensor, mask: torch.Tensor, norm: str = "l2") -> tor
     return (diff ** 2).mean()
 
 
+def flatness_loss(log_scales: torch.Tensor, floor: float) -> torch.Tensor:
+    """Mean excess of each Gaussian's smallest standard deviation over ``floor``, in mm (the
+    scales are in metres): pulls Gaussians towards disks, which stay on the surface seen from
+    any side. (N, 3) log scales -> scalar."""
+    if len(log_scales) == 0:
+        return log_scales.new_zeros(())
+    smallest = log_scales.min(dim=1).values.exp()
+    return 1000 * (smallest - floor).clamp_min(0).mean()
+
+
 def mouth_loss(points: torch.Tensor, volume) -> torch.Tensor:
     """Eq. 5: mean squared outside-distance of mouth Gaussians to the cylinder ``volume``."""
     if len(points) == 0:

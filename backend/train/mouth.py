@@ -68,14 +68,15 @@ def teeth_billboards(head, n_points: int, seed: int = 0) -> dict[str, torch.Tens
         n_points: total mouth Gaussians (half per billboard).
 
     Returns:
-        {"means": (M, 3), "lbs_weights": (M, 5), "upper": (M,) bool, "volume": MouthVolume}.
+        {"means": (M, 3), "quats": (M, 4) wxyz whose third axis is the billboard's normal,
+        "lbs_weights": (M, 5), "upper": (M,) bool, "volume": MouthVolume}.
     """
     center, width = mouth_landmarks(head)
     generator = torch.Generator().manual_seed(seed)
     half = max(n_points // 2, 1)
     depth = 0.25 * width   # teeth sit this far behind the lips
     height = 0.22 * width  # of each row of teeth
-    blocks = []
+    blocks, angles = [], []
     for sign in (1.0, -1.0):  # upper row above the lip line, lower below
         u = torch.rand(half, generator=generator) * 2 - 1  # across the mouth
         v = torch.rand(half, generator=generator)          # up/down within the row
@@ -85,7 +86,11 @@ def teeth_billboards(head, n_points: int, seed: int = 0) -> dict[str, torch.Tens
         z = radius * (torch.cos(angle) - 1) - depth
         y = sign * (0.1 * height + v * height)
         blocks.append(torch.stack([x, y, z], dim=1) + center.cpu())
+        angles.append(angle)
     means = torch.cat(blocks).to(head.v_template.device)
+    half_angles = torch.cat(angles).to(means.device) / 2  # the arc's normal: +Z turned about +Y
+    zeros = torch.zeros_like(half_angles)
+    quats = torch.stack([half_angles.cos(), zeros, half_angles.sin(), zeros], dim=1)
     upper = torch.zeros(len(means), dtype=torch.bool, device=means.device)
     upper[:half] = True
     weights = torch.empty(len(means), head.lbs_weights.shape[1], device=means.device)
@@ -94,7 +99,7 @@ def teeth_billboards(head, n_points: int, seed: int = 0) -> dict[str, torch.Tens
     volume = MouthVolume(center=(center + torch.tensor([0.0, 0.0, -depth - 0.2 * width],
                                                        device=center.device)),
                          radius=0.6 * width, half_length=0.6 * width)
-    return {"means": means, "lbs_weights": weights, "upper": upper, "volume": volume}
+    return {"means": means, "quats": quats, "lbs_weights": weights, "upper": upper, "volume": volume}
 
 
 def back_of_head_weights(head) -> torch.Tensor:

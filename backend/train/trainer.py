@@ -26,7 +26,7 @@ from .data import FrameData
 from .grid import SurfaceGrid
 from .hooks import TrainingHook, training_hooks
 from .init import SubjectMesh, initialize_avatar, subject_mesh
-from .losses import alpha_loss, mouth_loss, rgb_loss
+from .losses import alpha_loss, flatness_loss, mouth_loss, rgb_loss
 from .model import PARAMETERS, GaussianBlendshapes
 from .mouth import MouthVolume
 
@@ -277,6 +277,9 @@ class Trainer:
         loss = loss + cfg.loss.alpha * alpha_loss(alpha, mask, cfg.loss.alpha_norm)
         mouth_means = self.model.params["means"][self.model.mouth]
         loss = loss + cfg.loss.mouth * mouth_loss(mouth_means, self.volume)
+        if cfg.loss.flatten:
+            loss = loss + cfg.loss.flatten * flatness_loss(self.model.params["log_scales"],
+                                                           cfg.loss.flatten_floor)
         if cfg.novel.weight and self.step % max(cfg.novel.every, 1) == 0:
             loss = loss + cfg.novel.weight * self.novel_view_loss(index)
         for hook in self.hooks:
