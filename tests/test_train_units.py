@@ -250,3 +250,17 @@ def test_flat_init_lays_disks_in_their_triangles():
     true_normals = torch.linalg.cross(b - a, c - a)
     true_normals = true_normals / true_normals.norm(dim=1, keepdim=True)
     assert float((normals * true_normals).sum(dim=1).abs().median()) > 0.95
+
+
+def test_below_floor_loss_measures_the_two_sigma_extent_under_the_floor():
+    from backend.train.losses import below_floor_loss
+
+    means = torch.tensor([[0.0, 0.05, 0.0], [0.0, -0.09, 0.0]])
+    log_scales = torch.tensor([[1e-3, 1e-3, 1e-3], [1e-3, 1e-2, 1e-3]]).log()  # the second is tall
+    upright = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])
+    # the tall one reaches 2 cm below its centre: 1 cm under a floor at -0.1 m
+    assert float(below_floor_loss(means, log_scales, upright, -0.1)) == pytest.approx(1000 * 0.01 / 2, rel=1e-3)
+    half = math.sqrt(0.5)
+    lying = torch.tensor([[1.0, 0, 0, 0], [half, 0, 0, half]])  # its long axis turned onto +-X
+    assert float(below_floor_loss(means, log_scales, lying, -0.1)) == 0
+    assert float(below_floor_loss(means[:0], log_scales[:0], upright[:0], -0.1)) == 0

@@ -81,6 +81,8 @@ class LossConfig:
     flatten: float = 0.0             # weight of the mean excess of B0's smallest axis over
     flatten_floor: float = 3e-4      # this (metres), in mm (0: off); disks, not needles: Blender's
     #                                  splat shader loses precision past ~1:100 axis ratios
+    neck: float = 0.0                # weight of how far B0 reaches below the neck cut minus
+    neck_margin: float = 0.02        # this (metres), mean in mm (0: off; no target holds it there)
 
 
 @dataclass
@@ -161,7 +163,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"n_face_gaussians": 4000, "n_mouth_gaussians": 400, "sh_degree": 1,
                   "grid_resolution": 64, "flat_init": 0.2},
         "optim": {"delta_lr_scale": 10.0, "means": 1.6e-4, "means_final": 1.6e-5},
-        "loss": {"flatten": 0.1},
+        "loss": {"flatten": 0.1, "neck": 0.1},
         "densify": {"start": 150, "stop": 600, "every": 75, "max_gaussians": 9000},
         "preview_every": 100, "checkpoint_every": 100, "eval_max_frames": 30,
         "resolution_schedule": ((0.0, 0.5), (0.7, 1.0)), "crop_to_mask": True,

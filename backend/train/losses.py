@@ -76,6 +76,20 @@ def flatness_loss(log_scales: torch.Tensor, floor: float) -> torch.Tensor:
     return 1000 * (smallest - floor).clamp_min(0).mean()
 
 
+def below_floor_loss(means: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
+                     floor: float) -> torch.Tensor:
+    """Mean of how far (mm) each Gaussian's 2-sigma extent reaches below the height ``floor``
+    (rest pose, +Y up): keeps the neck from growing past the head region's cut, where no target
+    pixel holds it. (N, 3) means, (N, 3) log scales, (N, 4) quaternions -> scalar."""
+    if len(means) == 0:
+        return means.new_zeros(())
+    from ..geometry.rotations import quat_to_matrix
+
+    spread = quat_to_matrix(quats)[:, 1, :] * log_scales.exp()  # each axis' share of the height
+    bottom = means[:, 1] - 2 * spread.norm(dim=1)
+    return 1000 * (floor - bottom).clamp_min(0).mean()
+
+
 def mouth_loss(points: torch.Tensor, volume) -> torch.Tensor:
     """Eq. 5: mean squared outside-distance of mouth Gaussians to the cylinder ``volume``."""
     if len(points) == 0:

@@ -26,7 +26,7 @@ from .data import FrameData
 from .grid import SurfaceGrid
 from .hooks import TrainingHook, training_hooks
 from .init import SubjectMesh, initialize_avatar, subject_mesh
-from .losses import alpha_loss, flatness_loss, mouth_loss, rgb_loss
+from .losses import alpha_loss, below_floor_loss, flatness_loss, mouth_loss, rgb_loss
 from .model import PARAMETERS, GaussianBlendshapes
 from .mouth import MouthVolume
 
@@ -56,6 +56,7 @@ class Trainer:
         self.transforms = self._frame_transforms()
         self.mesh: SubjectMesh = subject_mesh(head, self._shape(), self._offsets())
         self._head_faces: torch.Tensor | None = None  # the head region's faces (novel_view_loss)
+        self._floor: float | None = None  # the neck floor's height (_neck_floor)
 
     # -- set-up -----------------------------------------------------------------------------------
     def _shape(self):
@@ -235,6 +236,14 @@ class Trainer:
         return coverage_loss(out.alpha[0, ..., 0], opaque[y0:y1, x0:x1], clear[y0:y1, x0:x1],
                              n_clear=int(clear.sum()))
 
+    def _neck_floor(self) -> float:
+        """Rest-pose height below which no Gaussian should reach: the neck cut minus the margin."""
+        if self._floor is None:
+            from ..headmodel.regions import cut_height
+
+            self._floor = cut_height(self.head, self._rest_vertices()) - self.config.loss.neck_margin
+        return self._floor
+
     def fraction_done(self) -> float:
         """Share of the run done: of the iterations, or of the time budget if that is further."""
         cfg = self.config
@@ -280,6 +289,12 @@ class Trainer:
         if cfg.loss.flatten:
             loss = loss + cfg.loss.flatten * flatness_loss(self.model.params["log_scales"],
                                                            cfg.loss.flatten_floor)
+        if cfg.loss.neck:
+            face = ~self.model.mouth
+            params = self.model.params
+            loss = loss + cfg.loss.neck * below_floor_loss(
+                params["means"][face], params["log_scales"][face], params["quats"][face],
+                self._neck_floor())
         if cfg.novel.weight and self.step % max(cfg.novel.every, 1) == 0:
             loss = loss + cfg.novel.weight * self.novel_view_loss(index)
         for hook in self.hooks:
