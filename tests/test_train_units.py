@@ -259,7 +259,8 @@ def test_below_floor_loss_measures_the_two_sigma_extent_under_the_floor():
     log_scales = torch.tensor([[1e-3, 1e-3, 1e-3], [1e-3, 1e-2, 1e-3]]).log()  # the second is tall
     upright = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])
     # the tall one reaches 2 cm below its centre: 1 cm under a floor at -0.1 m
-    assert float(below_floor_loss(means, log_scales, upright, -0.1)) == pytest.approx(1000 * 0.01 / 2, rel=1e-3)
+    value = float(below_floor_loss(means, log_scales, upright, -0.1))
+    assert value == pytest.approx(1000 * 0.01 / 2, rel=1e-3)
     half = math.sqrt(0.5)
     lying = torch.tensor([[1.0, 0, 0, 0], [half, 0, 0, half]])  # its long axis turned onto +-X
     assert float(below_floor_loss(means, log_scales, lying, -0.1)) == 0
