@@ -72,6 +72,25 @@ def test_the_neck_cut_passes_below_the_chin_and_above_the_mesh_bottom(subject):
         assert float(mask[head_region].min()) > 0.8
 
 
+def test_shoulders_beside_the_neck_are_torso_above_the_cut_line(subject):
+    from backend.headmodel.regions import SHOULDER_CLEARANCE, image_shoulder_zones
+
+    # An upright head: the cut at y = 50, the neck ring 25..39 px wide, the chin at y = 35.
+    ring = torch.stack([torch.linspace(25, 39, 8), torch.full((8,), 50.0)], dim=-1)[None]
+    lines = torch.tensor([[0.0, 1.0, 50.0]])
+    zones = image_shoulder_zones(ring, torch.tensor([[32.0, 35.0]]), lines)
+    assert torch.allclose(zones[0], torch.tensor([-32.0, SHOULDER_CLEARANCE * 7, 40.0]))  # side = -x
+    data = FrameData(str(subject))
+    data.set_cut_lines(lines.expand(data.n_frames, 3), zones.expand(data.n_frames, 3))
+    torso = data.below_cut(0)[..., 0]  # (y, x)
+    assert float(torso[45, 5]) == 1 and float(torso[45, 60]) == 1   # shoulders beside the neck
+    assert float(torso[45, 32]) == 0 and float(torso[45, 40]) == 0  # the neck itself
+    assert float(torso[30, 5]) == 0                                # beside the face: head (hair)
+    assert float(torso[55, 32]) == 1                               # below the cut
+    data.set_cut_lines(lines.expand(data.n_frames, 3))
+    assert float(data.below_cut(0)[45, 5, 0]) == 0                   # the line alone keeps them
+
+
 def test_pixels_past_the_source_frame_are_never_targets(subject, tmp_path):
     import shutil
 

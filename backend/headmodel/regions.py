@@ -5,7 +5,10 @@ where ``y_chin`` is the height of MediaPipe landmark 152 (the lowest point of th
 lowest landmark when the model has no such landmark). Vertices above the plane are the head;
 the rest of the neck, the shoulders and the torso are not. Posed, the cut moves with the mesh:
 in an image it is the line through the projected cut ring (the vertices next to the plane),
-perpendicular to the head's projected down direction.
+perpendicular to the head's projected down direction. Beside the neck the shoulders can rise
+above that line (a camera below the head, raised shoulders): below a line a third of the way from
+the chin to the cut, whatever lies farther from the neck's axis than 1.5 times the projected
+neck's half-width is shoulder, not head.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import torch
 CHIN_LANDMARK = 152            # MediaPipe FaceMesh id of the chin's lowest point
 NECK_CUT_BELOW_CHIN_M = 0.03   # the cut lies this far below the chin (metres, rest pose)
 RING_HALF_WIDTH_M = 0.004      # vertices this close to the plane make the cut ring
+SHOULDER_CLEARANCE = 1.5       # x the neck's projected half-width: farther from the neck's axis,
+#                                and lower than a third of the way from the chin to the cut, is
+#                                shoulder (torso), whatever side of the cut line it lies on
 
 
 def cut_height(model, rest_vertices: torch.Tensor) -> float:
@@ -58,3 +64,34 @@ def image_cut_lines(ring_pixels: torch.Tensor, up_pixels: torch.Tensor) -> torch
     down = -up_pixels / up_pixels.norm(dim=-1, keepdim=True).clamp_min(1e-9)
     centre = ring_pixels.mean(dim=1)
     return torch.cat([down, (down * centre).sum(dim=-1, keepdim=True)], dim=-1)
+
+
+def chin_vertex(model, rest_vertices: torch.Tensor) -> int:
+    """Index of the vertex closest to the chin landmark (the lowest landmark if there is none)."""
+    landmarks = model.landmarks_from(rest_vertices[None])[0]
+    chin = (model.landmark_ids == CHIN_LANDMARK).nonzero()
+    point = landmarks[chin[0, 0]] if len(chin) else landmarks[landmarks[:, 1].argmin()]
+    return int((rest_vertices - point).norm(dim=1).argmin())
+
+
+def image_shoulder_zones(ring_pixels: torch.Tensor, chin_pixels: torch.Tensor,
+                         lines: torch.Tensor) -> torch.Tensor:
+    """Where the shoulders begin in each image, beside the neck.
+
+    Args:
+        ring_pixels: (T, R, 2) the cut ring projected into each frame (pixels).
+        chin_pixels: (T, 2) the chin vertex projected.
+        lines: (T, 3) the cut lines (``image_cut_lines``).
+
+    Returns:
+        (T, 3): centre, reach, start. With ``down = (n_x, n_y)`` of the line and ``side =
+        (-n_y, n_x)``, a pixel p is shoulder where ``down . p > start`` and
+        ``|side . p - centre| > reach``.
+    """
+    down = lines[:, :2]
+    side = torch.stack([-down[:, 1], down[:, 0]], dim=-1)
+    across = (ring_pixels * side[:, None]).sum(dim=-1)  # (T, R)
+    high, low = across.max(dim=1).values, across.min(dim=1).values
+    chin = (chin_pixels * down).sum(dim=-1)
+    start = chin + (lines[:, 2] - chin) / 3
+    return torch.stack([(high + low) / 2, SHOULDER_CLEARANCE * (high - low) / 2, start], dim=-1)

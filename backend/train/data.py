@@ -66,6 +66,7 @@ class FrameData:
         self.held_out = self.n_frames > 1
         self.region_fn = None
         self.cut_lines: torch.Tensor | None = None
+        self.shoulder_zones: torch.Tensor | None = None
         self._crops = _crop_boxes(self.data, self.n_frames)
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
         self._occluded = set(self.data.names(OCCLUDERS))  # most frames have no occluder file
@@ -116,22 +117,33 @@ class FrameData:
             self._cache.pop((kind, index), None)
         return self._cache[key]
 
-    def set_cut_lines(self, lines: np.ndarray | torch.Tensor | None) -> None:
+    def set_cut_lines(self, lines: np.ndarray | torch.Tensor | None,
+                      shoulders: np.ndarray | torch.Tensor | None = None) -> None:
         """The neck cut of every frame, (T, 3) lines n . p = d in pixels with n pointing down the
-        head (``headmodel.regions.image_cut_lines``); None: no cut."""
+        head (``headmodel.regions.image_cut_lines``), and optionally where the shoulders begin
+        beside the neck, (T, 3) (``headmodel.regions.image_shoulder_zones``); None: no cut."""
         self.cut_lines = None if lines is None else torch.as_tensor(lines, dtype=torch.float32)
+        self.shoulder_zones = None if shoulders is None else torch.as_tensor(shoulders,
+                                                                             dtype=torch.float32)
 
     def below_cut(self, index: int, margin: float = 0.0) -> torch.Tensor:
-        """(H, W, 1) in [0, 1]: 1 below frame ``index``'s neck cut (feathered over ~2 px at 512),
-        the cut raised by ``margin`` feather widths."""
+        """(H, W, 1) in [0, 1]: 1 on the torso side of frame ``index``'s neck cut and on the
+        shoulders beside the neck (feathered over ~2 px at 512), every edge moved ``margin``
+        feather widths towards the head."""
         if self.cut_lines is None:
             return torch.zeros(self.height, self.width, 1, device=self.device)
         nx, ny, d = self.cut_lines[index].tolist()
         feather = max(self.width, self.height) / 256
         xs = torch.arange(self.width, device=self.device) + 0.5
         ys = torch.arange(self.height, device=self.device) + 0.5
-        distance = ys[:, None] * ny + xs[None, :] * nx - d
-        return (distance / feather + 0.5 + margin).clamp(0, 1)[..., None]
+        down = ys[:, None] * ny + xs[None, :] * nx
+        ramp = lambda distance: (distance / feather + 0.5 + margin).clamp(0, 1)  # noqa: E731
+        torso = ramp(down - d)
+        if self.shoulder_zones is not None:
+            centre, reach, start = self.shoulder_zones[index].tolist()
+            side = ys[:, None] * nx - xs[None, :] * ny  # (-n_y, n_x) . p
+            torso = torch.maximum(torso, ramp(down - start) * ramp((side - centre).abs() - reach))
+        return torso[..., None]
 
     def inside(self, index: int) -> torch.Tensor:
         """(H, W, 1): 1 where the crop shows the source frame, 0 past its edge."""

@@ -84,7 +84,8 @@ class Trainer:
         shape = self._shape()
         rest = self._rest_vertices()
         ring, above = regions.cut_ring(self.head, rest), regions.head_vertices(self.head, rest)
-        out, ring_pixels, up_pixels = [], [], []
+        chin = regions.chin_vertex(self.head, rest)
+        out, ring_pixels, up_pixels, chin_pixels = [], [], [], []
         for start in range(0, t.n_frames, 256):
             stop = min(start + 256, t.n_frames)
             batch = stop - start
@@ -98,11 +99,15 @@ class Trainer:
             vertices = result.vertices.float()
             ring_centre = vertices[:, ring].mean(dim=1, keepdim=True)
             head_centre = vertices[:, above].mean(dim=1, keepdim=True)
-            pixels = _project(torch.cat([vertices[:, ring], ring_centre, head_centre], dim=1),
+            pixels = _project(torch.cat([vertices[:, ring], vertices[:, chin:chin + 1], ring_centre,
+                                         head_centre], dim=1),
                               t.extrinsics[start:stop], t.intrinsics[start:stop])
-            ring_pixels.append(pixels[:, :-2])
+            ring_pixels.append(pixels[:, :-3])
+            chin_pixels.append(pixels[:, -3])
             up_pixels.append(pixels[:, -1] - pixels[:, -2])
-        self.data.set_cut_lines(regions.image_cut_lines(torch.cat(ring_pixels), torch.cat(up_pixels)))
+        lines = regions.image_cut_lines(torch.cat(ring_pixels), torch.cat(up_pixels))
+        zones = regions.image_shoulder_zones(torch.cat(ring_pixels), torch.cat(chin_pixels), lines)
+        self.data.set_cut_lines(lines, zones)
         return torch.cat(out)
 
     def initialize(self) -> None:
