@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from backend.formats import tracking as tracking_format
-from backend.train.data import FrameData, foreground_colours
+from backend.train.data import FrameData, clothing_mask, foreground_colours
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,62 @@ def test_shoulders_beside_the_neck_are_torso_above_the_cut_line(subject):
     assert float(torso[55, 32]) == 1                               # below the cut
     data.set_cut_lines(lines.expand(data.n_frames, 3))
     assert float(data.below_cut(0)[45, 5, 0]) == 0                   # the line alone keeps them
+
+
+def test_a_collar_on_the_lower_neck_is_clothing_not_skin():
+    """Skin (a webcam's orange) over the whole person, a light-blue collar and a shadowed, darker
+    skin patch in the lower-neck band: only the collar (and its 1-px rim) is clothing."""
+    rgb = np.zeros((60, 40, 3), np.uint8)
+    rgb[...] = (205, 140, 110)                      # skin
+    rgb[5:12] = (70, 45, 30)                        # hair: dark, left out of the skin's median
+    rgb[50:55, 8:20] = (150, 175, 200)              # collar, in the band
+    rgb[50:55, 24:32] = (140, 92, 72)               # skin in shadow, in the band
+    rgb[30:35, 8:20] = (150, 175, 200)              # the same colour above the band: not looked at
+    mask = np.full((60, 40), 255, np.uint8)
+    mask[:, :4] = 0                                  # backdrop
+    down = np.mgrid[0:60, 0:40][0] + 0.5             # an upright head: down = y
+    found = clothing_mask(rgb, mask, down, start=45.0, cut=57.0).astype(bool)
+    assert found[50:55, 8:20].all()
+    assert found[49, 8:20].all() and found[55, 8:20].all()           # the rim
+    assert not found[50:55, 24:32].any()                              # shadowed skin
+    assert not found[:45].any() and not found[57:].any()              # outside the band
+    assert not found[:, :4].any()                                     # not the person
+    assert found.sum() == 7 * 14
+    plain = rgb.copy()
+    plain[50:55, 8:20] = (205, 140, 110)
+    assert not clothing_mask(plain, mask, down, 45.0, 57.0).any()
+
+
+def test_clothing_is_no_target(subject, tmp_path):
+    """FrameData leaves clothing out of weight and alpha, and only with the shoulder zones set."""
+    import shutil
+
+    from backend.fileio import write_png
+    from backend.formats.prepared import FRAMES, PreparedData
+    from backend.headmodel.regions import image_shoulder_zones
+
+    folder = tmp_path / "data"
+    shutil.copytree(subject, folder)
+    collar = np.zeros((64, 64), bool)
+    collar[54:58, 28:36] = True                      # on the neck, between start (52) and the cut
+    prepared = PreparedData(str(folder))
+    frame = prepared.read_image(FRAMES, 0).copy()
+    frame[collar] = (150, 175, 200)
+    write_png(prepared.image_path(FRAMES, 0), frame)
+    data = FrameData(str(folder))
+    assert float(data.clothing(0).max()) == 0                          # no cut lines: no rule
+    assert float(data._load("masks", 0)[torch.from_numpy(collar)].float().min()) > 128  # the neck
+    ring = torch.stack([torch.linspace(25, 39, 8), torch.full((8,), 60.0)], dim=-1)[None]
+    lines = torch.tensor([[0.0, 1.0, 60.0]])
+    zones = image_shoulder_zones(ring, torch.tensor([[32.0, 48.0]]), lines)
+    data.set_cut_lines(lines.expand(data.n_frames, 3), zones.expand(data.n_frames, 3))
+    collar = torch.from_numpy(collar)
+    clothing = data.clothing(0)[..., 0] > 0.5
+    assert clothing[collar].all() and int(clothing.sum()) <= 6 * 10
+    assert float(data.weight(0)[collar].max()) == 0
+    assert float(data.target(0, torch.ones(3))[1][collar].max()) == 0
+    for index in range(1, data.n_frames):                              # unpainted frames
+        assert float(data.clothing(index).max()) == 0
 
 
 def test_pixels_past_the_source_frame_are_never_targets(subject, tmp_path):

@@ -7,8 +7,9 @@ What the avatar learns is the head region (docs/TRAINING.md): the person's mask 
 cut (``headmodel.regions``, one image line per frame that the trainer sets) and inside the
 source frame. A frame's pixels split three ways: the head region (a target, opaque), the
 background (a target, transparent) and the rest, which no loss or metric sees: the torso below
-the cut, hands in front of the person (``occluders/``, docs/TRAINING.md) and crop pixels past
-the source frame's edge (``weight`` is 0 there). Colours at the mask's soft edge are the
+the cut, clothing on the lower neck (a collar, ``clothing``), hands in front of the person
+(``occluders/``, docs/TRAINING.md) and crop pixels past the source frame's edge (``weight`` is 0
+there). Colours at the mask's soft edge are the
 person's, not the backdrop's (``foreground_colours``).
 """
 
@@ -72,6 +73,7 @@ class FrameData:
         self._occluded = set(self.data.names(OCCLUDERS))  # most frames have no occluder file
         kinds = (images,) if isinstance(images, str) else tuple(images)
         self.images = kinds[0]
+        self._kinds = tuple(dict.fromkeys(kinds))
         for kind in dict.fromkeys(kinds + (MASKS,)):
             self._check_folder(kind)
 
@@ -160,22 +162,44 @@ class FrameData:
             return torch.zeros(self.height, self.width, 1, device=self.device)
         return self._load(OCCLUDERS, index).to(self.device).float()[..., None] / 255
 
+    def clothing(self, index: int) -> torch.Tensor:
+        """(H, W, 1), 0 or 1: a collar or shirt on the lower neck of frame ``index``: person
+        pixels between a third of the way from the chin to the cut and the cut whose chroma is
+        far from the frame's skin (``clothing_mask``) in any of the images trained on (a stylizer
+        may paint a shadowed neck as clothes where the real frame shows skin); all 0 without the
+        shoulder zones."""
+        if self.cut_lines is None or self.shoulder_zones is None:
+            return torch.zeros(self.height, self.width, 1, device=self.device)
+        key = ("clothing", index)
+        if key not in self._cache:
+            mask = self._load(MASKS, index).numpy()
+            nx, ny, cut = self.cut_lines[index].tolist()
+            start = float(self.shoulder_zones[index][2])
+            ys, xs = np.mgrid[0:self.height, 0:self.width] + 0.5
+            down = ys * ny + xs * nx
+            found = np.zeros(mask.shape, np.uint8)
+            for kind in self._kinds:  # read again, not cached: the cache holds the targets' colours
+                found |= clothing_mask(self.data.read_image(kind, index), mask, down, start, cut)
+            self._cache[key] = torch.from_numpy(found)
+        return self._cache[key].to(self.device).float()[..., None]
+
     def weight(self, index: int) -> torch.Tensor:
         """(H, W, 1): 1 where frame ``index`` is a target (head region or background), 0 on the
         torso below the neck cut, on the cut's own feathered edge (the avatar's neck goes on
-        below it), under a hand and past the source frame's edge."""
+        below it), on clothing at the neck, under a hand and past the source frame's edge."""
         person = self._load(MASKS, index).to(self.device).float()[..., None] / 255
         return self.inside(index) * (1 - person * self.below_cut(index, margin=2.0)) \
-            * (1 - self.occluder(index))
+            * (1 - self.occluder(index)) * (1 - self.clothing(index))
 
     def target(self, index: int, background: torch.Tensor,
                images: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Ground truth of frame ``index``: RGB (H, W, 3) on ``background`` and the head region's
-        alpha (H, W, 1): the person's mask above the neck cut, inside the source frame and not
-        under a hand."""
+        alpha (H, W, 1): the person's mask above the neck cut, inside the source frame, not on
+        clothing and not under a hand."""
         rgb = self._foreground(images or self.images, index).to(self.device).float() / 255
         mask = self._load(MASKS, index).to(self.device).float()[..., None] / 255
-        mask = mask * (1 - self.below_cut(index)) * self.inside(index) * (1 - self.occluder(index))
+        mask = mask * (1 - self.below_cut(index)) * self.inside(index) * (1 - self.occluder(index)) \
+            * (1 - self.clothing(index))
         if self.region_fn is not None:
             mask = mask * self.region_fn(index)
         return rgb * mask + background * (1 - mask), mask
@@ -237,3 +261,36 @@ def foreground_colours(rgb: np.ndarray, mask: np.ndarray, solid: int = 250) -> n
     out[edge] = colours[labels[edge] - 1]
     return out
 
+
+
+CLOTHING_CHROMA = 28.0  # CbCr distance (0-255) from the skin's median that marks clothing
+
+
+def clothing_mask(rgb: np.ndarray, mask: np.ndarray, down: np.ndarray, start: float,
+                  cut: float) -> np.ndarray:
+    """(H, W) uint8, 1 on clothing at the lower neck.
+
+    ``down`` (H, W) is each pixel's position along the head's down axis (``n . p`` of the cut
+    line); the band is ``start < down < cut``. The skin's chroma is the median (Cb, Cr) of the
+    person above the band (face, hair and upper neck, luma above 60: not the dark hair); a band
+    pixel of the person whose chroma lies more than ``CLOTHING_CHROMA`` from it is clothing,
+    grown by a pixel to take the collar's anti-aliased edge. On cap12 and cap13 the face's own
+    pixels stay within 16-22 of their median (99th percentile), a light-blue or grey collar
+    lies 40-45 away.
+    """
+    import cv2
+
+    person = mask >= 128
+    band = person & (down > start) & (down < cut)
+    if not band.any():
+        return np.zeros(mask.shape, np.uint8)
+    colour = rgb.astype(np.float32)
+    luma = colour @ np.float32([0.299, 0.587, 0.114])
+    cb = (colour[..., 2] - luma) * 0.564
+    cr = (colour[..., 0] - luma) * 0.713
+    skin = person & (down <= start) & (luma > 60)
+    if skin.sum() < 20:
+        return np.zeros(mask.shape, np.uint8)
+    distance = np.hypot(cb - np.median(cb[skin]), cr - np.median(cr[skin]))
+    found = (band & (distance > CLOTHING_CHROMA)).astype(np.uint8)
+    return cv2.dilate(found, np.ones((3, 3), np.uint8)) & band.astype(np.uint8)
