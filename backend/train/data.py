@@ -9,8 +9,8 @@ source frame. A frame's pixels split three ways: the head region (a target, opaq
 background (a target, transparent) and the rest, which no loss or metric sees: the torso below
 the cut, clothing on the lower neck (a collar, ``clothing``), hands in front of the person
 (``occluders/``, docs/TRAINING.md) and crop pixels past the source frame's edge (``weight`` is 0
-there). Colours at the mask's soft edge are the
-person's, not the backdrop's (``foreground_colours``).
+there). Colours at the mask's soft edge are the person's, not the backdrop's
+(``foreground_colours``).
 """
 
 from __future__ import annotations
@@ -260,7 +260,6 @@ def foreground_colours(rgb: np.ndarray, mask: np.ndarray, solid: int = 250) -> n
     out = rgb.copy()
     out[edge] = colours[labels[edge] - 1]
     return out
-
 
 
 CLOTHING_CHROMA = 28.0  # CbCr distance (0-255) from the skin's median that marks clothing
