@@ -42,12 +42,13 @@ def test_quick_real_clip_build(quick_build):
         assert rows[("cap13_edit2", f"{stage} seconds")] > 0
     # The head region is learned against both the stylized and the real frames: each beats its
     # own mean-colour baseline (the evaluation's ``baseline_psnr_head``) by a margin. Measured
-    # 2026-12-04: cel 17.95 vs 16.63 dB, none 19.23 vs 18.11 (without the novel-view prior 18.15
-    # and 19.47: the prior costs ~0.2 dB in a 120-step run).
+    # 2026-12-04 with the shoulder and clothing rules: cel 17.82 vs 16.77 dB, none 19.04 vs 18.28
+    # (without the clothing rule 19.04 vs 18.22: the collar pixels it takes out were the ones
+    # farthest from the mean colour; before the shoulder rule 19.23 vs 18.11).
     for case, folder in (("cap13_edit2", "train"), ("cap13_edit2-style-none", "train-style-none")):
         report = json.loads((tmp_path / "cap13" / folder / "eval" / "report.json").read_text())
         assert rows[(case, "psnr_head")] == pytest.approx(report["psnr_head"])
-        assert rows[(case, "psnr_head")] > report["baseline_psnr_head"] + 0.8, case
+        assert rows[(case, "psnr_head")] > report["baseline_psnr_head"] + 0.5, case
     assert rows[("cap13_edit2", "ssim_head")] > 0.5
     # The turntable covers the head model's silhouette at +-45 deg (the novel-view prior).
     assert min(rows[("cap13_edit2", "coverage_-45")], rows[("cap13_edit2", "coverage_45")]) > 90.0
