@@ -206,3 +206,27 @@ def test_fill_hidden_uses_the_mirror_then_the_neighbours():
     back = points[:, 2] < -0.5
     assert np.allclose(filled[back].sum(axis=1), 1.0) and (filled[back, 1] == 0).all()
     assert np.array_equal(filled[seen_left], colours[seen_left])
+
+
+@pytest.mark.slow  # the fixture runs prepare and train (~30 s of CPU)
+def test_the_neck_below_the_cut_takes_no_colour_from_the_collar(oneshot):
+    """The astronaut wears a black turtleneck up to the neck cut; the neck's last 2 cm below the cut
+    are coloured from their seen neighbours (skin), not sampled from the collar."""
+    from backend.headmodel import load_head_model
+    from backend.headmodel.regions import cut_height
+    from backend.train.sh import sh0_to_rgb
+
+    folder, _ = oneshot
+    avatar = avatar_format.read(folder / "run" / "avatar.npz")
+    head = load_head_model("builtin")
+    cut = cut_height(head, torch.as_tensor(avatar.mesh_vertices).float())
+    colours = sh0_to_rgb(torch.as_tensor(avatar.sh[:, 0])).clamp(0, 1).numpy()
+    luma = colours @ np.array([0.299, 0.587, 0.114])
+    face = ~avatar.mouth
+    below = face & (avatar.means[:, 1] < cut - 0.005)
+    above = face & (avatar.means[:, 1] > cut + 0.02) & (avatar.means[:, 1] < cut + 0.04)  # the neck, chin
+    assert below.sum() > 20 and above.sum() > 20
+    # Median luma below / above, measured 2026-12-04: 0.48 / 0.62 (0.33 / 0.59 when the collar
+    # coloured them).
+    assert np.median(luma[below]) > 0.7 * np.median(luma[above]), (np.median(luma[below]),
+                                                                    np.median(luma[above]))

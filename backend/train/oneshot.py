@@ -7,7 +7,8 @@ With one photo there is no expression variation and most of the head is never se
 2. Visibility: the posed head mesh of the photo's frame is z-buffered (``geometry.raster``); a
    Gaussian is *visible* when it lies within ``depth_tolerance`` of the nearest surface at its
    pixel and its surface normal faces the camera.
-3. Colours: visible Gaussians inside the person's mask take the photo's colour (bilinear, after a
+3. Colours: visible Gaussians inside the head region (the person's mask above the neck cut, not
+   on a collar or a hand) take the photo's colour (bilinear, after a
    small mask-weighted blur so edge Gaussians do not pick up the background). Hidden ones take the
    colour of the visible Gaussians at their mirror image (x -> -x in rest space, for a turned
    head) or, failing that, the mean colour of their nearest visible neighbours (back of the head:
@@ -308,7 +309,9 @@ def prepare(config, data, head, model, frame_transforms: torch.Tensor) -> OneSho
     data.region_fn = region_function(data, head, cfg.region_dilation)
     visible, facing, pixels = gaussian_visibility(cfg, data, head, model, frame_transforms[index], index)
     rgb, mask = data.photo(index)
-    mask = mask * (1 - data.occluder(index))  # a hand on the face gives the head no colour
+    # Only the head region colours the head: not a hand on the face, not the torso or a collar
+    # below the neck cut (the neck's last 2 cm below the cut take their neighbours' colour).
+    mask = mask * data.weight(index)
     sigma = cfg.blur_sigma * max(data.width, data.height) / 256
     sampled, coverage = sample_photo(rgb, mask, pixels, sigma)
     seen = visible & (coverage > 0.5)
