@@ -17,6 +17,7 @@ import mathutils
 import numpy as np
 
 from ..backend.errors import ToonSplatError
+from ..backend.formats import SPLAT_LOW_PASS_PX2
 from . import animation, axes, importer, jobs, pipeline, proportions, runner
 
 # Render-engine identifiers per name, tried in order: EEVEE is "BLENDER_EEVEE_NEXT" in 4.2-4.5 and
@@ -117,7 +118,7 @@ def add_tracked_camera(scene: bpy.types.Scene, tracking_path: str, index: int,
     scene.camera = camera
     scene.render.resolution_x = max(2, round(width * scale))
     scene.render.resolution_y = max(2, round(height * scale))
-    # The backend widens every splat by 0.3 px^2 at the size it renders: the same in metres at
+    # The backend widens every splat by its low-pass (px^2) at the size it renders: the same in metres at
     # the head's depth (its origin) for this camera's pixels.
     depth = float(np.linalg.norm(np.linalg.inv(track.extrinsics[index])[:3, 3]))
     focal_px = 0.5 * (track.intrinsics[index][0, 0] + track.intrinsics[index][1, 1]) * scale
@@ -125,7 +126,7 @@ def add_tracked_camera(scene: bpy.types.Scene, tracking_path: str, index: int,
     for obj in scene.objects:
         modifier = obj.modifiers.get(splats.MODIFIER)
         if modifier is not None and modifier.node_group is not None:
-            splats.set_low_pass(modifier, np.sqrt(0.3) * depth / focal_px)
+            splats.set_low_pass(modifier, np.sqrt(SPLAT_LOW_PASS_PX2) * depth / focal_px)
     return camera
 
 
@@ -155,8 +156,8 @@ def render_still(path: str, imported: importer.ImportedAvatar, resolution: int =
         scene.cycles.samples = samples
         scene.cycles.device = "CPU"
         scene.cycles.use_denoising = False
-        # Sample each pixel at its centre, as the backend's rasterizer does (its 0.3 px^2
-        # low-pass is the splats' own anti-aliasing): the splat render is then deterministic,
+        # Sample each pixel at its centre, as the backend's rasterizer does (its low-pass
+        # is the splats' own anti-aliasing): the splat render is then deterministic,
         # one sample is enough, and the default 1.5 px Blackman-Harris filter does not blur it.
         scene.cycles.filter_width = 0.01
     elif engine == "eevee" and hasattr(scene, "eevee"):

@@ -14,8 +14,8 @@ against the backend on real-clip avatars, 32.7-33.5 now (docs/ADDON.md, "Render 
 
 Splats turn with the bones (``_skinned_rotation``: the joints' rotations read from bone-parented
 empties, ``joint_frames``) and their colours follow the expressions (``add_expression_colours``,
-a modifier of its own before this one). Like the backend's rasterizer (0.3 px^2 added to every
-projected covariance), each Gaussian is widened by a small isotropic low-pass, sigma^2 +
+a modifier of its own before this one). Like the backend's rasterizer (SPLAT_LOW_PASS_PX2, 0.1
+px^2, added to every projected covariance), each Gaussian is widened by a small isotropic low-pass, sigma^2 +
 LOW_PASS^2 per axis (a modifier input), so thin splats keep the width they were trained with.
 Only nodes that EEVEE and Cycles both support, all present in Blender 4.2. Nothing here runs at
 register: ``add_preview`` builds the node group and material the first time an avatar is imported
@@ -29,11 +29,12 @@ import math
 import bpy
 import mathutils
 
-from ..backend.formats import JOINT_NAMES
+from ..backend.formats import JOINT_NAMES, SPLAT_LOW_PASS_PX2
 
 NODE_GROUP = "ToonSplat Splats 2"  # "ToonSplat Splats" (ellipsoids) stays in older files
 MODIFIER = "Splat Preview"
-LOW_PASS = 0.001  # metres: the backend's 0.3 px^2 at its training size (~256 px, f ~ 1.2 x size, 0.6 m)
+# metres: the backend's low-pass at its training size (~256 px, f ~ 1.2 x size, 0.6 m): 0.6 mm
+LOW_PASS = math.sqrt(SPLAT_LOW_PASS_PX2) * 0.6 / (1.2 * 256)
 LOW_PASS_INPUT = "Low-pass Size"
 VIEW_INPUT = "View"  # the modifier's object input: the viewport's eye (``view_object``)
 ROTATION_ATTRIBUTE = "splat_rotation"  # the turned rotation, on the evaluated points

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.blender
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from backend.formats import avatar, examples, tracking  # noqa: E402
+from backend.formats import SPLAT_LOW_PASS_PX2, avatar, examples, tracking  # noqa: E402
 from tests.rotations import quat_matrix, quat_multiply  # noqa: E402
 
 BLENDER_EXT = os.path.join(ROOT, "scripts", "blender_ext.py")
@@ -501,8 +501,8 @@ def test_splat_preview_matches_the_backend_render(blender, tmp_path):
     """Cycles draws rotated, anisotropic splats where and as the backend's rasterizer does."""
     size, distance = 64, 0.65
     data = _three_gaussians(tmp_path / "three.npz")
-    # The backend widens by 0.3 px^2: in metres at the splats' depth, the preview's low-pass.
-    low_pass = np.sqrt(0.3) * distance / (2.1 * size)
+    # The backend widens by its low-pass (px^2): in metres at the splats' depth, the preview's.
+    low_pass = np.sqrt(SPLAT_LOW_PASS_PX2) * distance / (2.1 * size)
     png = tmp_path / "three.png"
     run_bpy(blender, f"""
         import mathutils

@@ -25,7 +25,7 @@ LAYERS: dict[str, set[str]] = {
     "bench": BASE | {"formats"},
     "geometry": BASE,
     "headmodel": BASE | {"fileio", "formats", "bench", "geometry"},
-    "render": BASE | {"bench", "geometry", "headmodel"},
+    "render": BASE | {"formats", "bench", "geometry", "headmodel"},
     "ingest": BASE | {"fileio", "formats", "progress"},
     "tracking": BASE | {"fileio", "formats", "progress", "geometry", "headmodel"},
     "stylize": BASE | {"fileio", "formats", "bench"},

@@ -10,6 +10,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from backend.errors import NotAvailableError
+from backend.formats import SPLAT_LOW_PASS_PX2
 from backend.render import Cameras, Gaussians, render
 from backend.render.sh import sh_basis
 
@@ -68,7 +69,7 @@ def reference_render(g: Gaussians, cameras: Cameras, background: np.ndarray, deg
             uy = np.clip(t[1] / t[2], -cy / fy - 0.15 * height / fy,
                          (height - cy) / fy + 0.15 * height / fy)
             J = np.array([[fx / t[2], 0, -fx * ux / t[2]], [0, fy / t[2], -fy * uy / t[2]]])
-            cov = J @ sigma_c @ J.T + 0.3 * np.eye(2)
+            cov = J @ sigma_c @ J.T + SPLAT_LOW_PASS_PX2 * np.eye(2)
             centre = (K @ (t / t[2]))[:2]
             direction = means[i] + W.T @ w
             direction /= np.linalg.norm(direction)
@@ -148,11 +149,11 @@ def test_single_gaussian_lands_at_projected_centre_with_predicted_footprint():
     viewmat[2, 3] = z
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
     out = render(g, Cameras(torch.tensor(viewmat)[None], torch.tensor(K)[None], width, height))
-    # Camera coordinates (x, -y, z): centre fx x / z + cx; footprint J J^T s^2 + 0.3 (J with x/z terms).
+    # Camera coordinates (x, -y, z): centre fx x / z + cx; footprint J J^T s^2 + low-pass (J: x/z terms).
     x_c, y_c = point[0], -point[1]
     u, v = fx * x_c / z + cx, fy * y_c / z + cy
     J = np.array([[fx / z, 0, -fx * x_c / z**2], [0, fy / z, -fy * y_c / z**2]])
-    cov = scale**2 * J @ J.T + 0.3 * np.eye(2)
+    cov = scale**2 * J @ J.T + SPLAT_LOW_PASS_PX2 * np.eye(2)
     assert torch.allclose(out.info["means2d"][0, 0], torch.tensor([u, v], dtype=torch.float64))
     ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
     d = np.stack([xs - u, ys - v], -1)

@@ -2,7 +2,8 @@
 
 gsplat is imported lazily, so this module imports anywhere. Differences from the torch reference
 (documented in docs/RENDER.md): gsplat clamps alpha at 0.999 instead of 0.99, and its CUDA radii may be
-tightened by opacity; neither changes images where opacities stay below 0.99.
+tightened by opacity; neither changes images where opacities stay below 0.99. Its low-pass ``eps2d`` is set
+to the torch backend's (0.1 px^2, not gsplat's 0.3).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib.util
 import torch
 
 from ..errors import NotAvailableError
+from .projection import LOW_PASS
 from .types import Cameras, Gaussians, RenderOutput
 
 GSPLAT_VERSION = "1.5.3"
@@ -49,7 +51,7 @@ def render_gsplat(gaussians: Gaussians, cameras: Cameras, background: torch.Tens
         gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
         gaussians.sh[:, :n_coefficients], cameras.viewmats, cameras.Ks, int(cameras.width),
         int(cameras.height), sh_degree=sh_degree, packed=False, tile_size=tile_size,
-        backgrounds=background, render_mode="RGB+ED")
+        backgrounds=background, render_mode="RGB+ED", eps2d=LOW_PASS)
     info = dict(info)
     if info["means2d"].requires_grad:
         info["means2d"].retain_grad()  # as the torch backend; DefaultStrategy also asks for it

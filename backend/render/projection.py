@@ -6,7 +6,7 @@ Steps, for each camera b and Gaussian n:
 3. Local affine approximation of the perspective map at t (Zwicker et al.'s EWA splatting):
    J = [[fx / z, 0, -fx x / z^2], [0, fy / z, -fy y / z^2]], with x / z and y / z clamped to 1.3x
    the half field of view (as 3DGS and gsplat do, so off-screen Gaussians do not explode),
-   Sigma_2D = J Sigma_c J^T + 0.3 I (the low-pass filter: at least ~half a pixel wide).
+   Sigma_2D = J Sigma_c J^T + 0.1 I (the low-pass filter, about a one-pixel box: formats.SPLAT_LOW_PASS_PX2).
 4. mean_2D = (fx x / z + cx, fy y / z + cy); the conic is Sigma_2D^-1 as (a, b, c).
 5. Box: half-sizes where alpha can reach 1/255, at most 3.33 sigma (gsplat's opacity-aware radii).
    Culling: z outside (near, far), opacity < 1/255, or the box entirely off the image -> radius 0.
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..formats import SPLAT_LOW_PASS_PX2
 from ..geometry.rotations import quat_to_matrix
 
-LOW_PASS = 0.3          # px^2 added to the 2D covariance's diagonal
+LOW_PASS = SPLAT_LOW_PASS_PX2  # px^2 added to the 2D covariance's diagonal
 EXTENT_SIGMAS = 3.33    # box half-size in standard deviations (gsplat's GAUSSIAN_EXTEND)
 NEAR_PLANE = 0.01       # metres, as gsplat's default
 FAR_PLANE = 1e10
