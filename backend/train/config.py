@@ -56,8 +56,6 @@ class OptimConfig:
     delta_quats: float = 1e-4
     delta_sh: float = 1.25e-3
     delta_lr_scale: float = 1.0      # multiplies every delta rate (short schedules)
-    anneal_start: float = 1.0        # fraction of training after which every other rate decays
-    anneal_final: float = 1.0        # ... exponentially to this factor of itself at the end
 
 
 @dataclass

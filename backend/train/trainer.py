@@ -134,13 +134,14 @@ class Trainer:
         return tuple((sums / weight.clamp_min(1)).clamp(0.05, 0.95).tolist())
 
     def _make_optimizer(self) -> torch.optim.Adam:
-        groups = [{"params": [self.model.params[name]], "lr": self._base_lr(name), "name": name}
-                  for name in PARAMETERS]
-        return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
-
-    def _base_lr(self, name: str) -> float:
         optim = self.config.optim
-        return getattr(optim, name) * (optim.delta_lr_scale if name.startswith("delta_") else 1.0)
+        groups = []
+        for name in PARAMETERS:
+            lr = getattr(optim, name)
+            if name.startswith("delta_"):
+                lr *= optim.delta_lr_scale
+            groups.append({"params": [self.model.params[name]], "lr": lr, "name": name})
+        return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
 
     # -- schedule ---------------------------------------------------------------------------------
     def phase_at(self, step: int) -> Phase:
@@ -172,10 +173,9 @@ class Trainer:
         optim = self.config.optim
         fraction = self.fraction_done()
         lr = math.exp((1 - fraction) * math.log(optim.means) + fraction * math.log(optim.means_final))
-        late = max(0.0, fraction - optim.anneal_start) / max(1e-9, 1.0 - optim.anneal_start)
-        factor = optim.anneal_final ** late
         for group in self.optimizer.param_groups:
-            group["lr"] = lr if group["name"] == "means" else self._base_lr(group["name"]) * factor
+            if group["name"] == "means":
+                group["lr"] = lr
 
     # -- one step -------------------------------------------------------------------------------
     def render_frame(self, index: int, sh_degree: int | None = None, scale: float = 1.0,
