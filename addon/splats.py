@@ -15,8 +15,9 @@ against the backend on real-clip avatars, 32.7-33.5 now (docs/ADDON.md, "Render 
 Splats turn with the bones (``_skinned_rotation``: the joints' rotations read from bone-parented
 empties, ``joint_frames``) and their colours follow the expressions (``add_expression_colours``,
 a modifier of its own before this one). Like the backend's rasterizer (SPLAT_LOW_PASS_PX2, 0.1
-px^2, added to every projected covariance), each Gaussian is widened by a small isotropic low-pass, sigma^2 +
-LOW_PASS^2 per axis (a modifier input), so thin splats keep the width they were trained with.
+px^2, added to every projected covariance), each Gaussian is widened by a small isotropic
+low-pass, sigma^2 + LOW_PASS^2 per axis (a modifier input), so thin splats keep the width they
+were trained with.
 Only nodes that EEVEE and Cycles both support, all present in Blender 4.2. Nothing here runs at
 register: ``add_preview`` builds the node group and material the first time an avatar is imported
 and reuses them afterwards.

@@ -6,7 +6,8 @@ Steps, for each camera b and Gaussian n:
 3. Local affine approximation of the perspective map at t (Zwicker et al.'s EWA splatting):
    J = [[fx / z, 0, -fx x / z^2], [0, fy / z, -fy y / z^2]], with x / z and y / z clamped to 1.3x
    the half field of view (as 3DGS and gsplat do, so off-screen Gaussians do not explode),
-   Sigma_2D = J Sigma_c J^T + 0.1 I (the low-pass filter, about a one-pixel box: formats.SPLAT_LOW_PASS_PX2).
+   Sigma_2D = J Sigma_c J^T + 0.1 I (the low-pass filter, about a one-pixel box;
+   formats.SPLAT_LOW_PASS_PX2).
 4. mean_2D = (fx x / z + cx, fy y / z + cy); the conic is Sigma_2D^-1 as (a, b, c).
 5. Box: half-sizes where alpha can reach 1/255, at most 3.33 sigma (gsplat's opacity-aware radii).
    Culling: z outside (near, far), opacity < 1/255, or the box entirely off the image -> radius 0.
