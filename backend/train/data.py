@@ -134,18 +134,22 @@ class FrameData:
         feather widths towards the head."""
         if self.cut_lines is None:
             return torch.zeros(self.height, self.width, 1, device=self.device)
-        nx, ny, d = self.cut_lines[index].tolist()
+        down, side = self._cut_axes(index)
         feather = max(self.width, self.height) / 256
-        xs = torch.arange(self.width, device=self.device) + 0.5
-        ys = torch.arange(self.height, device=self.device) + 0.5
-        down = ys[:, None] * ny + xs[None, :] * nx
         ramp = lambda distance: (distance / feather + 0.5 + margin).clamp(0, 1)  # noqa: E731
-        torso = ramp(down - d)
+        torso = ramp(down - float(self.cut_lines[index][2]))
         if self.shoulder_zones is not None:
             centre, reach, start = self.shoulder_zones[index].tolist()
-            side = ys[:, None] * nx - xs[None, :] * ny  # (-n_y, n_x) . p
             torso = torch.maximum(torso, ramp(down - start) * ramp((side - centre).abs() - reach))
         return torso[..., None]
+
+    def _cut_axes(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, W) each: every pixel centre's position along frame ``index``'s cut normal n (down
+        the head, ``n . p``) and across it (``(-n_y, n_x) . p``)."""
+        nx, ny, _ = self.cut_lines[index].tolist()
+        xs = torch.arange(self.width, device=self.device) + 0.5
+        ys = torch.arange(self.height, device=self.device) + 0.5
+        return ys[:, None] * ny + xs[None, :] * nx, ys[:, None] * nx - xs[None, :] * ny
 
     def inside(self, index: int) -> torch.Tensor:
         """(H, W, 1): 1 where the crop shows the source frame, 0 past its edge."""
@@ -173,10 +177,8 @@ class FrameData:
         key = ("clothing", index)
         if key not in self._cache:
             mask = self._load(MASKS, index).numpy()
-            nx, ny, cut = self.cut_lines[index].tolist()
-            start = float(self.shoulder_zones[index][2])
-            ys, xs = np.mgrid[0:self.height, 0:self.width] + 0.5
-            down = ys * ny + xs * nx
+            cut, start = float(self.cut_lines[index][2]), float(self.shoulder_zones[index][2])
+            down = self._cut_axes(index)[0].cpu().numpy()
             found = np.zeros(mask.shape, np.uint8)
             for kind in self._kinds:  # read again, not cached: the cache holds the targets' colours
                 found |= clothing_mask(self.data.read_image(kind, index), mask, down, start, cut)
