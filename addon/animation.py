@@ -38,7 +38,8 @@ def read_tracking(path: str) -> tracking_format.Tracking:
     """Read and validate a tracking file (no Blender work)."""
     if not path or not os.path.isfile(path):
         raise FormatError(f"tracking file not found: {path!r}; choose the tracking.npz written "
-                          "by 'python -m backend prepare' (in the prepared-data folder)")
+                          "by 'python -m backend build' (beside avatar.npz) or by 'train' (in its output "
+                          "folder)")
     return tracking_format.read(path)
 
 

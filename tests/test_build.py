@@ -46,6 +46,9 @@ def test_build_runs_every_stage_then_skips_them(video, tmp_path):
     result = events[-1]
     assert result["event"] == "result" and os.path.exists(result["avatar"])
     assert avatar.read(result["avatar"]).n_expressions == tracking.read(result["tracking"]).n_expressions
+    # The tracking handed on (to Blender) is the one the avatar was trained with, beside it.
+    assert result["tracking"] == str(out_dir / "tracking.npz")
+    assert (out_dir / "tracking.npz").read_bytes() == (out_dir / "train" / "tracking.npz").read_bytes()
     for name in ("avatar.ply", "preview.mp4", "turntable.png", "report.json", "report.html",
                  "summary.png"):
         assert (out_dir / name).stat().st_size > 0, name

@@ -126,3 +126,22 @@ def test_the_novel_prior_flag_reaches_the_training_config():
     assert make_config("gpu-paper", **training_overrides(TrainOptions())).novel.weight == 0.0
     with pytest.raises(InputError, match="--novel-prior -1"):
         training_overrides(TrainOptions(novel_prior=-1.0))
+
+
+def test_the_register_flag_reaches_the_training_config():
+    """``--register-at 0`` turns the cpu-fast preset's pose registration off, in train and in
+    build; unset, the preset's share stands (off in gpu-paper); a share of 1 or more is refused."""
+    from backend.errors import InputError
+    from backend.train.cli import training_overrides
+    from backend.train.config import make_config
+
+    stage = _parser(TrainOptions, STAGE).parse_args(["--data", "d", "--out", "o", "--register-at", "0"])
+    options = opts.from_args(TrainOptions, stage, STAGE)
+    assert make_config("cpu-fast", **training_overrides(options)).register.at == 0.0
+    build = _parser(BuildOptions, BUILD).parse_args(["--out", "b", "--register-at", "0.3"])
+    options = opts.from_args(BuildOptions, build, BUILD).train
+    assert make_config("gpu-paper", **training_overrides(options)).register.at == 0.3
+    assert make_config("cpu-fast", **training_overrides(TrainOptions())).register.at == 0.5
+    assert make_config("gpu-paper", **training_overrides(TrainOptions())).register.at == 0.0
+    with pytest.raises(InputError, match="--register-at 1.5"):
+        training_overrides(TrainOptions(register_at=1.5))

@@ -201,6 +201,11 @@ class TrainOptions:
                                        "head model must be opaque; docs/TRAINING.md): 0 turns it "
                                        "off (default: the preset's, 1 in cpu-fast, 0 in gpu-paper)",
                                        type=float, metavar="WEIGHT")
+    register_at: float | None = option(None, "share of the run (0..1) after which every frame's "
+                                       "head pose is registered against the half-trained avatar "
+                                       "(docs/TRAINING.md): 0 turns it off (default: the preset's, "
+                                       "0.5 in cpu-fast, 0 in gpu-paper)", type=float,
+                                       metavar="SHARE")
 
 
 @dataclass

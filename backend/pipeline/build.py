@@ -45,6 +45,13 @@ class Build:
         return os.path.join(self.out, "train")
 
     @property
+    def tracking(self) -> str:
+        """The tracking the avatar is animated with: the one it was trained with (train/, its
+        poses registered against the avatar), else the prepared data's."""
+        trained = os.path.join(self.train_dir, "tracking.npz")
+        return trained if os.path.exists(trained) else self.data.tracking
+
+    @property
     def stylized(self) -> bool:
         return self.options.style.style != "none"
 
@@ -137,7 +144,7 @@ def _train(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
 
     report = train(build.train_options(), progress)["report"]
     metrics = {k: v for k, v in report.items() if isinstance(v, (int, float))}
-    return ["train/avatar.npz"], metrics
+    return ["train/avatar.npz", "train/tracking.npz"], metrics
 
 
 def _validate_train(build: Build) -> None:
@@ -147,8 +154,9 @@ def _validate_train(build: Build) -> None:
 
 
 def _export(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
-    """avatar.npz, avatar.ply, preview.mp4 (the held-out frames), turntable.png with its
-    coverage (turntable.json), and reenactment.mp4 of every frame with --full-reenactment."""
+    """avatar.npz, tracking.npz (the poses it was trained with), avatar.ply, preview.mp4 (the
+    held-out frames), turntable.png with its coverage (turntable.json), and reenactment.mp4 of
+    every frame with --full-reenactment."""
     import shutil
 
     from ..export.cli import export_ply, render_orbit, render_reenactment
@@ -160,16 +168,19 @@ def _export(build: Build, progress) -> tuple[list[str], dict[str, Any]]:
     if not _export_proportioned(build, avatar_path, progress):
         with atomic_path(avatar_path) as tmp:
             shutil.copyfile(os.path.join(build.train_dir, "avatar.npz"), tmp)
+    tracking_path = build.path("tracking.npz")
+    with atomic_path(tracking_path) as tmp:
+        shutil.copyfile(build.tracking, tmp)
     export_ply(avatar_path, build.path("avatar.ply"), progress)
-    held_out = preview_frames(tracking_format.read(build.data.tracking).n_frames)
-    render_reenactment(avatar_path, build.data.tracking, build.path("preview.mp4"), progress,
+    held_out = preview_frames(tracking_format.read(tracking_path).n_frames)
+    render_reenactment(avatar_path, tracking_path, build.path("preview.mp4"), progress,
                        frames=held_out)
     coverage = render_orbit(avatar_path, build.path("turntable.png"), progress,
-                            tracking_path=build.data.tracking,
+                            tracking_path=tracking_path,
                             frame=int(held_out[len(held_out) // 2]), video=False)
-    outputs = ["avatar.npz", "avatar.ply", "preview.mp4", "turntable.png", "turntable.json"]
+    outputs = ["avatar.npz", "tracking.npz", "avatar.ply", "preview.mp4", "turntable.png", "turntable.json"]
     if build.options.full_reenactment:
-        render_reenactment(avatar_path, build.data.tracking, build.path("reenactment.mp4"), progress)
+        render_reenactment(avatar_path, tracking_path, build.path("reenactment.mp4"), progress)
         outputs.append("reenactment.mp4")
     metrics = {"avatar_mb": round(os.path.getsize(avatar_path) / 1e6, 2),
                "preview_frames": len(held_out), "turntable_frame": coverage["frame"]}

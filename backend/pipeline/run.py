@@ -48,7 +48,9 @@ def run_build(options: BuildOptions, progress_mode: str = "human") -> dict[str, 
                     "metrics": o.metrics} for o in outcomes],
     }
     paths = write_report(build.out, summary, _picture_rows(build))
-    return {"out": build.out, "avatar": build.path("avatar.npz"), "tracking": build.data.tracking,
+    exported = build.path("tracking.npz")  # export's copy; before export, train's or prepare's
+    tracking = exported if os.path.exists(exported) else build.tracking
+    return {"out": build.out, "avatar": build.path("avatar.npz"), "tracking": tracking,
             "qa": os.path.join(build.data.qa, "landmarks.png"), "report_html": paths["html"]}
 
 

@@ -65,7 +65,8 @@ def train(options, progress) -> dict:
     report = outputs["report"]
     progress.result(f"avatar trained: {report['split']} PSNR {report['psnr']:.2f} dB, "
                     f"SSIM {report['ssim']:.4f}",
-                    path=os.path.abspath(outputs["avatar"]), **{"eval": outputs["eval_dir"]})
+                    path=os.path.abspath(outputs["avatar"]), tracking=os.path.abspath(outputs["tracking"]),
+                    **{"eval": outputs["eval_dir"]})
     return outputs
 
 
@@ -85,6 +86,11 @@ def training_overrides(options) -> dict:
         if not options.novel_prior >= 0:
             raise InputError(f"--novel-prior {options.novel_prior} must be 0 (off) or a positive weight")
         overrides["novel"] = {"weight": float(options.novel_prior)}
+    if options.register_at is not None:
+        if not 0 <= options.register_at < 1:
+            raise InputError(f"--register-at {options.register_at} must be 0 (off) or a share of "
+                             "the run below 1, e.g. 0.5")
+        overrides["register"] = {"at": float(options.register_at)}
     return overrides
 
 

@@ -100,6 +100,22 @@ class NovelViewConfig:
 
 
 @dataclass
+class RegisterConfig:
+    """Pose registration (backend/train/register.py): every frame's rigid head pose refined
+    against the half-trained avatar, training and held-out frames alike."""
+
+    at: float = 0.0                  # share of the run after which poses are registered (0: never)
+    every: int = 4                   # key frames: every n-th frame of the clip, interpolated between
+    scale: float = 0.5               # image scale of the renders
+    iterations: int = 3              # Gauss-Newton steps per key frame
+    alpha: float = 1.0               # weight of the alpha residual against the colour residual
+    window: int = 5                  # median filter over this many key frames
+    prior: float = 1e-4              # cost per head pixel of a correction of prior_deg and prior_mm
+    prior_deg: float = 1.0
+    prior_mm: float = 5.0
+
+
+@dataclass
 class Phase:
     """One phase of a (progressive) schedule: which images, which frames, what trains."""
 
@@ -137,6 +153,7 @@ class TrainConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     novel: NovelViewConfig = field(default_factory=NovelViewConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     phases: list[Phase] = field(default_factory=lambda: [Phase()])
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # GT frames are composited on it
@@ -168,6 +185,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "preview_every": 100, "checkpoint_every": 100, "eval_max_frames": 30,
         "resolution_schedule": ((0.0, 0.5), (0.7, 1.0)), "crop_to_mask": True,
         "time_budget_s": 780.0, "random_background": True, "novel": {"weight": 1.0},
+        "register": {"at": 0.5, "every": 8, "iterations": 2},
     },
     "tiny": {
         "iterations": 150,
@@ -222,7 +240,7 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from ``to_dict`` output (or a partial dict)."""
     values = dict(values)
     subs = {"model": ModelConfig, "optim": OptimConfig, "densify": DensifyConfig, "loss": LossConfig,
-            "novel": NovelViewConfig, "oneshot": OneShotConfig}
+            "novel": NovelViewConfig, "oneshot": OneShotConfig, "register": RegisterConfig}
     for key, cls in subs.items():
         values[key] = cls(**_tuples(values.get(key, {})))
     if "phases" in values:

@@ -75,6 +75,9 @@ def evaluate(trainer, out_dir: str, max_frames: int | None = None, n_pictures: i
         "frames": len(rows), "held_out": [int(data.test[0]), int(data.test[-1])],
         "step": trainer.step, "n_gaussians": trainer.model.n_gaussians,
         "lpips": None, "per_frame": rows,
+        # the poses evaluated: the tracking's, or those registered against the avatar (register.py)
+        "poses": "registered" if trainer.registration else "tracked",
+        **{f"register_{k}": v for k, v in (trainer.registration or {}).items()},
     }
     write_json(os.path.join(out_dir, "report.json"), report)
     return report

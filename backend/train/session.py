@@ -43,9 +43,15 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
     Single-frame data (or ``prepare --image`` data, or ``preset="oneshot"``) trains in one-shot
     mode (oneshot.py); its evaluation is on the training view, which the report says.
 
+    ``out/tracking.npz`` is the tracking the avatar was trained with: the prepared data's, with
+    every frame's rigid pose registered against the avatar when the preset does that
+    (register.py); the preview, the turntable and Blender animate the avatar with it.
+
     Returns:
-        {"avatar": path, "report": eval report dict, "eval_dir": path, "trainer": Trainer}.
+        {"avatar": path, "tracking": path, "report": eval report dict, "eval_dir": path,
+        "trainer": Trainer}.
     """
+    from ..formats import tracking as tracking_format
     from .evaluate import evaluate, write_loss_curve
 
     ensure_writable_folder(out)
@@ -79,13 +85,15 @@ def train_and_export(data_dir: str, out: str, preset: str, overrides: dict, devi
         what = "held-out" if data.held_out else "training-view (no held-out frame)"
         progress.stage("evaluate", f"{len(data.test)} {what} frames")
     report = evaluate(trainer, os.path.join(out, "eval"))
+    tracking_path = os.path.join(out, "tracking.npz")
+    tracking_format.write(tracking_path, data.tracking)
     avatar_path = os.path.join(out, "avatar.npz")
     write_avatar(avatar_path, trainer.model, trainer.mesh, data.tracking.expression_names, head.kind,
                  training={"preset": preset, "steps": trainer.step, "psnr": report["psnr"],
                            "ssim": report["ssim"], "split": report["split"],
                            "oneshot": trainer.config.oneshot.enabled})
-    return {"avatar": avatar_path, "report": report, "eval_dir": os.path.join(out, "eval"),
-            "trainer": trainer}
+    return {"avatar": avatar_path, "tracking": tracking_path, "report": report,
+            "eval_dir": os.path.join(out, "eval"), "trainer": trainer}
 
 
 def _previewer(out: str, progress, then=None):

@@ -57,6 +57,7 @@ class Trainer:
         self.mesh: SubjectMesh = subject_mesh(head, self._shape(), self._offsets())
         self._head_faces: torch.Tensor | None = None  # the head region's faces (novel_view_loss)
         self._floor: float | None = None  # the neck floor's height (_neck_floor)
+        self.registration: dict | None = None  # register.py's summary once poses are registered
 
     # -- set-up -----------------------------------------------------------------------------------
     def _shape(self):
@@ -109,6 +110,28 @@ class Trainer:
         zones = regions.image_shoulder_zones(torch.cat(ring_pixels), torch.cat(chin_pixels), lines)
         self.data.set_cut_lines(lines, zones)
         return torch.cat(out)
+
+    @torch.no_grad()
+    def rest_head_centre(self) -> torch.Tensor:
+        """(3,) centre of the rest head above the neck cut (register.py's pivot)."""
+        from ..headmodel import regions
+
+        rest = self._rest_vertices()
+        return rest[regions.head_vertices(self.head, rest)].mean(dim=0)
+
+    @torch.no_grad()
+    def rest_root_joints(self) -> np.ndarray:
+        """(T, 3) the root joint's rest position in every frame (it moves with the expression)."""
+        t = self.data.tracking
+        shape = self._shape()
+        out = []
+        for start in range(0, t.n_frames, 256):
+            stop = min(start + 256, t.n_frames)
+            result = self.head(shape=None if shape is None else shape[None].expand(stop - start, -1),
+                               expression=torch.as_tensor(t.expressions[start:stop], device=self.device),
+                               vertex_offsets=self._offsets())
+            out.append(result.rest_joints[:, 0].double().cpu().numpy())
+        return np.concatenate(out)
 
     def initialize(self) -> None:
         """A fresh avatar, grid, hooks and optimizer."""
@@ -351,6 +374,10 @@ class Trainer:
                     self._set_trainable(phase)
                     log.info("phase %s: %d frames, training %s", phase.name, len(pool),
                              ", ".join(phase.trainable))
+                if self._registration_due():
+                    paused = time.monotonic()
+                    self.register(phase.images)
+                    self._started = started = started + time.monotonic() - paused
                 if cfg.time_budget_s and time.monotonic() - started > cfg.time_budget_s:
                     log.warning("time budget of %.0f s reached at step %d of %d; stopping early",
                                 cfg.time_budget_s, self.step, cfg.iterations)
@@ -372,6 +399,21 @@ class Trainer:
             raise
         log.info("trained %d steps in %.1f s", self.step, time.monotonic() - started)
 
+    def _registration_due(self) -> bool:
+        at = self.config.register.at
+        return bool(at) and self.registration is None and self.data.n_frames > 1 \
+            and not self.config.oneshot.enabled and self.fraction_done() >= at
+
+    def register(self, images: str) -> dict:
+        """Register every frame's rigid pose against the avatar (register.py), then go on."""
+        from .register import register_poses
+
+        if self.progress is not None:
+            self.progress.log(f"register: every frame's head pose against the avatar at step {self.step}")
+        self.registration = register_poses(self, images, self.progress)
+        self.save_checkpoint()
+        return self.registration
+
     # -- checkpoints ----------------------------------------------------------------------------
     def checkpoint_state(self) -> dict:
         return {
@@ -384,6 +426,10 @@ class Trainer:
                              "half_length": self.volume.half_length},
             "history": [list(item) for item in self.history],
             "generator": self.generator.get_state(),
+            "registration": None if self.registration is None else {
+                "summary": self.registration,
+                "root_rotations": torch.as_tensor(self.data.tracking.joint_rotations[:, 0]),
+                "translation": torch.as_tensor(self.data.tracking.translation)},
             **{hook.name: hook.state_dict() for hook in self.hooks},
         }
 
@@ -410,6 +456,21 @@ class Trainer:
         self.history = [(int(s), float(v)) for s, v in state["history"]]
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
+        registration = state.get("registration")
+        if registration is not None:
+            self._restore_registration(registration)
+
+    def _restore_registration(self, registration: dict) -> None:
+        """The registered poses of a checkpoint back into the tracking and frame transforms."""
+        import dataclasses
+
+        tracking = self.data.tracking
+        rotations = tracking.joint_rotations.copy()
+        rotations[:, 0] = registration["root_rotations"].cpu().numpy()
+        self.data.tracking = dataclasses.replace(
+            tracking, joint_rotations=rotations, translation=registration["translation"].cpu().numpy())
+        self.transforms = self._frame_transforms()
+        self.registration = dict(registration["summary"])
 
 
 def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
