@@ -185,7 +185,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "preview_every": 100, "checkpoint_every": 100, "eval_max_frames": 30,
         "resolution_schedule": ((0.0, 0.5), (0.7, 1.0)), "crop_to_mask": True,
         "time_budget_s": 780.0, "random_background": True, "novel": {"weight": 1.0},
-        "register": {"at": 0.5, "every": 8, "iterations": 2},
+        "register": {"at": 0.5, "every": 4, "iterations": 2},
     },
     "tiny": {
         "iterations": 150,
