@@ -1,7 +1,7 @@
 """Pose registration: every frame's rigid head pose refined against the avatar being trained.
 
-The landmark fit's rigid pose drifts by a degree or two over a clip (docs/TRAINING.md, "The
-tracking's drift"): on cap12 the pitch moves 1-1.5 deg between its first and last seconds about
+The landmark fit's rigid pose drifts by a degree or two over a clip (docs/TRAINING.md, "Pose
+registration"): on cap12 the pitch moves 1-1.5 deg between its first and last seconds about
 a point below the head, which no landmark term sees but the avatar's outline and features do.
 Halfway through training (``RegisterConfig.at``) the avatar is a good appearance model of the
 subject, so the trainer stops, freezes it, and asks of every key frame (every ``every``-th frame
@@ -34,7 +34,7 @@ log = logging.getLogger("toonsplat")
 ROTATION_STEP = 2e-3     # radians: the Jacobian's forward difference for the rotation
 TRANSLATION_STEP = 5e-4  # metres: and for the translation
 MAX_ROTATION_DEG = 6.0   # a key frame that wants more than this (or MAX_TRANSLATION) is left out:
-MAX_TRANSLATION = 0.03   # the drift is 1-2 deg and mm; that much is a bad fit, not the tracking's error
+MAX_TRANSLATION = 0.03   # the drift is 1-2 deg and a few mm; that much is a bad fit, not a drift
 
 
 def rigid_matrix(x: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,8 @@ def rigid_matrix(x: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
     translation ``x[3:]``: the correction in camera axes."""
     from ..headmodel.lbs import batch_rodrigues
 
-    rotation = batch_rodrigues(x[None, :3].double())[0].to(pivot.dtype)
+    x = x.to(device=pivot.device, dtype=torch.float64)
+    rotation = batch_rodrigues(x[None, :3])[0].to(pivot.dtype)
     matrix = torch.eye(4, dtype=pivot.dtype, device=pivot.device)
     matrix[:3, :3] = rotation
     matrix[:3, 3] = pivot - rotation @ pivot + x[3:].to(pivot.dtype)
@@ -87,7 +88,7 @@ class _FrameProblem:
                      background=self.background, backend=self.trainer.config.render_backend)
         colour = (out.rgb[0] - self.target) * self.weight
         alpha = (out.alpha[0] - self.mask) * self.weight * self.config.alpha ** 0.5
-        return torch.cat([colour.flatten(), alpha.flatten()]).double()
+        return torch.cat([colour.flatten(), alpha.flatten()]).double().cpu()  # the solver's side
 
 
 def frame_pivot(trainer, index: int) -> torch.Tensor:
@@ -209,7 +210,7 @@ def apply_corrections(trainer, corrections: np.ndarray) -> None:
         camera = rigid_matrix(x, frame_pivot(trainer, index).double())
         world = torch.linalg.inv(viewmat) @ camera @ viewmat  # the correction in head-model axes
         rotations[index, 0], translation[index] = _moved_root(
-            rotations[index, 0], translation[index], rest_roots[index], world.numpy())
+            rotations[index, 0], translation[index], rest_roots[index], world.cpu().numpy())
     trainer.data.tracking = dataclasses.replace(
         tracking, joint_rotations=rotations.astype(np.float32), translation=translation.astype(np.float32))
     trainer.transforms = trainer._frame_transforms()
