@@ -19,6 +19,19 @@ def run_backend(*args: str, cwd: Path = REPO, env: dict | None = None,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def train_synthetic(folder: Path, n_frames: int, size: int, seed: int, overrides: dict) -> dict:
+    """The synthetic subject written to ``folder/data`` and a ``tiny`` avatar trained on its
+    exact tracking into ``folder/run``; returns ``train_and_export``'s outputs."""
+    import torch
+
+    from backend.synth.render import synthesize
+    from backend.train.session import train_and_export
+
+    torch.manual_seed(0)
+    synthesize(str(folder / "data"), n_frames=n_frames, size=size, seed=seed, video=False)
+    return train_and_export(str(folder / "data"), str(folder / "run"), "tiny", overrides)
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO

@@ -109,39 +109,27 @@ def test_a_build_option_reaches_its_stage(tmp_path):
     assert build.style_options().strength == 0.3
 
 
-def test_the_novel_prior_flag_reaches_the_training_config():
-    """``--novel-prior 0`` turns the cpu-fast preset's prior off, in train and in build; unset,
-    the preset's weight stands; a negative weight is refused."""
+@pytest.mark.parametrize("flag, field, read, stage_value, build_value, preset_values, bad", [
+    # --novel-prior 0 turns cpu-fast's prior off; a negative weight is refused
+    ("--novel-prior", "novel_prior", lambda c: c.novel.weight, "0", "0.25", (1.0, 0.0), -1.0),
+    # --register-at 0 turns cpu-fast's pose registration off; a share of 1 or more is refused
+    ("--register-at", "register_at", lambda c: c.register.at, "0", "0.3", (0.5, 0.0), 1.5),
+])
+def test_a_training_flag_reaches_the_training_config(flag, field, read, stage_value, build_value,
+                                                     preset_values, bad):
+    """The flag sets its config value in train and in build (on either preset); unset, each
+    preset's own value stands (cpu-fast, gpu-paper); a bad value is refused, naming the flag."""
     from backend.errors import InputError
     from backend.train.cli import training_overrides
     from backend.train.config import make_config
 
-    stage = _parser(TrainOptions, STAGE).parse_args(["--data", "d", "--out", "o", "--novel-prior", "0"])
+    stage = _parser(TrainOptions, STAGE).parse_args(["--data", "d", "--out", "o", flag, stage_value])
     options = opts.from_args(TrainOptions, stage, STAGE)
-    assert make_config("cpu-fast", **training_overrides(options)).novel.weight == 0.0
-    build = _parser(BuildOptions, BUILD).parse_args(["--out", "b", "--novel-prior", "0.25"])
+    assert read(make_config("cpu-fast", **training_overrides(options))) == float(stage_value)
+    build = _parser(BuildOptions, BUILD).parse_args(["--out", "b", flag, build_value])
     options = opts.from_args(BuildOptions, build, BUILD).train
-    assert make_config("cpu-fast", **training_overrides(options)).novel.weight == 0.25
-    assert make_config("cpu-fast", **training_overrides(TrainOptions())).novel.weight == 1.0
-    assert make_config("gpu-paper", **training_overrides(TrainOptions())).novel.weight == 0.0
-    with pytest.raises(InputError, match="--novel-prior -1"):
-        training_overrides(TrainOptions(novel_prior=-1.0))
-
-
-def test_the_register_flag_reaches_the_training_config():
-    """``--register-at 0`` turns the cpu-fast preset's pose registration off, in train and in
-    build; unset, the preset's share stands (off in gpu-paper); a share of 1 or more is refused."""
-    from backend.errors import InputError
-    from backend.train.cli import training_overrides
-    from backend.train.config import make_config
-
-    stage = _parser(TrainOptions, STAGE).parse_args(["--data", "d", "--out", "o", "--register-at", "0"])
-    options = opts.from_args(TrainOptions, stage, STAGE)
-    assert make_config("cpu-fast", **training_overrides(options)).register.at == 0.0
-    build = _parser(BuildOptions, BUILD).parse_args(["--out", "b", "--register-at", "0.3"])
-    options = opts.from_args(BuildOptions, build, BUILD).train
-    assert make_config("gpu-paper", **training_overrides(options)).register.at == 0.3
-    assert make_config("cpu-fast", **training_overrides(TrainOptions())).register.at == 0.5
-    assert make_config("gpu-paper", **training_overrides(TrainOptions())).register.at == 0.0
-    with pytest.raises(InputError, match="--register-at 1.5"):
-        training_overrides(TrainOptions(register_at=1.5))
+    assert read(make_config("gpu-paper", **training_overrides(options))) == float(build_value)
+    for preset, value in zip(("cpu-fast", "gpu-paper"), preset_values):
+        assert read(make_config(preset, **training_overrides(TrainOptions()))) == value
+    with pytest.raises(InputError, match=f"{flag} {bad}"):
+        training_overrides(TrainOptions(**{field: bad}))

@@ -15,7 +15,7 @@ import torch
 from backend.formats import animate
 from backend.formats import avatar as avatar_format
 from backend.formats import tracking as tracking_format
-from tests.conftest import run_backend
+from tests.conftest import run_backend, train_synthetic
 
 ITERATIONS = 50
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # see single_thread()
@@ -28,15 +28,10 @@ def single_thread(torch_single_thread):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from backend.synth.render import synthesize
-    from backend.train.session import train_and_export
-
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("subject")
-    synthesize(str(folder / "data"), n_frames=16, size=32, seed=3, video=False)
-    outputs = train_and_export(str(folder / "data"), str(folder / "run"), "tiny",
-                               {"iterations": ITERATIONS, "preview_every": 30,
-                                "model": {"n_face_gaussians": 600, "n_mouth_gaussians": 40}})
+    small = {"n_face_gaussians": 600, "n_mouth_gaussians": 40}
+    outputs = train_synthetic(folder, 16, 32, 3, {"iterations": ITERATIONS, "preview_every": 30,
+                                                  "model": small})
     return folder, outputs
 
 

@@ -140,31 +140,34 @@ def register_poses(trainer, images: str, progress=None) -> dict:
     """Register every frame's rigid pose against ``trainer``'s avatar and write the corrections
     into ``trainer.data.tracking`` (and the trainer's frame transforms and neck cuts).
 
-    Returns a summary: key frames, mean / largest correction (deg, mm), cost before / after.
+    Returns a summary: key frames registered and left out (no head, or a correction past the
+    limits), mean / largest correction (deg, mm), cost per head pixel before / after.
     """
     config = trainer.config.register
     data = trainer.data
     started = time.monotonic()
     n_frames = data.n_frames
     keys = np.unique(np.r_[np.arange(0, n_frames, max(config.every, 1)), n_frames - 1])
-    found, costs = {}, []
+    found, costs, left_out = {}, [], 0
     for count, index in enumerate(keys):
         try:
             problem = _FrameProblem(trainer, int(index), images, config)
         except ValueError:  # no head in the frame: nothing to register against
+            left_out += 1
             continue
         x, before, after = solve_frame(problem, config)
         if np.degrees(np.linalg.norm(x[:3])) > MAX_ROTATION_DEG or np.linalg.norm(x[3:]) > MAX_TRANSLATION:
             log.info("register: key frame %d wants %.1f deg / %.0f mm; not trusted, interpolated", index,
                      np.degrees(np.linalg.norm(x[:3])), 1e3 * np.linalg.norm(x[3:]))
+            left_out += 1
             continue
         found[int(index)] = x
         costs.append((before, after))
         if progress is not None and count % 25 == 0:
             progress.log(f"register: key frame {count + 1} of {len(keys)}")
     if not found:
-        log.warning("register: no key frame with a head region; poses unchanged")
-        return {"keys": 0}
+        log.warning("register: no key frame could be registered; poses unchanged")
+        return {"keys": 0, "left_out": left_out}
     known = np.array(sorted(found))
     values = np.stack([found[k] for k in known])
     values = _median_filter(values, config.window)
@@ -174,7 +177,8 @@ def register_poses(trainer, images: str, progress=None) -> dict:
     angles = np.degrees(np.linalg.norm(corrections[:, :3], axis=1))
     shifts = 1e3 * np.linalg.norm(corrections[:, 3:], axis=1)
     axes = np.abs(corrections).mean(axis=0)
-    summary = {"keys": len(found), "seconds": round(time.monotonic() - started, 1),
+    summary = {"keys": len(found), "left_out": left_out,
+               "seconds": round(time.monotonic() - started, 1),
                "pitch_yaw_roll_deg": [round(float(np.degrees(v)), 3) for v in axes[:3]],
                "xyz_mm": [round(float(1e3 * v), 3) for v in axes[3:]],
                "rotation_deg_mean": round(float(angles.mean()), 3),
