@@ -124,3 +124,14 @@ def test_a_registered_run_keeps_its_poses_in_checkpoint_report_and_tracking(tmp_
     assert resumed["trainer"].registration == outputs["trainer"].registration
     np.testing.assert_allclose(tracking_format.read(resumed["tracking"]).translation,
                                written.translation)
+
+
+def test_a_long_clip_gets_a_larger_key_step():
+    """The registration's time is linear in its key frames: at most about ``max_keys`` of them
+    (cap12's 1337 frames keep every 4th; a 2-minute clip at 30 fps gets every 9th)."""
+    from backend.train.config import make_config
+    from backend.train.register import key_step
+
+    config = make_config("cpu-fast").register
+    assert key_step(1337, config) == 4 and key_step(918, config) == 4
+    assert key_step(3600, config) == 9 and -(-3600 // 9) <= config.max_keys

@@ -106,6 +106,7 @@ class RegisterConfig:
 
     at: float = 0.0                  # share of the run after which poses are registered (0: never)
     every: int = 4                   # key frames: every n-th frame of the clip, interpolated between
+    max_keys: int = 400              # ... and at most about this many (long clips: a larger step)
     scale: float = 0.5               # image scale of the renders
     iterations: int = 3              # Gauss-Newton steps per key frame
     alpha: float = 1.0               # weight of the alpha residual against the colour residual

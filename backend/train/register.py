@@ -147,7 +147,7 @@ def register_poses(trainer, images: str, progress=None) -> dict:
     data = trainer.data
     started = time.monotonic()
     n_frames = data.n_frames
-    keys = np.unique(np.r_[np.arange(0, n_frames, max(config.every, 1)), n_frames - 1])
+    keys = np.unique(np.r_[np.arange(0, n_frames, key_step(n_frames, config)), n_frames - 1])
     found, costs, left_out = {}, [], 0
     for count, index in enumerate(keys):
         try:
@@ -189,6 +189,12 @@ def register_poses(trainer, images: str, progress=None) -> dict:
                "cost_after": round(float(costs[:, 1].mean()), 6)}
     log.info("register: %s", summary)
     return summary
+
+
+def key_step(n_frames: int, config) -> int:
+    """Frames between two key frames: ``every``, or more on a long clip, so that there are at
+    most about ``max_keys`` (the time is linear in them: ~0.5 s a key frame on 2 CPU cores)."""
+    return max(config.every, 1, -(-n_frames // max(config.max_keys, 1)))
 
 
 def _median_filter(values: np.ndarray, window: int) -> np.ndarray:
