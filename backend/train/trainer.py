@@ -82,20 +82,11 @@ class Trainer:
         from ..headmodel import regions
 
         t = self.data.tracking
-        shape = self._shape()
         rest = self._rest_vertices()
         ring, above = regions.cut_ring(self.head, rest), regions.head_vertices(self.head, rest)
         chin = regions.chin_vertex(self.head, rest)
         out, ring_pixels, up_pixels, chin_pixels = [], [], [], []
-        for start in range(0, t.n_frames, 256):
-            stop = min(start + 256, t.n_frames)
-            batch = stop - start
-            result = self.head(shape=None if shape is None else shape[None].expand(batch, -1),
-                               expression=torch.as_tensor(t.expressions[start:stop], device=self.device),
-                               joint_rotations=torch.as_tensor(t.joint_rotations[start:stop],
-                                                               device=self.device),
-                               translation=torch.as_tensor(t.translation[start:stop], device=self.device),
-                               vertex_offsets=self._offsets())
+        for start, stop, result in self._posed_batches():
             out.append(result.transforms.float())
             vertices = result.vertices.float()
             ring_centre = vertices[:, ring].mean(dim=1, keepdim=True)
@@ -122,16 +113,23 @@ class Trainer:
     @torch.no_grad()
     def rest_root_joints(self) -> np.ndarray:
         """(T, 3) the root joint's rest position in every frame (it moves with the expression)."""
+        return np.concatenate([result.rest_joints[:, 0].double().cpu().numpy()
+                               for _, _, result in self._posed_batches()])
+
+    def _posed_batches(self, size: int = 256):
+        """(start, stop, HeadOutput) of the head model posed by the tracking, ``size`` frames at
+        a time."""
         t = self.data.tracking
         shape = self._shape()
-        out = []
-        for start in range(0, t.n_frames, 256):
-            stop = min(start + 256, t.n_frames)
-            result = self.head(shape=None if shape is None else shape[None].expand(stop - start, -1),
-                               expression=torch.as_tensor(t.expressions[start:stop], device=self.device),
-                               vertex_offsets=self._offsets())
-            out.append(result.rest_joints[:, 0].double().cpu().numpy())
-        return np.concatenate(out)
+        for start in range(0, t.n_frames, size):
+            stop = min(start + size, t.n_frames)
+            frames = slice(start, stop)
+            yield start, stop, self.head(
+                shape=None if shape is None else shape[None].expand(stop - start, -1),
+                expression=torch.as_tensor(t.expressions[frames], device=self.device),
+                joint_rotations=torch.as_tensor(t.joint_rotations[frames], device=self.device),
+                translation=torch.as_tensor(t.translation[frames], device=self.device),
+                vertex_offsets=self._offsets())
 
     def initialize(self) -> None:
         """A fresh avatar, grid, hooks and optimizer."""
