@@ -57,6 +57,7 @@ class Trainer:
         self.mesh: SubjectMesh = subject_mesh(head, self._shape(), self._offsets())
         self._head_faces: torch.Tensor | None = None  # the head region's faces (novel_view_loss)
         self._floor: float | None = None  # the neck floor's height (_neck_floor)
+        self._head_centre: torch.Tensor | None = None  # rest_head_centre
         self.registration: dict | None = None  # register.py's summary once poses are registered
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -105,10 +106,12 @@ class Trainer:
     @torch.no_grad()
     def rest_head_centre(self) -> torch.Tensor:
         """(3,) centre of the rest head above the neck cut (register.py's pivot)."""
-        from ..headmodel import regions
+        if self._head_centre is None:
+            from ..headmodel import regions
 
-        rest = self._rest_vertices()
-        return rest[regions.head_vertices(self.head, rest)].mean(dim=0)
+            rest = self._rest_vertices()
+            self._head_centre = rest[regions.head_vertices(self.head, rest)].mean(dim=0)
+        return self._head_centre
 
     @torch.no_grad()
     def rest_root_joints(self) -> np.ndarray:
