@@ -156,9 +156,10 @@ def register_poses(trainer, images: str, progress=None) -> dict:
             left_out += 1
             continue
         x, before, after = solve_frame(problem, config)
-        if np.degrees(np.linalg.norm(x[:3])) > MAX_ROTATION_DEG or np.linalg.norm(x[3:]) > MAX_TRANSLATION:
-            log.info("register: key frame %d wants %.1f deg / %.0f mm; not trusted, interpolated", index,
-                     np.degrees(np.linalg.norm(x[:3])), 1e3 * np.linalg.norm(x[3:]))
+        angle, shift = np.degrees(np.linalg.norm(x[:3])), np.linalg.norm(x[3:])
+        if angle > MAX_ROTATION_DEG or shift > MAX_TRANSLATION:
+            log.info("register: key frame %d wants %.1f deg / %.0f mm; not trusted, interpolated",
+                     index, angle, 1e3 * shift)
             left_out += 1
             continue
         found[int(index)] = x
